@@ -1,0 +1,157 @@
+"""enqueue(), enqueue_many() and get_queue(): the Django-facing front of the engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from . import connection, serialization
+from .conf import QueueSettings, get_settings
+from .exceptions import EnqueueVetoed, InvalidJobOptions, QueueUnavailable
+from .ids import new_job_id
+from .options import EnqueueOptions, validate
+from .queue import RedisJobQueue
+from .registry import JobDefinition, get_definition
+
+_queues: dict[str, RedisJobQueue] = {}
+_queues_lock = threading.Lock()
+
+
+def get_queue(name: str | None = None) -> RedisJobQueue:
+    """The engine for a configured queue (default: DEFAULT_QUEUE), on the shared client."""
+    settings = get_settings()
+    qs = settings.queue(name)
+    queue = _queues.get(qs.name)
+    if queue is None:
+        with _queues_lock:
+            queue = _queues.get(qs.name)
+            if queue is None:
+                queue = _queues[qs.name] = make_queue(qs, connection.get_client())
+    return queue
+
+
+def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
+    settings = get_settings()
+    return RedisJobQueue(
+        client,
+        qs.name,
+        visibility_ms=qs.visibility_ms,
+        max_attempts=qs.max_attempts,
+        key_prefix=settings.key_prefix,
+        history=qs.history,
+        completed_ttl_s=qs.completed_after_seconds,
+        failed_ttl_s=qs.failed_after_seconds,
+        max_payload_bytes=settings.max_payload_bytes,
+        backoff_base_seconds=qs.backoff_base_seconds,
+        backoff_max_seconds=qs.backoff_max_seconds,
+        cluster=settings.cluster,
+    )
+
+
+def reset_queues() -> None:
+    with _queues_lock:
+        _queues.clear()
+
+
+def resolve(name_or_function: str | Callable[..., Any] | JobDefinition) -> JobDefinition:
+    """The definition for a job name, an @job function or a definition."""
+    if isinstance(name_or_function, JobDefinition):
+        return name_or_function
+    if isinstance(name_or_function, str):
+        return get_definition(name_or_function)
+    definition = getattr(name_or_function, "definition", None)
+    if isinstance(definition, JobDefinition):
+        return definition
+    raise InvalidJobOptions(f"{name_or_function!r} is not a job: decorate it with @job or pass a job name")
+
+
+def _prepare(definition: JobDefinition, options: dict[str, Any]) -> tuple[EnqueueOptions, RedisJobQueue]:
+    opts = validate({**definition.defaults, **options})
+    queue_name = opts.queue or definition.queue
+    return opts, get_queue(queue_name)
+
+
+def _extra(opts: EnqueueOptions) -> dict[str, str] | None:
+    return None if opts.keep_result else {"keep_result": "0"}
+
+
+def _check_preflight(definition: JobDefinition, payload: Any, queue: RedisJobQueue) -> None:
+    hook = definition.preflight.on_before_add
+    if hook is not None and not hook({"name": definition.name, "payload": payload}, queue.queue_name):
+        raise EnqueueVetoed(f"preflight on_before_add of job {definition.name!r} refused the job")
+
+
+def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload: Any = None, **options: Any) -> str:
+    """Add a job; returns its ID.
+
+    Options: queue, delay (seconds or timedelta), run_at (aware datetime),
+    max_attempts, ttl (seconds), unique_key, on_commit, keep_result.
+    Raises UnknownJobError, InvalidJobOptions, PayloadError, EnqueueVetoed or
+    QueueUnavailable; in each case nothing was written.
+    """
+    definition = resolve(name_or_function)
+    opts, queue = _prepare(definition, options)
+    payload_json = serialization.dumps(payload, max_bytes=queue.max_payload_bytes)
+    _check_preflight(definition, payload, queue)
+    job_id = new_job_id()
+
+    def write() -> str:
+        try:
+            return queue.enqueue_encoded(
+                payload_json,
+                job_id=job_id,
+                name=definition.name,
+                delay_ms=opts.delay_ms,
+                ttl_ms=opts.ttl_ms,
+                unique_key=opts.unique_key,
+                max_attempts=opts.max_attempts or definition.max_attempts,
+                extra=_extra(opts),
+            )
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not enqueue job {definition.name!r}: {exc}") from exc
+
+    if opts.on_commit:
+        # The ID is chosen now so the caller can keep it; the write happens
+        # only if (and when) the surrounding transaction commits.
+        transaction.on_commit(write)
+        return job_id
+    return write()
+
+
+def enqueue_many(
+    name_or_function: str | Callable[..., Any] | JobDefinition, payloads: Iterable[Any], **options: Any
+) -> list[str]:
+    """Add many jobs of one kind, pipelined; same options as enqueue() except
+    unique_key. Every payload is checked before anything is written."""
+    definition = resolve(name_or_function)
+    if options.get("unique_key"):
+        raise InvalidJobOptions("unique_key is given per job: use enqueue() for unique jobs")
+    opts, queue = _prepare(definition, options)
+    payloads = list(payloads)
+    for payload in payloads:
+        _check_preflight(definition, payload, queue)
+
+    def write() -> list[str]:
+        try:
+            return queue.enqueue_many(
+                payloads,
+                name=definition.name,
+                delay_ms=opts.delay_ms,
+                ttl_ms=opts.ttl_ms,
+                max_attempts=opts.max_attempts or definition.max_attempts,
+                extra=_extra(opts),
+            )
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not enqueue jobs {definition.name!r}: {exc}") from exc
+
+    if opts.on_commit:
+        # Encode now so a bad payload fails in the caller, not at commit.
+        for payload in payloads:
+            serialization.dumps(payload, max_bytes=queue.max_payload_bytes)
+        transaction.on_commit(write)
+        return []
+    return write()

@@ -1,0 +1,340 @@
+"""The JOBQUEUE setting: documented defaults, one validation path, one cache.
+
+Nothing is read at import time. ``get_settings()`` validates once and caches;
+Django's ``setting_changed`` signal (override_settings in tests) clears the cache.
+The system checks (checks.py) run the same validation and report every problem
+with the key it concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .exceptions import ConfigurationError
+from .keys import validate_name
+
+MiB = 1024 * 1024
+
+DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "CACHE_ALIAS": None,
+    "KEY_PREFIX": "queue",
+    "DEFAULT_QUEUE": "jobs",
+    "CLUSTER": False,
+    "SENTINELS": None,
+    "SENTINEL_SERVICE": None,
+    "REDIS_OPTIONS": {},
+    "CONNECT_TIMEOUT": 2.0,
+    "SOCKET_TIMEOUT": 5.0,
+    "MAX_PAYLOAD_BYTES": MiB,
+    "SHUTDOWN_GRACE_SECONDS": 30.0,
+    "HEARTBEAT_SECONDS": 1.0,
+    "WORKER_TIMEOUT_SECONDS": 10.0,
+    "SWEEP_INTERVAL_SECONDS": 1.0,
+    "QUEUES": {},
+}
+
+QUEUE_DEFAULTS: dict[str, Any] = {
+    "VISIBILITY_MS": 30_000,
+    "CONCURRENT_JOBS": 1,
+    "MAX_ATTEMPTS": 3,
+    "HISTORY": 50,
+    "CLEANUP": {"COMPLETED_AFTER_SECONDS": 3600, "FAILED_AFTER_SECONDS": None},
+    "RETRY_JOBS_RUNNING_BEFORE_RESTART": True,
+    "RUN_ON_STARTUP": False,
+    "BACKOFF_BASE_SECONDS": 1.0,
+    "BACKOFF_MAX_SECONDS": 300.0,
+}
+
+CLEANUP_KEYS = ("COMPLETED_AFTER_SECONDS", "FAILED_AFTER_SECONDS")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    name: str
+    visibility_ms: int
+    concurrent_jobs: int
+    max_attempts: int
+    history: int
+    completed_after_seconds: int | None
+    failed_after_seconds: int | None
+    retry_jobs_running_before_restart: bool
+    run_on_startup: bool
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    cache_alias: str | None
+    key_prefix: str
+    default_queue: str
+    cluster: bool
+    sentinels: tuple[tuple[str, int], ...] | None
+    sentinel_service: str | None
+    redis_options: dict[str, Any]
+    connect_timeout: float
+    socket_timeout: float
+    max_payload_bytes: int
+    shutdown_grace_seconds: float
+    heartbeat_seconds: float
+    worker_timeout_seconds: float
+    sweep_interval_seconds: float
+    queues: dict[str, QueueSettings] = field(default_factory=dict)
+
+    def queue(self, name: str | None = None) -> QueueSettings:
+        from .exceptions import UnknownQueueError
+
+        name = name or self.default_queue
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise UnknownQueueError(
+                f"unknown queue {name!r}: add it to JOBQUEUE['QUEUES'] (known: {', '.join(sorted(self.queues))})"
+            ) from None
+
+
+# --------------------------------------------------------------------- checks
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def _positive_int(v: Any) -> str | None:
+    return None if _is_int(v) and v > 0 else "a positive integer"
+
+
+def _non_negative_int(v: Any) -> str | None:
+    return None if _is_int(v) and v >= 0 else "an integer >= 0"
+
+
+def _positive_number(v: Any) -> str | None:
+    return None if _is_number(v) and v > 0 else "a positive number"
+
+
+def _non_negative_number(v: Any) -> str | None:
+    return None if _is_number(v) and v >= 0 else "a number >= 0"
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "True or False"
+
+
+def _optional_str(v: Any) -> str | None:
+    return None if v is None or (isinstance(v, str) and v) else "a non-empty string or None"
+
+
+def _redis_url(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "a redis://, rediss:// or unix:// URL"
+    scheme = urlsplit(v).scheme
+    return None if scheme in ("redis", "rediss", "unix") else "a redis://, rediss:// or unix:// URL"
+
+
+def _name(v: Any) -> str | None:
+    try:
+        validate_name("name", v)
+    except ValueError:
+        return "a non-empty name without spaces or any of { } : * ? [ ] \\ quotes"
+    return None
+
+
+def _dict(v: Any) -> str | None:
+    return None if isinstance(v, dict) else "a dict"
+
+
+def _sentinels(v: Any) -> str | None:
+    if v is None:
+        return None
+    ok = (
+        isinstance(v, (list, tuple))
+        and v
+        and all(isinstance(s, (list, tuple)) and len(s) == 2 and isinstance(s[0], str) and _is_int(s[1]) for s in v)
+    )
+    return None if ok else 'None or a list of ("host", port) pairs'
+
+
+_TOP_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "REDIS_URL": _redis_url,
+    "CACHE_ALIAS": _optional_str,
+    "KEY_PREFIX": _name,
+    "DEFAULT_QUEUE": _name,
+    "CLUSTER": _bool,
+    "SENTINELS": _sentinels,
+    "SENTINEL_SERVICE": _optional_str,
+    "REDIS_OPTIONS": _dict,
+    "CONNECT_TIMEOUT": _positive_number,
+    "SOCKET_TIMEOUT": _positive_number,
+    "MAX_PAYLOAD_BYTES": _positive_int,
+    "SHUTDOWN_GRACE_SECONDS": _non_negative_number,
+    "HEARTBEAT_SECONDS": _positive_number,
+    "WORKER_TIMEOUT_SECONDS": _positive_number,
+    "SWEEP_INTERVAL_SECONDS": _positive_number,
+    "QUEUES": _dict,
+}
+
+_QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "VISIBILITY_MS": _positive_int,
+    "CONCURRENT_JOBS": _positive_int,
+    "MAX_ATTEMPTS": _positive_int,
+    "HISTORY": _non_negative_int,
+    "CLEANUP": _dict,
+    "RETRY_JOBS_RUNNING_BEFORE_RESTART": _bool,
+    "RUN_ON_STARTUP": _bool,
+    "BACKOFF_BASE_SECONDS": _non_negative_number,
+    "BACKOFF_MAX_SECONDS": _non_negative_number,
+}
+
+
+def _optional_seconds(v: Any) -> str | None:
+    return None if v is None or (_is_int(v) and v > 0) else "None (keep) or a positive integer"
+
+
+def _close_match(key: str, known: Mapping[str, Any]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
+    """Check a JOBQUEUE value. Returns (settings or None, [(key path, problem)])."""
+    errors: list[tuple[str, str]] = []
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return None, [("JOBQUEUE", f"must be a dict, got {type(raw).__name__}")]
+
+    def check(path: str, value: Any, rule: Callable[[Any], str | None]) -> None:
+        want = rule(value)
+        if want:
+            errors.append((path, f"must be {want}, got {value!r}"))
+
+    for key in raw:
+        if key not in DEFAULTS:
+            errors.append((f"JOBQUEUE[{key!r}]", f"is not a known setting{_close_match(str(key), DEFAULTS)}"))
+    top = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+    for key, rule in _TOP_CHECKS.items():
+        check(f"JOBQUEUE[{key!r}]", top[key], rule)
+    if top["SENTINELS"] and not top["SENTINEL_SERVICE"]:
+        errors.append(("JOBQUEUE['SENTINEL_SERVICE']", "must name the primary's service when SENTINELS is set"))
+    if (
+        _is_number(top["HEARTBEAT_SECONDS"])
+        and _is_number(top["WORKER_TIMEOUT_SECONDS"])
+        and top["WORKER_TIMEOUT_SECONDS"] < 3 * top["HEARTBEAT_SECONDS"]
+    ):
+        errors.append(("JOBQUEUE['WORKER_TIMEOUT_SECONDS']", "must be at least 3 x HEARTBEAT_SECONDS"))
+    if top["SENTINELS"] and top["CLUSTER"]:
+        errors.append(("JOBQUEUE['CLUSTER']", "cannot be combined with SENTINELS"))
+
+    raw_queues = top["QUEUES"] if isinstance(top["QUEUES"], dict) else {}
+    default_queue = top["DEFAULT_QUEUE"] if isinstance(top["DEFAULT_QUEUE"], str) else "jobs"
+    names = dict(raw_queues)
+    names.setdefault(default_queue, {})
+    queues: dict[str, QueueSettings] = {}
+    for qname, qraw in names.items():
+        qpath = f"JOBQUEUE['QUEUES'][{qname!r}]"
+        if _name(qname):
+            errors.append((qpath, f"is not a valid queue name: it must be {_name(qname)}"))
+            continue
+        if qraw is None:
+            qraw = {}
+        if not isinstance(qraw, dict):
+            errors.append((qpath, f"must be a dict, got {qraw!r}"))
+            continue
+        for key in qraw:
+            if key not in QUEUE_DEFAULTS:
+                errors.append(
+                    (f"{qpath}[{key!r}]", f"is not a known queue setting{_close_match(str(key), QUEUE_DEFAULTS)}")
+                )
+        qs = {**QUEUE_DEFAULTS, **{k: v for k, v in qraw.items() if k in QUEUE_DEFAULTS}}
+        for key, rule in _QUEUE_CHECKS.items():
+            check(f"{qpath}[{key!r}]", qs[key], rule)
+        cleanup = {**QUEUE_DEFAULTS["CLEANUP"], **(qs["CLEANUP"] if isinstance(qs["CLEANUP"], dict) else {})}
+        for key in cleanup:
+            if key not in CLEANUP_KEYS:
+                errors.append(
+                    (
+                        f"{qpath}['CLEANUP'][{key!r}]",
+                        f"is not a known cleanup setting{_close_match(str(key), dict.fromkeys(CLEANUP_KEYS))}",
+                    )
+                )
+            else:
+                check(f"{qpath}['CLEANUP'][{key!r}]", cleanup[key], _optional_seconds)
+        if errors:
+            continue
+        queues[qname] = QueueSettings(
+            name=qname,
+            visibility_ms=qs["VISIBILITY_MS"],
+            concurrent_jobs=qs["CONCURRENT_JOBS"],
+            max_attempts=qs["MAX_ATTEMPTS"],
+            history=qs["HISTORY"],
+            completed_after_seconds=cleanup["COMPLETED_AFTER_SECONDS"],
+            failed_after_seconds=cleanup["FAILED_AFTER_SECONDS"],
+            retry_jobs_running_before_restart=qs["RETRY_JOBS_RUNNING_BEFORE_RESTART"],
+            run_on_startup=qs["RUN_ON_STARTUP"],
+            backoff_base_seconds=float(qs["BACKOFF_BASE_SECONDS"]),
+            backoff_max_seconds=float(qs["BACKOFF_MAX_SECONDS"]),
+        )
+    if errors:
+        return None, errors
+    return (
+        Settings(
+            redis_url=top["REDIS_URL"],
+            cache_alias=top["CACHE_ALIAS"],
+            key_prefix=top["KEY_PREFIX"],
+            default_queue=default_queue,
+            cluster=top["CLUSTER"],
+            sentinels=tuple((h, p) for h, p in top["SENTINELS"]) if top["SENTINELS"] else None,
+            sentinel_service=top["SENTINEL_SERVICE"],
+            redis_options=dict(top["REDIS_OPTIONS"]),
+            connect_timeout=float(top["CONNECT_TIMEOUT"]),
+            socket_timeout=float(top["SOCKET_TIMEOUT"]),
+            max_payload_bytes=top["MAX_PAYLOAD_BYTES"],
+            shutdown_grace_seconds=float(top["SHUTDOWN_GRACE_SECONDS"]),
+            heartbeat_seconds=float(top["HEARTBEAT_SECONDS"]),
+            worker_timeout_seconds=float(top["WORKER_TIMEOUT_SECONDS"]),
+            sweep_interval_seconds=float(top["SWEEP_INTERVAL_SECONDS"]),
+            queues=queues,
+        ),
+        [],
+    )
+
+
+def raw_setting() -> Any:
+    from django.conf import settings
+
+    return getattr(settings, "JOBQUEUE", None)
+
+
+@cache
+def get_settings() -> Settings:
+    """The validated JOBQUEUE setting; raises ConfigurationError naming the key."""
+    result, errors = validate(raw_setting())
+    if errors:
+        raise ConfigurationError("; ".join(f"{path} {problem}" for path, problem in errors))
+    assert result is not None
+    return result
+
+
+@receiver(setting_changed)
+def _reset(setting: str, **kwargs: Any) -> None:
+    if setting in ("JOBQUEUE", "CACHES"):
+        get_settings.cache_clear()
+        from . import api, connection
+
+        connection.reset()
+        api.reset_queues()

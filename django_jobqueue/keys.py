@@ -1,0 +1,173 @@
+"""Every Redis key name the app uses, built in one place.
+
+Nothing else in the package formats a key. Lua scripts receive their keys
+through ``KEYS``; the few scripts that touch many job hashes (the sweeps) get the
+job-hash prefix as a key and append IDs to it, which stays inside the same hash
+slot because the prefix carries the queue's hash tag in cluster mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Characters that would break key parsing, glob patterns or cluster hash tags.
+FORBIDDEN_NAME_CHARS = frozenset("{}:*?[] \t\r\n\\\"'")
+MAX_NAME_LENGTH = 100
+
+
+def validate_name(kind: str, name: object) -> str:
+    """Return ``name`` if it is usable inside a key, else raise ValueError."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{kind} must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{kind} {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    bad = sorted(set(name) & FORBIDDEN_NAME_CHARS)
+    if bad or not name.isprintable():
+        raise ValueError(
+            f"{kind} {name!r} contains characters not allowed in key names "
+            f"({' '.join(repr(c) for c in bad) or 'non-printable'})"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Key names of one queue.
+
+    The default (single-node) layout is exactly the seed's ``queue:jobs:*``.
+    In cluster mode the queue name is wrapped in a hash tag, ``queue:{jobs}:*``,
+    so every key of the queue lives in one slot and every script runs on one node.
+    """
+
+    prefix: str
+    queue: str
+    cluster: bool = False
+
+    @property
+    def base(self) -> str:
+        name = f"{{{self.queue}}}" if self.cluster else self.queue
+        return f"{self.prefix}:{name}"
+
+    # The seed's keys.
+    @property
+    def pending(self) -> str:
+        return f"{self.base}:pending"
+
+    @property
+    def processing(self) -> str:
+        return f"{self.base}:processing"
+
+    @property
+    def completed(self) -> str:
+        return f"{self.base}:completed"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.base}:failed"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}:events"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.base}:job:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.job_prefix}{job_id}"
+
+    # Ours.
+    @property
+    def claiming(self) -> str:
+        """List BLMOVE fills; the stamp script empties it within milliseconds."""
+        return f"{self.base}:claiming"
+
+    @property
+    def unstamped(self) -> str:
+        """Hash id -> ms a sweep first saw the id stuck in ``claiming``."""
+        return f"{self.base}:unstamped"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set id -> lease deadline (ms) of every stamped processing job."""
+        return f"{self.base}:leases"
+
+    @property
+    def scheduled(self) -> str:
+        """Sorted set id -> due time (ms) of delayed jobs and retries in backoff."""
+        return f"{self.base}:scheduled"
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set id -> TTL deadline (ms) of unfinished jobs that have a ttl."""
+        return f"{self.base}:deadlines"
+
+    @property
+    def unique(self) -> str:
+        """Hash unique_key -> id of the unfinished job holding that key."""
+        return f"{self.base}:unique"
+
+    @property
+    def worker_jobs_prefix(self) -> str:
+        """Prefix of the per-worker sets of job ids a worker holds in this queue."""
+        return f"{self.base}:worker-jobs:"
+
+    def worker_jobs(self, worker_id: str) -> str:
+        """Set of the ids of this queue's jobs that ``worker_id`` is running."""
+        return f"{self.worker_jobs_prefix}{worker_id}"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters shared by every process."""
+        return f"{self.base}:stats"
+
+    @property
+    def sweep_lock(self) -> str:
+        """String held by whichever process runs the maintenance sweep now."""
+        return f"{self.base}:sweep-lock"
+
+    def all_static(self) -> list[str]:
+        """Every fixed key of the queue (job hashes excluded); used by purge tools."""
+        return [
+            self.pending,
+            self.processing,
+            self.completed,
+            self.failed,
+            self.claiming,
+            self.unstamped,
+            self.leases,
+            self.scheduled,
+            self.deadlines,
+            self.unique,
+            self.stats,
+            self.sweep_lock,
+        ]
+
+
+@dataclass(frozen=True)
+class GlobalKeys:
+    """Keys that are not tied to one queue: the worker registry.
+
+    In cluster mode they share the hash tag ``{<prefix>}`` so the scripts that
+    touch the registry and a worker's record run on one node.
+    """
+
+    prefix: str
+    cluster: bool = False
+
+    @property
+    def base(self) -> str:
+        return f"{{{self.prefix}}}" if self.cluster else self.prefix
+
+    @property
+    def workers(self) -> str:
+        """Sorted set worker id -> last heartbeat (ms)."""
+        return f"{self.base}:workers"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.base}:worker:"
+
+    def worker(self, worker_id: str) -> str:
+        """Hash describing one worker: host, pid, queues, the jobs it runs."""
+        return f"{self.worker_prefix}{worker_id}"

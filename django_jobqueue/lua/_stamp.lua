@@ -1,0 +1,53 @@
+-- Shared claim stamping, pasted by the loader (`--@include _stamp`) into
+-- claim.lua and stamp.lua after _lib. Not a script of its own.
+--
+-- Expects the claim scripts' KEYS layout:
+--   KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] scheduled
+--   KEYS[5] deadlines KEYS[6] stats       KEYS[7] events    KEYS[8] job prefix
+--   KEYS[9] unique    KEYS[10] claiming   KEYS[11] unstamped
+--   KEYS[12] worker-jobs prefix (the claiming worker's set is prefix .. worker)
+--
+-- stamp(id, now, token, visibility, worker) is called once the id sits at the
+-- head of the processing list. It returns the job hash (flat HGETALL) when the
+-- job is ours to run, or false when the id had to be dropped (no hash: the
+-- entry is an orphan; a status other than pending: a stale entry) or was
+-- expired by its TTL; the caller then tries the next.
+
+local function stamp(id, now, token, visibility, worker)
+  local job_key = KEYS[8] .. id
+  local fields = redis.call('HMGET', job_key, 'status', 'expires_at_ms', 'name', 'queue', 'attempts')
+  if not fields[1] then
+    -- An id with no hash (deleted by hand, or expired by CLEANUP while listed).
+    redis.call('LREM', KEYS[2], 1, id)
+    redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+    redis.log(redis.LOG_WARNING, 'jobqueue: dropped id without a job hash: ' .. id)
+    return false
+  end
+  local meta = {fields[3], fields[4], fields[5]}
+  if fields[1] ~= 'pending' then
+    -- A stale second entry for a job that has moved on (expired, deleted,
+    -- already claimed): never hand it out twice.
+    redis.call('LREM', KEYS[2], 1, id)
+    return false
+  end
+  local expires = tonumber(fields[2])
+  if expires and expires <= now then
+    redis.call('LREM', KEYS[2], 1, id)
+    redis.call('ZREM', KEYS[5], id)
+    release_unique(KEYS[9], job_key, id)
+    redis.call('HSET', job_key, 'status', 'expired', 'finished_at_ms', int(now))
+    redis.call('HINCRBY', KEYS[6], 'expired', 1)
+    emit(KEYS[7], id, 'expired', 'expired', meta, now)
+    return false
+  end
+  local attempts = redis.call('HINCRBY', job_key, 'attempts', 1)
+  local deadline = now + visibility
+  redis.call('HSET', job_key,
+    'status', 'processing', 'claim_token', token, 'claimed_at_ms', int(now),
+    'lease_until_ms', int(deadline), 'worker', worker)
+  redis.call('ZADD', KEYS[3], deadline, id)
+  if worker ~= '' then redis.call('SADD', KEYS[12] .. worker, id) end
+  meta[3] = attempts
+  emit(KEYS[7], id, 'started', 'processing', meta, now, {worker = worker})
+  return redis.call('HGETALL', job_key)
+end

@@ -1,0 +1,69 @@
+--[[
+  Add one job: write its hash and put its id on the pending list, or in the
+  scheduled set when it is not due yet. One round trip, atomic.
+
+  KEYS[1] job hash        KEYS[2] pending     KEYS[3] scheduled
+  KEYS[4] deadlines       KEYS[5] unique      KEYS[6] stats
+  KEYS[7] events channel  KEYS[8] job-hash prefix (to look up a unique key's holder)
+
+  ARGV[1] now ms (0 = server clock)   ARGV[2] id          ARGV[3] delay ms (0 = now)
+  ARGV[4] ttl ms (0 = none)           ARGV[5] unique key ("" = none)
+  ARGV[6] queue   ARGV[7] name   ARGV[8] payload JSON   ARGV[9] max_attempts
+  ARGV[10..] extra field/value pairs stored on the hash as they are
+
+  Returns {1, id} when added, {0, holder_id} when an unfinished job already
+  holds the unique key (nothing is written).
+  Events: enqueued (status pending or scheduled).
+]]
+--@include _lib
+
+local now = now_ms(ARGV[1])
+local id = ARGV[2]
+local delay = tonumber(ARGV[3]) or 0
+local ttl = tonumber(ARGV[4]) or 0
+local unique = ARGV[5]
+
+if unique ~= '' then
+  local holder = redis.call('HGET', KEYS[5], unique)
+  if holder then
+    local st = redis.call('HGET', KEYS[8] .. holder, 'status')
+    if st == 'pending' or st == 'scheduled' or st == 'processing' then
+      return {0, holder}
+    end
+  end
+  redis.call('HSET', KEYS[5], unique, id)
+end
+
+local status = 'pending'
+if delay > 0 then status = 'scheduled' end
+
+local fields = {
+  'id', id, 'name', ARGV[7], 'queue', ARGV[6], 'payload', ARGV[8],
+  'status', status, 'attempts', '0', 'max_attempts', ARGV[9],
+  'enqueued_at_ms', int(now), 'claim_token', '',
+}
+if delay > 0 then
+  table.insert(fields, 'run_at_ms'); table.insert(fields, int(now + delay))
+end
+if ttl > 0 then
+  table.insert(fields, 'expires_at_ms'); table.insert(fields, int(now + ttl))
+end
+if unique ~= '' then
+  table.insert(fields, 'unique_key'); table.insert(fields, unique)
+end
+for i = 10, #ARGV, 2 do
+  table.insert(fields, ARGV[i]); table.insert(fields, ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+
+if delay > 0 then
+  redis.call('ZADD', KEYS[3], now + delay, id)
+else
+  redis.call('LPUSH', KEYS[2], id)
+end
+if ttl > 0 then
+  redis.call('ZADD', KEYS[4], now + ttl, id)
+end
+redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
+emit(KEYS[7], id, 'enqueued', status, {ARGV[7], ARGV[6], 0}, now)
+return {1, id}

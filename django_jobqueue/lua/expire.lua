@@ -1,0 +1,58 @@
+--[[
+  Housekeeping that is due by the clock: drop jobs past their TTL wherever
+  they wait, and pop history ids whose hash CLEANUP has already expired.
+
+  KEYS[1] deadlines  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
+  KEYS[5] leases     KEYS[6] unique   KEYS[7] stats      KEYS[8] events
+  KEYS[9] completed  KEYS[10] failed  KEYS[11] job prefix
+  KEYS[12] worker-jobs prefix
+
+  ARGV[1] now ms (0 = server clock)  ARGV[2] most jobs per call
+  ARGV[3] hash TTL seconds for expired jobs (0 = keep)
+
+  Returns {expired ids, history ids dropped}.
+  Events: expired.
+]]
+--@include _lib
+
+local now = now_ms(ARGV[1])
+local limit = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3]) or 0
+local expired = {}
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local job_key = KEYS[11] .. id
+  local meta = redis.call('HMGET', job_key, 'name', 'queue', 'attempts', 'status')
+  local st = meta[4]
+  if st == 'pending' or st == 'scheduled' or st == 'processing' then
+    -- LREM is O(list) but runs once per expired job, never per sweep.
+    if st == 'pending' then redis.call('LREM', KEYS[2], 1, id) end
+    if st == 'scheduled' then redis.call('ZREM', KEYS[3], id) end
+    if st == 'processing' then
+      redis.call('LREM', KEYS[4], -1, id)
+      redis.call('ZREM', KEYS[5], id)
+      drop_owner(KEYS[12], job_key, id)
+    end
+    release_unique(KEYS[6], job_key, id)
+    redis.call('HSET', job_key, 'status', 'expired', 'finished_at_ms', int(now), 'claim_token', '')
+    redis.call('HDEL', job_key, 'lease_until_ms')
+    if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+    redis.call('HINCRBY', KEYS[7], 'expired', 1)
+    emit(KEYS[8], id, 'expired', 'expired', meta, now)
+    table.insert(expired, id)
+  end
+end
+
+-- History lists hold ids oldest at the right; hashes expire oldest first.
+local dropped = {}
+for _, list in ipairs({KEYS[9], KEYS[10]}) do
+  for _ = 1, limit do
+    local id = redis.call('LINDEX', list, -1)
+    if not id or redis.call('EXISTS', KEYS[11] .. id) == 1 then break end
+    redis.call('RPOP', list)
+    table.insert(dropped, id)
+  end
+end
+return {expired, dropped}

@@ -1,0 +1,67 @@
+--[[
+  Record a failed attempt of a claimed job, then retry it or dead-letter it.
+
+  KEYS[1] job hash   KEYS[2] processing  KEYS[3] pending   KEYS[4] scheduled
+  KEYS[5] failed     KEYS[6] leases      KEYS[7] deadlines KEYS[8] unique
+  KEYS[9] stats      KEYS[10] events    KEYS[11] worker-jobs prefix
+
+  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
+  ARGV[4] error text  ARGV[5] traceback text ("" = none)
+  ARGV[6] retry delay ms when retried (0 = straight back to pending)
+  ARGV[7] mode: "auto" retries while attempts < max_attempts (0 = unlimited),
+          "terminal" dead-letters now
+  ARGV[8] hash TTL seconds once dead-lettered (0 = keep)
+
+  Returns 1 retrying, 2 dead-lettered (failed list), 0 no such job,
+  -1 the token is not the current claim's: nothing changed.
+  Events: retrying (status pending or scheduled), failed; both carry "error".
+]]
+--@include _lib
+
+local job_key = KEYS[1]
+local id = ARGV[2]
+local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue',
+  'attempts', 'max_attempts')
+if not cur[1] then return 0 end
+if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
+
+local now = now_ms(ARGV[1])
+local meta = {cur[3], cur[4], cur[5]}
+local attempts = tonumber(cur[5]) or 0
+local max_attempts = tonumber(cur[6]) or 0
+local err = ARGV[4]
+
+redis.call('LREM', KEYS[2], -1, id)
+redis.call('ZREM', KEYS[6], id)
+drop_owner(KEYS[11], job_key, id)
+redis.call('HSET', job_key, 'last_error', err, 'last_traceback', ARGV[5],
+  'failed_at_ms', int(now), 'claim_token', '')
+redis.call('HDEL', job_key, 'lease_until_ms')
+log_error(job_key, {attempt = attempts, error = err, ts_ms = now}, 10)
+
+local retry = ARGV[7] == 'auto' and (max_attempts == 0 or attempts < max_attempts)
+if retry then
+  local delay = tonumber(ARGV[6]) or 0
+  local status = 'pending'
+  if delay > 0 then
+    status = 'scheduled'
+    redis.call('ZADD', KEYS[4], now + delay, id)
+    redis.call('HSET', job_key, 'status', status, 'run_at_ms', int(now + delay))
+  else
+    redis.call('HSET', job_key, 'status', status)
+    redis.call('LPUSH', KEYS[3], id)
+  end
+  redis.call('HINCRBY', KEYS[9], 'retried', 1)
+  emit(KEYS[10], id, 'retrying', status, meta, now, {error = err, retry_at_ms = now + delay})
+  return 1
+end
+
+redis.call('HSET', job_key, 'status', 'failed')
+redis.call('ZREM', KEYS[7], id)
+release_unique(KEYS[8], job_key, id)
+redis.call('LPUSH', KEYS[5], id)
+local ttl = tonumber(ARGV[8]) or 0
+if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+redis.call('HINCRBY', KEYS[9], 'failed', 1)
+emit(KEYS[10], id, 'failed', 'failed', meta, now, {error = err})
+return 2

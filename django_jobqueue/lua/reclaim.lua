@@ -1,0 +1,118 @@
+--[[
+  Hand jobs whose lease ran out back to pending (at-least-once delivery).
+
+  Only ids whose lease deadline has passed are read (ZRANGEBYSCORE on the
+  lease set), so a sweep costs O(log n + due), not O(jobs in flight).
+  A job whose attempts are used up is dead-lettered instead of run again, so a
+  job that kills its worker every time cannot loop forever.
+  Ids stuck on the claiming list (a worker died between BLMOVE and its stamp)
+  are timed from the first sweep that saw them, and handed back after
+  2 x visibility. The jobs of named workers (whose heartbeat lapsed, or that
+  restarted) are reclaimed at once, found through each worker's set of job ids.
+
+  KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] claiming
+  KEYS[5] unstamped KEYS[6] failed      KEYS[7] deadlines KEYS[8] unique
+  KEYS[9] stats     KEYS[10] events     KEYS[11] job prefix
+  KEYS[12] worker-jobs prefix
+
+  ARGV[1] now ms (0 = server clock)  ARGV[2] visibility ms  ARGV[3] most ids per call
+  ARGV[4] hash TTL seconds for dead-lettered jobs (0 = keep)
+  ARGV[5..] ids of workers whose running jobs are reclaimed now, whatever their lease
+
+  Returns {reclaimed ids, dead-lettered ids}.
+  Events: reclaimed (status pending), failed.
+]]
+--@include _lib
+
+local now = now_ms(ARGV[1])
+local visibility = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local failed_ttl = tonumber(ARGV[4]) or 0
+local reclaimed, dead = {}, {}
+
+local function give_back(id, job_key, meta, reason)
+  local attempts = tonumber(meta[3]) or 0
+  local max_attempts = tonumber(redis.call('HGET', job_key, 'max_attempts')) or 0
+  redis.call('HSET', job_key, 'claim_token', '', 'last_error', reason)
+  redis.call('HDEL', job_key, 'lease_until_ms')
+  if max_attempts > 0 and attempts >= max_attempts then
+    redis.call('HSET', job_key, 'status', 'failed', 'failed_at_ms', int(now))
+    log_error(job_key, {attempt = attempts, error = reason, ts_ms = now}, 10)
+    redis.call('ZREM', KEYS[7], id)
+    release_unique(KEYS[8], job_key, id)
+    redis.call('LPUSH', KEYS[6], id)
+    if failed_ttl > 0 then redis.call('EXPIRE', job_key, failed_ttl) end
+    redis.call('HINCRBY', KEYS[9], 'failed', 1)
+    emit(KEYS[10], id, 'failed', 'failed', meta, now, {error = reason})
+    table.insert(dead, id)
+    return
+  end
+  redis.call('HSET', job_key, 'status', 'pending')
+  redis.call('HINCRBY', job_key, 'additional_deliveries', 1)
+  -- Back at the head of the line: it has waited its turn once already.
+  redis.call('RPUSH', KEYS[1], id)
+  redis.call('HINCRBY', KEYS[9], 'reclaimed', 1)
+  emit(KEYS[10], id, 'reclaimed', 'pending', meta, now, {reason = reason})
+  table.insert(reclaimed, id)
+end
+
+local function reclaim_claimed(id, reason)
+  local job_key = KEYS[11] .. id
+  redis.call('LREM', KEYS[2], -1, id)
+  redis.call('ZREM', KEYS[3], id)
+  drop_owner(KEYS[12], job_key, id)
+  local meta = redis.call('HMGET', job_key, 'name', 'queue', 'attempts', 'status')
+  if meta[4] ~= 'processing' then
+    if not meta[4] then redis.call('HINCRBY', KEYS[9], 'orphans', 1) end
+    return
+  end
+  give_back(id, job_key, meta, reason)
+end
+
+-- 1. The jobs of lost workers. A set member whose hash names another worker
+--    (or is no longer processing) is stale and only dropped.
+for i = 5, #ARGV do
+  local set = KEYS[12] .. ARGV[i]
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    local cur = redis.call('HMGET', KEYS[11] .. id, 'worker', 'status')
+    if cur[1] == ARGV[i] and cur[2] == 'processing' then
+      reclaim_claimed(id, 'worker lost (heartbeat lapsed or restarted)')
+    end
+  end
+  redis.call('DEL', set)
+end
+
+-- 2. Leases past their deadline.
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  reclaim_claimed(id, 'lease expired (visibility timeout)')
+end
+
+-- 3. Ids moved by BLMOVE but never stamped.
+local stuck = redis.call('LRANGE', KEYS[4], 0, limit - 1)
+for _, id in ipairs(stuck) do
+  local first_seen = tonumber(redis.call('HGET', KEYS[5], id))
+  if not first_seen then
+    redis.call('HSET', KEYS[5], id, int(now))
+  elseif now - first_seen >= 2 * visibility then
+    redis.call('LREM', KEYS[4], 1, id)
+    redis.call('HDEL', KEYS[5], id)
+    local job_key = KEYS[11] .. id
+    local meta = read_meta(job_key)
+    if meta[1] then
+      redis.call('HINCRBY', job_key, 'additional_deliveries', 1)
+      redis.call('RPUSH', KEYS[1], id)
+      redis.call('HINCRBY', KEYS[9], 'reclaimed', 1)
+      emit(KEYS[10], id, 'reclaimed', 'pending', meta, now, {reason = 'claim never stamped'})
+      table.insert(reclaimed, id)
+    else
+      redis.call('HINCRBY', KEYS[9], 'orphans', 1)
+    end
+  end
+end
+-- Forget first-seen marks of ids that left the claiming list some other way.
+if #stuck == 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('DEL', KEYS[5])
+end
+
+return {reclaimed, dead}

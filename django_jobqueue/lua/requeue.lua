@@ -1,0 +1,57 @@
+--[[
+  Put a claimed job back to wait, by its own worker's choice: job.requeue(),
+  an okay_to_run deferral, or a worker shutting down before it ran the job.
+
+  KEYS[1] job hash  KEYS[2] processing  KEYS[3] pending  KEYS[4] scheduled
+  KEYS[5] leases    KEYS[6] stats       KEYS[7] events    KEYS[8] worker-jobs prefix
+
+  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
+  ARGV[4] delay ms (0 = pending now)
+  ARGV[5] "1" the attempt counts, "0" give the attempt back
+  ARGV[6] "front" to be claimed next, "back" to queue behind the others
+  ARGV[7] event name (requeued, deferred, released, nacked); also the stats counter
+  ARGV[8] job hash counter to increment ("" = none; "nacks" for a nack)
+  ARGV[9] error text to record as last_error ("" = none)
+
+  Returns 1 done, 0 no such job, -1 not our claim: nothing changed.
+  Events: ARGV[7] with status pending or scheduled.
+]]
+--@include _lib
+
+local job_key = KEYS[1]
+local id = ARGV[2]
+local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts')
+if not cur[1] then return 0 end
+if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
+local now = now_ms(ARGV[1])
+local attempts = tonumber(cur[5]) or 0
+if ARGV[5] == '0' and attempts > 0 then
+  attempts = redis.call('HINCRBY', job_key, 'attempts', -1)
+end
+redis.call('LREM', KEYS[2], -1, id)
+redis.call('ZREM', KEYS[5], id)
+drop_owner(KEYS[8], job_key, id)
+redis.call('HSET', job_key, 'claim_token', '')
+redis.call('HDEL', job_key, 'lease_until_ms')
+if ARGV[8] ~= '' then redis.call('HINCRBY', job_key, ARGV[8], 1) end
+if ARGV[9] ~= '' then
+  redis.call('HSET', job_key, 'last_error', ARGV[9])
+  log_error(job_key, {attempt = attempts, error = ARGV[9], ts_ms = now}, 10)
+end
+local delay = tonumber(ARGV[4]) or 0
+local status = 'pending'
+if delay > 0 then
+  status = 'scheduled'
+  redis.call('ZADD', KEYS[4], now + delay, id)
+  redis.call('HSET', job_key, 'status', status, 'run_at_ms', int(now + delay))
+else
+  redis.call('HSET', job_key, 'status', status)
+  if ARGV[6] == 'front' then
+    redis.call('RPUSH', KEYS[3], id)
+  else
+    redis.call('LPUSH', KEYS[3], id)
+  end
+end
+redis.call('HINCRBY', KEYS[6], ARGV[7], 1)
+emit(KEYS[7], id, ARGV[7], status, {cur[3], cur[4], attempts}, now, {run_at_ms = now + delay})
+return 1

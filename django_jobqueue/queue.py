@@ -1,0 +1,567 @@
+"""RedisJobQueue: the seed's engine, as thin typed wrappers over the Lua scripts.
+
+This module knows nothing of Django: it takes a redis-py client and plain
+values, so it can be used (and tested) on its own. Every state change is one
+Lua script (atomic); every change after a claim checks the claim token.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import scripts, serialization
+from .exceptions import CorruptJobError
+from .ids import new_claim_token, new_job_id
+from .keys import QueueKeys
+
+# Bulk enqueue sends this many scripts per pipeline: large enough to amortise
+# the round trip, small enough to keep Redis responsive to other clients.
+BULK_CHUNK = 1000
+# Claim blocks at most this long per BLMOVE, so a worker loop notices a
+# shutdown request (and runs its sweep) at least this often.
+MAX_BLOCK_MS = 2000
+
+
+class Outcome(enum.Enum):
+    """What a token-checked operation did."""
+
+    OK = "ok"  # done (completed, requeued, touched, deleted)
+    RETRYING = "retrying"  # fail(): the job will run again
+    FAILED = "failed"  # fail(): the job is dead-lettered on the failed list
+    MISSING = "missing"  # no such job hash
+    NOT_OWNER = "not_owner"  # the claim token is not the current claim's
+
+    def __bool__(self) -> bool:
+        return self in (Outcome.OK, Outcome.RETRYING, Outcome.FAILED)
+
+
+_CODES = {1: Outcome.OK, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
+_FAIL_CODES = {1: Outcome.RETRYING, 2: Outcome.FAILED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+
+def _int(fields: Mapping[str, str], key: str, default: int = 0) -> int:
+    try:
+        return int(fields.get(key) or default)
+    except ValueError:
+        return default
+
+
+@dataclass
+class ClaimedJob:
+    """A job this worker holds. ``claim_token`` is its proof of ownership."""
+
+    id: str
+    payload: Any
+    attempts: int
+    claim_token: str
+    name: str = ""
+    queue: str = ""
+    max_attempts: int = 0
+    fields: dict[str, str] = field(default_factory=dict, repr=False)
+    # Set when the stored payload could not be decoded; payload is then None.
+    payload_error: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> ClaimedJob:
+        payload, error = None, None
+        try:
+            payload = serialization.loads(fields.get("payload"))
+        except CorruptJobError as exc:
+            error = str(exc)
+        return cls(
+            id=fields.get("id", ""),
+            payload=payload,
+            attempts=_int(fields, "attempts"),
+            claim_token=fields.get("claim_token", ""),
+            name=fields.get("name", ""),
+            queue=fields.get("queue", ""),
+            max_attempts=_int(fields, "max_attempts"),
+            fields=fields,
+            payload_error=error,
+        )
+
+
+@dataclass
+class SweepResult:
+    promoted: int = 0
+    reclaimed: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    # ms until the next scheduled job is due, or None when none is scheduled.
+    next_due_ms: int | None = None
+
+
+class RedisJobQueue:
+    """One queue on one Redis: the seed's operations plus scheduling, TTLs and leases.
+
+    ``clock`` returns the time in ms to use for every state change; by default
+    (None) scripts read the Redis server's clock, so leases of workers on
+    different machines are judged against one clock.
+    """
+
+    def __init__(
+        self,
+        redis_client: Any,
+        queue_name: str = "jobs",
+        *,
+        visibility_ms: int = 5000,
+        max_attempts: int = 3,
+        key_prefix: str = "queue",
+        history: int = 50,
+        completed_ttl_s: int | None = 3600,
+        failed_ttl_s: int | None = None,
+        max_payload_bytes: int = 1024 * 1024,
+        result_event_bytes: int = 8192,
+        backoff_base_seconds: float = 1.0,
+        backoff_max_seconds: float = 300.0,
+        cluster: bool = False,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.client = redis_client
+        self.queue_name = queue_name
+        self.keys = QueueKeys(key_prefix, queue_name, cluster)
+        self.visibility_ms = int(visibility_ms)
+        self.max_attempts = int(max_attempts)
+        self.history = int(history)
+        self.completed_ttl_s = int(completed_ttl_s or 0)
+        self.failed_ttl_s = int(failed_ttl_s or 0)
+        self.max_payload_bytes = max_payload_bytes
+        self.result_event_bytes = result_event_bytes
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"<RedisJobQueue {self.keys.base}>"
+
+    def _now(self) -> int:
+        return int(self.clock()) if self.clock is not None else 0
+
+    # ------------------------------------------------------------------ enqueue
+
+    def _enqueue_call(
+        self,
+        payload_json: str,
+        *,
+        job_id: str | None = None,
+        name: str = "",
+        delay_ms: int = 0,
+        ttl_ms: int = 0,
+        unique_key: str = "",
+        max_attempts: int | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[scripts.Script, list[str], list[Any]]:
+        k = self.keys
+        job_id = job_id or new_job_id(self.clock() if self.clock else None)
+        args: list[Any] = [
+            self._now(),
+            job_id,
+            int(delay_ms),
+            int(ttl_ms),
+            unique_key,
+            self.queue_name,
+            name,
+            payload_json,
+            self.max_attempts if max_attempts is None else int(max_attempts),
+        ]
+        for key, value in (extra or {}).items():
+            args += [key, value]
+        keys = [k.job(job_id), k.pending, k.scheduled, k.deadlines, k.unique, k.stats, k.events, k.job_prefix]
+        return scripts.get("enqueue"), keys, args
+
+    def enqueue(self, payload: Any, **options: Any) -> str:
+        """Add a job (one round trip). Returns its ID, or the ID of the
+        unfinished job already holding ``unique_key``.
+
+        Options: name, delay_ms, ttl_ms, unique_key, max_attempts, extra
+        (more hash fields), job_id (chosen by the caller).
+        """
+        return self.enqueue_encoded(serialization.dumps(payload, max_bytes=self.max_payload_bytes), **options)
+
+    def enqueue_encoded(self, payload_json: str, **options: Any) -> str:
+        """enqueue() for a payload already encoded (and size-checked) as JSON."""
+        script, keys, args = self._enqueue_call(payload_json, **options)
+        _added, job_id = script(self.client, keys, args)
+        return _s(job_id)
+
+    def enqueue_many(
+        self,
+        payloads: Iterable[Any],
+        *,
+        name: str = "",
+        delay_ms: int = 0,
+        ttl_ms: int = 0,
+        max_attempts: int | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Add many jobs, pipelined in chunks. Every payload is encoded (and
+        checked) before anything is written; each job is added atomically."""
+        encoded = [serialization.dumps(p, max_bytes=self.max_payload_bytes) for p in payloads]
+        ids: list[str] = []
+        for start in range(0, len(encoded), BULK_CHUNK):
+            calls = [
+                self._enqueue_call(
+                    text,
+                    name=name,
+                    delay_ms=delay_ms,
+                    ttl_ms=ttl_ms,
+                    unique_key="",
+                    max_attempts=max_attempts,
+                    extra=extra,
+                )
+                for text in encoded[start : start + BULK_CHUNK]
+            ]
+            ids += [_s(r[1]) for r in scripts.run_pipeline(self.client, calls)]
+        return ids
+
+    # -------------------------------------------------------------------- claim
+
+    def _claim_keys(self) -> list[str]:
+        k = self.keys
+        return [
+            k.pending,
+            k.processing,
+            k.leases,
+            k.scheduled,
+            k.deadlines,
+            k.stats,
+            k.events,
+            k.job_prefix,
+            k.unique,
+            k.claiming,
+            k.unstamped,
+            k.worker_jobs_prefix,
+        ]
+
+    def claim_nowait(self, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
+        """Claim the next pending job, if any, in one round trip (promoting due
+        scheduled jobs first)."""
+        lease = self.visibility_ms if lease_ms is None else lease_ms
+        res = scripts.get("claim")(
+            self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, 100]
+        )
+        return ClaimedJob.from_fields(_pairs(res)) if res else None
+
+    def claim(self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
+        """Claim the next pending job, blocking up to ``timeout_ms`` for one.
+
+        Under load this is one script call. On an empty queue it blocks in
+        BLMOVE (pending -> claiming), then stamps the job with a second script;
+        a worker dying between the two leaves the id on the claiming list, where
+        the reclaim sweep finds it.
+        """
+        job = self.claim_nowait(worker_id, lease_ms=lease_ms)
+        if job is not None or timeout_ms <= 0:
+            return job
+        lease = self.visibility_ms if lease_ms is None else lease_ms
+        deadline = time.monotonic() + max(timeout_ms, 100) / 1000
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            block_s = max(0.1, min(left, MAX_BLOCK_MS / 1000))
+            job_id = self.client.blmove(self.keys.pending, self.keys.claiming, block_s, "RIGHT", "LEFT")
+            if job_id is None:
+                return None
+            res = scripts.get("stamp")(
+                self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, _s(job_id)]
+            )
+            if res:
+                return ClaimedJob.from_fields(_pairs(res))
+            # Not ours to run (dropped orphan, expired, or reclaimed meanwhile):
+            # look again without blocking, then block for what is left.
+            job = self.claim_nowait(worker_id, lease_ms=lease_ms)
+            if job is not None:
+                return job
+
+    # ------------------------------------------------------- after-claim changes
+
+    def complete_outcome(self, job: ClaimedJob, result: Any = None, *, keep_result: bool = True) -> Outcome:
+        k = self.keys
+        result_json = serialization.dumps(result, what="result", max_bytes=self.max_payload_bytes)
+        code = scripts.get("complete")(
+            self.client,
+            [
+                k.job(job.id),
+                k.processing,
+                k.completed,
+                k.leases,
+                k.deadlines,
+                k.unique,
+                k.stats,
+                k.events,
+                k.worker_jobs_prefix,
+            ],
+            [
+                self._now(),
+                job.id,
+                job.claim_token,
+                result_json,
+                self.completed_ttl_s,
+                self.history,
+                "1" if keep_result else "0",
+                self.result_event_bytes,
+            ],
+        )
+        return _CODES[int(code)]
+
+    def complete(self, job: ClaimedJob, result: Any = None) -> bool:
+        """Mark the job completed with ``result``. False: the claim is no longer ours."""
+        return self.complete_outcome(job, result) is Outcome.OK
+
+    def fail_outcome(
+        self,
+        job: ClaimedJob,
+        error: str,
+        *,
+        traceback: str = "",
+        retry_delay_ms: int = 0,
+        terminal: bool = False,
+    ) -> Outcome:
+        k = self.keys
+        code = scripts.get("fail")(
+            self.client,
+            [
+                k.job(job.id),
+                k.processing,
+                k.pending,
+                k.scheduled,
+                k.failed,
+                k.leases,
+                k.deadlines,
+                k.unique,
+                k.stats,
+                k.events,
+                k.worker_jobs_prefix,
+            ],
+            [
+                self._now(),
+                job.id,
+                job.claim_token,
+                str(error),
+                traceback,
+                int(retry_delay_ms),
+                "terminal" if terminal else "auto",
+                self.failed_ttl_s,
+            ],
+        )
+        return _FAIL_CODES[int(code)]
+
+    def fail(self, job: ClaimedJob, error: str, **options: Any) -> bool:
+        """Record a failure: retried while attempts remain, else dead-lettered.
+        False: the claim is no longer ours."""
+        return self.fail_outcome(job, error, **options) in (Outcome.RETRYING, Outcome.FAILED)
+
+    def touch(self, job: ClaimedJob, lease_ms: int | None = None) -> int | None:
+        """Extend the lease (never past the TTL). Returns the new deadline in
+        ms, or None when the claim is no longer ours."""
+        k = self.keys
+        lease = self.visibility_ms if lease_ms is None else lease_ms
+        res = int(
+            scripts.get("touch")(self.client, [k.job(job.id), k.leases], [self._now(), job.id, job.claim_token, lease])
+        )
+        return res if res > 0 else None
+
+    def requeue(
+        self,
+        job: ClaimedJob,
+        *,
+        delay_ms: int = 0,
+        count_attempt: bool = True,
+        front: bool = False,
+        event: str = "requeued",
+        counter: str = "",
+        error: str | None = None,
+    ) -> Outcome:
+        """Put a claimed job back to wait (now, or after ``delay_ms``)."""
+        k = self.keys
+        code = scripts.get("requeue")(
+            self.client,
+            [k.job(job.id), k.processing, k.pending, k.scheduled, k.leases, k.stats, k.events, k.worker_jobs_prefix],
+            [
+                self._now(),
+                job.id,
+                job.claim_token,
+                int(delay_ms),
+                "1" if count_attempt else "0",
+                "front" if front else "back",
+                event,
+                counter,
+                error or "",
+            ],
+        )
+        return _CODES[int(code)]
+
+    def delete(self, job_id: str, claim_token: str = "") -> Outcome:
+        """Delete a job. With a token only its current claim may; without one,
+        any job that is not running."""
+        k = self.keys
+        code = scripts.get("delete")(
+            self.client,
+            [
+                k.job(job_id),
+                k.pending,
+                k.scheduled,
+                k.processing,
+                k.leases,
+                k.completed,
+                k.failed,
+                k.deadlines,
+                k.unique,
+                k.stats,
+                k.events,
+                k.claiming,
+                k.worker_jobs_prefix,
+            ],
+            [self._now(), job_id, claim_token],
+        )
+        return _CODES[int(code)]
+
+    def retry(self, job_id: str) -> Outcome:
+        """Replay a finished (failed, expired or completed) job with a fresh
+        attempt budget, keeping its history."""
+        k = self.keys
+        code = scripts.get("retry")(
+            self.client,
+            [k.job(job_id), k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines],
+            [self._now(), job_id],
+        )
+        return _CODES[int(code)]
+
+    # ------------------------------------------------------------ maintenance
+
+    def _reclaim_call(self, limit: int, workers: Sequence[str] = ()) -> tuple[scripts.Script, list[str], list[Any]]:
+        k = self.keys
+        args: list[Any] = [self._now(), self.visibility_ms, limit, self.failed_ttl_s, *workers]
+        return (
+            scripts.get("reclaim"),
+            [
+                k.pending,
+                k.processing,
+                k.leases,
+                k.claiming,
+                k.unstamped,
+                k.failed,
+                k.deadlines,
+                k.unique,
+                k.stats,
+                k.events,
+                k.job_prefix,
+                k.worker_jobs_prefix,
+            ],
+            args,
+        )
+
+    def reclaim_stuck(self, limit: int = 1000) -> list[str]:
+        """Move jobs whose lease ran out back to pending; returns their IDs.
+        (Jobs whose attempts are used up are dead-lettered instead.)"""
+        script, keys, args = self._reclaim_call(limit)
+        reclaimed, _dead = script(self.client, keys, args)
+        return [_s(i) for i in reclaimed]
+
+    def reclaim_worker_jobs(self, worker_ids: Sequence[str]) -> list[str]:
+        """Reclaim now every job of this queue that these (lost) workers hold."""
+        script, keys, args = self._reclaim_call(0, worker_ids)
+        reclaimed, _dead = script(self.client, keys, args)
+        return [_s(i) for i in reclaimed]
+
+    def sweep(self, limit: int = 1000) -> SweepResult:
+        """Promote due scheduled jobs, reclaim expired leases, expire TTLs:
+        one round trip, each part atomic, each touching only what is due."""
+        k = self.keys
+        calls = [
+            (scripts.get("promote"), [k.scheduled, k.pending, k.events, k.job_prefix], [self._now(), limit]),
+            self._reclaim_call(limit),
+            (
+                scripts.get("expire"),
+                [
+                    k.deadlines,
+                    k.pending,
+                    k.scheduled,
+                    k.processing,
+                    k.leases,
+                    k.unique,
+                    k.stats,
+                    k.events,
+                    k.completed,
+                    k.failed,
+                    k.job_prefix,
+                    k.worker_jobs_prefix,
+                ],
+                [self._now(), limit, self.failed_ttl_s],
+            ),
+        ]
+        (promoted, next_due), (reclaimed, dead), (expired, _dropped) = scripts.run_pipeline(self.client, calls)
+        return SweepResult(
+            promoted=int(promoted),
+            reclaimed=[_s(i) for i in reclaimed],
+            dead_lettered=[_s(i) for i in dead],
+            expired=[_s(i) for i in expired],
+            next_due_ms=None if int(next_due) < 0 else int(next_due),
+        )
+
+    # ----------------------------------------------------------------- reading
+
+    def get_fields(self, job_id: str) -> dict[str, str] | None:
+        """The job's hash as strings, or None if there is no such job."""
+        raw = self.client.hgetall(self.keys.job(job_id))
+        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+
+    def stats(self) -> dict[str, Any]:
+        """Depths and the shared counters (the seed's keys, and more)."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(k.pending)
+        pipe.llen(k.processing)
+        pipe.llen(k.completed)
+        pipe.llen(k.failed)
+        pipe.zcard(k.scheduled)
+        pipe.llen(k.claiming)
+        pipe.hgetall(k.stats)
+        pipe.lindex(k.pending, -1)
+        pending, processing, completed, failed, scheduled, claiming, counters, oldest = pipe.execute()
+        counters = {_s(a): int(b) for a, b in counters.items()}
+        oldest_age_ms = None
+        if oldest is not None:
+            enqueued = self.client.hget(k.job(_s(oldest)), "enqueued_at_ms")
+            if enqueued is not None:
+                oldest_age_ms = max(0, int(time.time() * 1000) - int(enqueued))
+        out: dict[str, Any] = {
+            "queue": self.queue_name,
+            "pending_depth": pending,
+            "processing_depth": processing + claiming,
+            "completed_depth": completed,
+            "failed_depth": failed,
+            "scheduled_depth": scheduled,
+            "visibility_ms": self.visibility_ms,
+            "oldest_pending_age_ms": oldest_age_ms,
+        }
+        for name in (
+            "enqueued",
+            "completed",
+            "failed",
+            "retried",
+            "reclaimed",
+            "expired",
+            "deleted",
+            "requeued",
+            "deferred",
+            "released",
+            "replayed",
+            "orphans",
+        ):
+            out[f"{name}_total"] = counters.get(name, 0)
+        return out

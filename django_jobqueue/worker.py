@@ -1,0 +1,560 @@
+"""The worker: claim -> run -> finish, with leases, heartbeats and a clean shutdown.
+
+A plain class; ``manage.py jobq_worker`` only parses arguments and calls
+``Worker(...).run()``. One process runs ``concurrency`` runner threads, one
+maintenance thread (heartbeat, lease renewal, the sweep), and the main thread,
+which waits for a signal and then shuts down in order:
+
+1. stop claiming;
+2. keep renewing leases while running jobs finish, up to the grace period;
+3. hand jobs still running after the grace period back to pending;
+4. remove the worker's record; exit 0.
+
+A second signal exits at once; the leases then bring the jobs back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import scripts
+from .api import get_queue
+from .conf import get_settings
+from .connection import describe, get_client
+from .context import Job
+from .exceptions import PayloadError, UnknownJobError
+from .keys import GlobalKeys
+from .queue import ClaimedJob, Outcome, RedisJobQueue
+from .registry import JobDefinition, get_definition
+
+logger = logging.getLogger("django_jobqueue.worker")
+
+# Claims block at most this long so a runner notices a shutdown request quickly.
+CLAIM_BLOCK_MS = 1000
+# With several queues a runner polls them in priority order, sleeping between
+# rounds from MIN to MAX while they are all empty.
+POLL_MIN_S, POLL_MAX_S = 0.005, 0.1
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class Running:
+    queue: RedisJobQueue
+    claimed: ClaimedJob
+    started: float = field(default_factory=time.monotonic)
+    job: Job | None = None
+
+
+@dataclass
+class WorkerStats:
+    processed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    other: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        seconds = time.monotonic() - self.started
+        return (
+            f"{self.processed} jobs run ({self.completed} completed, {self.failed} failed, "
+            f"{self.retried} to retry, {self.other} other) in {seconds:.2f} s"
+        )
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+class Worker:
+    """A pool of runner threads serving queues in strict priority order."""
+
+    def __init__(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        grace_seconds: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        settings = get_settings()
+        names = list(queues or [settings.default_queue])
+        self.queues = [get_queue(name) for name in names]  # raises UnknownQueueError early
+        self.queue_settings = [settings.queue(name) for name in names]
+        self.concurrency = concurrency or self.queue_settings[0].concurrent_jobs
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.grace_seconds = settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        self.worker_id = worker_id or default_worker_id()
+        self.settings = settings
+        self.keys = GlobalKeys(settings.key_prefix, settings.cluster)
+        self.stats = WorkerStats()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._running: dict[str, Running] = {}
+        self._busy: set[int | None] = set()  # idents of runner threads holding a job
+        self._lock = threading.Lock()
+        self._runners: list[threading.Thread] = []
+        self._signals = 0
+        self._last_renew = 0.0
+        self._last_sweep = 0.0
+        self._redis_down_since: float | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Serve until stopped (or drained, with burst). Returns the exit code."""
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        logger.info(
+            "worker %s starting: queues %s, concurrency %d, redis %s%s",
+            self.worker_id,
+            ", ".join(q.queue_name for q in self.queues),
+            self.concurrency,
+            describe(self.settings),
+            ", burst" if self.burst else "",
+        )
+        self._with_redis(self._startup, "registering the worker")
+        maintenance = threading.Thread(target=self._maintenance_loop, name="jobq-maintenance", daemon=True)
+        maintenance.start()
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._runner_loop, name=f"jobq-runner-{i}", daemon=True)
+            t.start()
+            self._runners.append(t)
+        try:
+            while any(t.is_alive() for t in self._runners) and not self._stopping.is_set():
+                self._stopping.wait(0.2)
+        finally:
+            self._shutdown()
+        maintenance.join(timeout=2)
+        return 0
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and shut down (thread-safe)."""
+        self._stopping.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second signal: exiting at once; leases will bring running jobs back")
+            os._exit(1)
+        logger.warning(
+            "%s: no new jobs; waiting up to %.0f s for %d running",
+            signal.Signals(signum).name,
+            self.grace_seconds,
+            len(self._running),
+        )
+        self._stopping.set()
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        deadline = time.monotonic() + self.grace_seconds
+        for t in self._runners:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        # Idle runners may still sit in a blocking claim; let them come out
+        # (they hand back anything they catch) before we hand back the rest,
+        # or a job we hand back could be caught by a runner about to die with us.
+        idle_deadline = time.monotonic() + CLAIM_BLOCK_MS / 1000 + 2
+        for t in self._runners:
+            with self._lock:
+                busy = t.ident in self._busy
+            if not busy:
+                t.join(timeout=max(0.0, idle_deadline - time.monotonic()))
+        with self._lock:
+            left = list(self._running.values())
+        for running in left:
+            # Started but not finished within the grace period: hand it back so
+            # another worker runs it now rather than after the lease runs out.
+            outcome = self._release(running.queue, running.claimed)
+            logger.warning("job %s %s handed back at shutdown (%s)", running.claimed.id, running.claimed.name, outcome)
+        self._with_redis(self._deregister, "removing the worker record", attempts=3)
+        self._stopped.set()
+
+    # --------------------------------------------------------------- runners
+
+    def _runner_loop(self) -> None:
+        idle = POLL_MIN_S
+        while not self._stopping.is_set():
+            if self.max_jobs is not None:
+                with self._lock:
+                    if self.stats.processed + len(self._running) >= self.max_jobs:
+                        return
+            try:
+                found = self._claim_one()
+            except CONNECTION_ERRORS as exc:
+                self._redis_down(exc)
+                continue
+            except RedisError as exc:
+                logger.error("claim failed: %s", exc)
+                time.sleep(1)
+                continue
+            if found is None:
+                if self.burst:
+                    return
+                if len(self.queues) > 1:
+                    time.sleep(idle)
+                    idle = min(POLL_MAX_S, idle * 2)
+                continue
+            idle = POLL_MIN_S
+            self._redis_up()
+            queue, claimed = found
+            if self._stopping.is_set():
+                # Caught on the way out: not started, so not this worker's to run.
+                self._release(queue, claimed)
+                with self._lock:
+                    self._running.pop(claimed.id, None)
+                    self._busy.discard(threading.get_ident())
+                return
+            self._process(queue, claimed)
+
+    def _claim_one(self) -> tuple[RedisJobQueue, ClaimedJob] | None:
+        for queue in self.queues:
+            claimed = queue.claim_nowait(self.worker_id)
+            if claimed is not None:
+                return queue, self._track(queue, claimed)
+        if self.burst or len(self.queues) > 1:
+            return None
+        # One queue: block in BLMOVE so an idle worker starts a new job at once.
+        claimed = self.queues[0].claim(CLAIM_BLOCK_MS, self.worker_id)
+        return None if claimed is None else (self.queues[0], self._track(self.queues[0], claimed))
+
+    def _track(self, queue: RedisJobQueue, claimed: ClaimedJob) -> ClaimedJob:
+        with self._lock:
+            self._running[claimed.id] = Running(queue, claimed)
+            self._busy.add(threading.get_ident())
+        return claimed
+
+    def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
+        """Hand a claimed job back to the head of pending without using an attempt."""
+        return self._with_redis(
+            lambda: queue.requeue(claimed, count_attempt=False, front=True, event="released", counter="releases"),
+            "handing a job back",
+            attempts=3,
+        )
+
+    def _process(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
+        started = time.monotonic()
+        outcome = "?"
+        try:
+            outcome = self._run_job(queue, claimed)
+        except Exception:  # noqa: BLE001 - the worker never dies on a job
+            logger.exception("job %s: internal error while finishing it", claimed.id)
+            outcome = "error"
+        finally:
+            with self._lock:
+                self._running.pop(claimed.id, None)
+                self._busy.discard(threading.get_ident())
+                self.stats.processed += 1
+                if outcome == "completed":
+                    self.stats.completed += 1
+                elif outcome == "failed":
+                    self.stats.failed += 1
+                elif outcome == "retrying":
+                    self.stats.retried += 1
+                else:
+                    self.stats.other += 1
+        ms = (time.monotonic() - started) * 1000
+        level = (
+            logging.INFO if outcome in ("completed", "deferred", "requeued", "deleted", "nacked") else logging.WARNING
+        )
+        logger.log(
+            level,
+            "job %s %s attempt %d/%s %s in %.1f ms",
+            claimed.id,
+            claimed.name or "-",
+            claimed.attempts,
+            claimed.max_attempts or "-",
+            outcome,
+            ms,
+        )
+
+    def _run_job(self, queue: RedisJobQueue, claimed: ClaimedJob) -> str:
+        if claimed.payload_error:
+            return self._dead_letter(queue, claimed, f"payload cannot be decoded: {claimed.payload_error}")
+        try:
+            definition = get_definition(claimed.name)
+        except UnknownJobError as exc:
+            # Looked up, never imported: a name written into Redis by hand runs nothing.
+            return self._dead_letter(queue, claimed, str(exc))
+        job = Job(queue, claimed, definition)
+        with self._lock:
+            if claimed.id in self._running:
+                self._running[claimed.id].job = job
+
+        okay = definition.preflight.okay_to_run
+        if okay is not None:
+            try:
+                ready = okay(claimed.payload, job)
+            except Exception as exc:  # noqa: BLE001
+                return self._fail(job, definition, exc)
+            if not ready:
+                delay_ms = int(definition.preflight.requeue_delay_in_seconds * 1000)
+                queue.requeue(claimed, delay_ms=delay_ms, count_attempt=False, event="deferred")
+                return "deferred"
+
+        close_old_connections()
+        try:
+            result = definition.func(claimed.payload, job)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
+            if job.outcome is not None:
+                logger.warning("job %s raised after it was %s: %r", claimed.id, job.outcome, exc)
+                return job.outcome
+            return self._fail(job, definition, exc)
+        finally:
+            close_old_connections()
+        if job.outcome is not None:
+            return self._explicit_outcome(job, definition)
+        try:
+            ok = job.completed(result)
+        except PayloadError as exc:
+            job.outcome = None
+            return self._fail(job, definition, exc)
+        return "completed" if ok else "claim lost"
+
+    def _explicit_outcome(self, job: Job, definition: JobDefinition) -> str:
+        if job.lost_claim:
+            return "claim lost"
+        if job.outcome == "failed":
+            return self._after_fail(job, definition, getattr(job, "fail_result", None))
+        return job.outcome or "?"
+
+    def _fail(self, job: Job, definition: JobDefinition, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        job.failed(text, traceback=tb)
+        return self._after_fail(job, definition, getattr(job, "fail_result", None))
+
+    def _after_fail(self, job: Job, definition: JobDefinition, result: Outcome | None) -> str:
+        if result is Outcome.RETRYING:
+            return "retrying"
+        if result is Outcome.FAILED:
+            hook = definition.on_max_attempts_exhausted
+            if hook is not None and job.max_attempts and job.attempts >= job.max_attempts:
+                try:
+                    hook(job)
+                except Exception:  # noqa: BLE001
+                    logger.exception("job %s: on_max_attempts_exhausted raised", job.id)
+            return "failed"
+        return "claim lost"
+
+    def _dead_letter(self, queue: RedisJobQueue, claimed: ClaimedJob, error: str) -> str:
+        outcome = queue.fail_outcome(claimed, error, terminal=True)
+        logger.error("job %s %r dead-lettered: %s", claimed.id, claimed.name, error)
+        return "failed" if outcome is Outcome.FAILED else "claim lost"
+
+    # ------------------------------------------------------------ maintenance
+
+    def _maintenance_loop(self) -> None:
+        interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
+        while not self._stopped.is_set():
+            try:
+                self._heartbeat()
+                self._renew_leases()
+                self._sweep()
+                self._redis_up()
+            except CONNECTION_ERRORS as exc:
+                self._redis_down(exc)
+            except Exception:  # noqa: BLE001 - maintenance must keep going
+                logger.exception("maintenance failed")
+            self._stopped.wait(interval)
+
+    def _job_list(self) -> str:
+        with self._lock:
+            jobs = [[r.queue.queue_name, r.claimed.id, r.claimed.claim_token] for r in self._running.values()]
+        return json.dumps(jobs)
+
+    def _heartbeat(self) -> None:
+        state = "stopping" if self._stopping.is_set() else "running"
+        scripts.get("heartbeat")(
+            get_client(),
+            [self.keys.workers, self.keys.worker(self.worker_id)],
+            [0, self.worker_id, "state", state, "jobs", self._job_list()],
+        )
+
+    def _startup(self) -> None:
+        self._recover_own_orphans()
+        scripts.get("heartbeat")(
+            get_client(),
+            [self.keys.workers, self.keys.worker(self.worker_id)],
+            [
+                0,
+                self.worker_id,
+                "id",
+                self.worker_id,
+                "host",
+                socket.gethostname(),
+                "pid",
+                str(os.getpid()),
+                "queues",
+                json.dumps([q.queue_name for q in self.queues]),
+                "concurrency",
+                str(self.concurrency),
+                "started_at_ms",
+                str(int(time.time() * 1000)),
+                "state",
+                "running",
+                "jobs",
+                "[]",
+            ],
+        )
+
+    def _recover_own_orphans(self) -> None:
+        """Jobs left running by an earlier process of this worker (same id, or
+        a dead pid on this host): back to pending now, or dead-lettered when the
+        queue says not to retry jobs that were running before a restart."""
+        client = get_client()
+        host = socket.gethostname()
+        for wid in client.zrange(self.keys.workers, 0, -1):
+            wid = wid.decode() if isinstance(wid, bytes) else wid
+            record = client.hgetall(self.keys.worker(wid))
+            record = {
+                (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in record.items()
+            }
+            mine = wid == self.worker_id
+            if not mine and record.get("host") == host and record.get("pid", "").isdigit():
+                mine = int(record["pid"]) != os.getpid() and not _pid_alive(int(record["pid"]))
+            if not mine:
+                continue
+            self._reclaim_worker_jobs(wid, record.get("queues", ""), restarted=True)
+            client.zrem(self.keys.workers, wid)
+            client.delete(self.keys.worker(wid))
+
+    def _reclaim_worker_jobs(self, wid: str, queues_json: str, *, restarted: bool) -> None:
+        """Hand back (or, after a restart with RETRY_JOBS_RUNNING_BEFORE_RESTART
+        off, dead-letter) every job the worker ``wid`` was running."""
+        try:
+            names = json.loads(queues_json)
+            assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+        except (ValueError, AssertionError):
+            logger.error("worker %s left an unreadable queue list %r; checking every queue", wid, queues_json[:200])
+            names = list(self.settings.queues)
+        for qname in names:
+            try:
+                queue = get_queue(qname)
+                qs = self.settings.queue(qname)
+            except LookupError:
+                continue
+            if restarted and not qs.retry_jobs_running_before_restart:
+                dead = 0
+                for job_id in queue.client.smembers(queue.keys.worker_jobs(wid)):
+                    fields = queue.get_fields(job_id.decode() if isinstance(job_id, bytes) else job_id)
+                    if fields and fields.get("worker") == wid and fields.get("status") == "processing":
+                        claimed = ClaimedJob.from_fields(fields)
+                        queue.fail_outcome(claimed, "worker restarted while the job was running", terminal=True)
+                        dead += 1
+                if dead:
+                    logger.warning("worker %s restarted: %d running job(s) of %s dead-lettered", wid, dead, qname)
+                continue
+            ids = queue.reclaim_worker_jobs([wid])
+            if ids:
+                logger.warning(
+                    "worker %s lost: %d job(s) of %s back to pending: %s", wid, len(ids), qname, ", ".join(ids)
+                )
+
+    def _deregister(self) -> None:
+        client = get_client()
+        client.zrem(self.keys.workers, self.worker_id)
+        client.delete(self.keys.worker(self.worker_id))
+
+    def _renew_leases(self) -> None:
+        """Extend the lease of every running job a third of the way through it,
+        so a slow job is never taken for a dead one."""
+        now = time.monotonic()
+        period = min(qs.visibility_ms for qs in self.queue_settings) / 3000
+        if now - self._last_renew < period:
+            return
+        self._last_renew = now
+        with self._lock:
+            running = list(self._running.values())
+        for r in running:
+            if r.queue.touch(r.claimed) is None:
+                logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < self.settings.sweep_interval_seconds:
+            return
+        self._last_sweep = now
+        client = get_client()
+        lock_ms = int(self.settings.sweep_interval_seconds * 3000)
+        for queue in self.queues:
+            # Any worker may sweep; the lock only spares Redis the duplicate work.
+            if not client.set(queue.keys.sweep_lock, self.worker_id, nx=True, px=lock_ms):
+                continue
+            result = queue.sweep()
+            if result.reclaimed or result.dead_lettered or result.expired:
+                logger.warning(
+                    "sweep of %s: %d reclaimed, %d dead-lettered, %d expired",
+                    queue.queue_name,
+                    len(result.reclaimed),
+                    len(result.dead_lettered),
+                    len(result.expired),
+                )
+        lapse_ms = int(self.settings.worker_timeout_seconds * 1000)
+        taken = scripts.get("lapsed")(client, [self.keys.workers, self.keys.worker_prefix], [0, lapse_ms, 50])
+        it = iter(taken)
+        for wid, queues in zip(it, it, strict=True):
+            wid = wid.decode() if isinstance(wid, bytes) else wid
+            if wid == self.worker_id:
+                continue  # our own beat was late (a pause); the next beat re-registers us
+            self._reclaim_worker_jobs(wid, queues.decode() if isinstance(queues, bytes) else queues, restarted=False)
+
+    # ------------------------------------------------------------ redis down
+
+    def _with_redis(self, fn: Any, what: str, attempts: int | None = None) -> Any:
+        """Call ``fn`` until Redis answers (or ``attempts`` run out), with backoff."""
+        delay, tried = 0.2, 0
+        while True:
+            try:
+                return fn()
+            except CONNECTION_ERRORS as exc:
+                tried += 1
+                if attempts is not None and tried >= attempts:
+                    logger.error("%s failed, giving up: %s", what, exc)
+                    return None
+                logger.warning("%s: Redis unavailable (%s); retrying in %.1f s", what, exc, delay)
+                if self._stopping.wait(delay) and attempts is None and self._signals:
+                    return None
+                delay = min(delay * 2, 10.0)
+
+    def _redis_down(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._redis_down_since is None:
+            self._redis_down_since = now
+            logger.error("Redis unavailable: %s; retrying", exc)
+        waited = now - self._redis_down_since
+        self._stopping.wait(min(10.0, 0.2 * (2 ** min(6, int(waited)))))
+
+    def _redis_up(self) -> None:
+        if self._redis_down_since is not None:
+            logger.warning("Redis is back after %.1f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

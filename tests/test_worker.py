@@ -1,0 +1,364 @@
+"""The worker: in-process for the job semantics, real processes for crashes and signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from django_jobqueue import enqueue, get_queue
+from django_jobqueue.worker import Worker
+from tests.testapp.jobs import runs
+from tests.workers import run_worker, start_worker, stop, wait_for
+
+
+def drain(*queues: str, **options) -> Worker:
+    worker = Worker(list(queues) or None, burst=True, **options)
+    assert worker.run(install_signals=False) == 0
+    return worker
+
+
+def job_hash(r, job_id: str, queue: str = "jobs") -> dict:
+    return r.hgetall(f"queue:{queue}:job:{job_id}")
+
+
+# ---------------------------------------------------------------- in process
+
+
+def test_burst_runs_jobs_and_stores_results(r):
+    ids = [enqueue("add", {"a": n, "b": 1}) for n in range(10)]
+    worker = drain()
+    assert worker.stats.completed == 10
+    for n, job_id in enumerate(ids):
+        h = job_hash(r, job_id)
+        assert h["status"] == "completed"
+        assert json.loads(h["result"]) == {"sum": n + 1}
+    assert r.llen("queue:jobs:processing") == 0
+
+
+def test_raising_retries_then_dead_letters_with_traceback(r):
+    job_id = enqueue("boom", {"message": "smtp timeout"})
+    drain()
+    h = job_hash(r, job_id)
+    assert h["status"] == "failed" and h["attempts"] == "2"
+    assert h["last_error"] == "RuntimeError: smtp timeout"
+    assert "Traceback" in h["last_traceback"] and "smtp timeout" in h["last_traceback"]
+    assert len(runs(r, job_id)) == 2
+
+
+def test_max_attempts_hook_is_called_once(r):
+    job_id = enqueue("flaky", {})
+    drain("fast")
+    assert job_hash(r, job_id, "fast")["status"] == "failed"
+    assert r.lrange("test:exhausted", 0, -1) == [job_id]
+    assert len(runs(r, job_id)) == 3
+
+
+def test_a_job_that_succeeds_on_a_retry(r):
+    job_id = enqueue("flaky", {"fail_times": 1})
+    drain("fast")
+    h = job_hash(r, job_id, "fast")
+    assert h["status"] == "completed" and h["result"] == "2"
+    assert r.llen("test:exhausted") == 0
+
+
+@pytest.mark.parametrize(
+    "action, status, result",
+    [
+        ("completed", "completed", {"explicit": True}),
+        ("requeue", "completed", "second time"),
+        ("nack", "completed", "after nack"),
+    ],
+)
+def test_explicit_calls_on_the_job_object(r, action, status, result):
+    job_id = enqueue("explicit", {"do": action})
+    drain()
+    h = job_hash(r, job_id)
+    assert h["status"] == status
+    assert json.loads(h["result"]) == result
+
+
+def test_nack_is_counted_apart_from_attempts(r):
+    job_id = enqueue("explicit", {"do": "nack"})
+    drain()
+    h = job_hash(r, job_id)
+    assert (h["nacks"], h["attempts"]) == ("1", "1")
+
+
+def test_explicit_failed_and_delete(r):
+    failed = enqueue("explicit", {"do": "failed"})
+    deleted = enqueue("explicit", {"do": "delete"})
+    drain()
+    assert job_hash(r, failed)["last_error"] == "told to fail"
+    assert not r.exists(f"queue:jobs:job:{deleted}")
+
+
+def test_okay_to_run_defers_without_using_an_attempt(r):
+    job_id = enqueue("deferred", {})
+    drain()  # first look: not okay; the job waits 0.3 s in the scheduled set
+    assert job_hash(r, job_id)["status"] == "scheduled"
+    assert runs(r, job_id) == []
+    time.sleep(0.35)
+    drain()
+    h = job_hash(r, job_id)
+    assert h["status"] == "completed"
+    assert h["result"] == "1"  # the deferral did not use up an attempt
+
+
+def test_requeue_on_failure_comes_back_ten_seconds_later_by_default():
+    from django_jobqueue.registry import get_definition
+
+    assert get_definition("boom").requeue_on_failure is False
+    from django_jobqueue.registry import _build
+
+    definition = _build(lambda p, j: None, name="x", requeue_on_failure=True)
+    assert definition.requeue_delay_seconds == 10.0
+
+
+def test_requeue_on_failure_waits_its_delay_in_the_scheduled_set(r):
+    job_id = enqueue("requeue_on_failure", {})
+    started = time.time()
+    drain("fast")
+    due = r.zscore("queue:fast:scheduled", job_id)
+    assert due is not None and 0.3 < due / 1000 - started < 1.5
+    wait_for(lambda: time.time() * 1000 >= due + 20, what="the retry to be due")
+    drain("fast")
+    assert job_hash(r, job_id, "fast")["status"] == "failed"
+    assert len(runs(r, job_id)) == 2
+
+
+def test_unknown_job_name_in_redis_is_dead_lettered_never_imported(r):
+    queue = get_queue()
+    job_id = queue.enqueue({"cmd": "echo pwned"}, name="os.system")
+    good = enqueue("add", {"a": 1, "b": 1})
+    drain()
+    h = job_hash(r, job_id)
+    assert h["status"] == "failed" and "unknown job name 'os.system'" in h["last_error"]
+    assert job_hash(r, good)["status"] == "completed"
+
+
+def test_undecodable_payload_is_dead_lettered_and_the_worker_goes_on(r):
+    bad = enqueue("add", {"a": 1, "b": 2})
+    r.hset(f"queue:jobs:job:{bad}", "payload", "{not json")
+    good = enqueue("add", {"a": 1, "b": 2})
+    drain()
+    assert "payload cannot be decoded" in job_hash(r, bad)["last_error"]
+    assert job_hash(r, good)["status"] == "completed"
+
+
+def test_a_result_that_is_not_json_fails_the_job(r):
+    job_id = enqueue("bad_result", {}, max_attempts=1)
+    drain()
+    h = job_hash(r, job_id)
+    assert h["status"] == "failed" and "not JSON-encodable" in h["last_error"]
+
+
+def test_system_exit_in_a_handler_fails_the_job_not_the_worker(r):
+    job_id = enqueue("exits", {}, max_attempts=1)
+    after = enqueue("add", {"a": 0, "b": 0})
+    drain()
+    assert job_hash(r, job_id)["last_error"] == "SystemExit: 3"
+    assert job_hash(r, after)["status"] == "completed"
+
+
+def test_hash_deleted_under_a_running_job_is_skipped(r):
+    job_id = enqueue("sleepy", {"seconds": 0.5})
+    worker = Worker(["jobs"], burst=True)
+    import threading
+
+    t = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    t.start()
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    r.delete(f"queue:jobs:job:{job_id}")
+    t.join(10)
+    assert not t.is_alive()
+    assert r.llen("queue:jobs:processing") == 1 or r.llen("queue:jobs:processing") == 0
+    # The late complete found no job: nothing was resurrected.
+    assert not r.exists(f"queue:jobs:job:{job_id}")
+
+
+def test_strict_priority_across_queues(r):
+    low = [enqueue("add", {"a": 0, "b": n}, queue="low") for n in range(3)]
+    high = [enqueue("add", {"a": 1, "b": n}, queue="high") for n in range(3)]
+    drain("high", "low", concurrency=1)
+    order = [e.split(":")[0] for e in runs(r)]
+    assert order == high + low
+
+
+def test_max_jobs_stops_the_worker(r):
+    for n in range(5):
+        enqueue("add", {"a": n, "b": 0})
+    worker = Worker(["jobs"], concurrency=1, max_jobs=3)
+    assert worker.run(install_signals=False) == 0
+    assert worker.stats.processed == 3
+    assert r.llen("queue:jobs:pending") == 2
+
+
+def test_worker_registers_with_a_heartbeat_and_leaves_on_exit(r):
+    import threading
+
+    worker = Worker(["jobs"], worker_id="w-test")
+    t = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    t.start()
+    wait_for(lambda: r.zscore("queue:workers", "w-test"), what="registration")
+    info = r.hgetall("queue:worker:w-test")
+    assert json.loads(info["queues"]) == ["jobs"] and info["state"] == "running"
+    worker.stop()
+    t.join(10)
+    assert r.zscore("queue:workers", "w-test") is None and not r.exists("queue:worker:w-test")
+
+
+# ---------------------------------------------------------- real processes
+
+
+def test_jobq_worker_burst_drains_and_prints_a_summary(r, redis_server):
+    ids = [enqueue("add", {"a": n, "b": n}) for n in range(20)]
+    done = run_worker(redis_server.url, "--burst", "--concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    assert "burst: 20 jobs run (20 completed, 0 failed" in done.stdout
+    assert all(job_hash(r, i)["status"] == "completed" for i in ids)
+    assert "worker" in done.stderr and "starting: queues jobs, concurrency 4" in done.stderr
+
+
+def test_jobq_worker_rejects_bad_arguments(redis_server):
+    done = run_worker(redis_server.url, "--queue", "nope", "--burst")
+    assert done.returncode != 0 and "unknown queue 'nope'" in done.stderr
+    done = run_worker(redis_server.url, "--concurrency", "0", "--burst")
+    assert done.returncode != 0 and "--concurrency must be at least 1" in done.stderr
+
+
+def test_sigterm_lets_the_running_job_finish_then_exits_0(r, redis_server):
+    job_id = enqueue("sleepy", {"seconds": 1.5})
+    proc = start_worker(redis_server.url, "--grace", "20")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    code, _out, err = stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert runs(r, job_id, "end")
+    assert job_hash(r, job_id)["status"] == "completed"
+
+
+def test_sigterm_hands_back_a_job_that_outlives_the_grace_period(r, redis_server):
+    job_id = enqueue("sleepy", {"seconds": 30})
+    proc = start_worker(redis_server.url, "--grace", "0.5")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    code, _out, err = stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    h = job_hash(r, job_id)
+    assert h["status"] == "pending" and h["attempts"] == "0"
+    assert r.lrange("queue:jobs:pending", 0, -1) == [job_id]
+    assert "handed back at shutdown" in err
+
+
+def test_second_signal_exits_at_once(r, redis_server):
+    job_id = enqueue("sleepy", {"seconds": 30})
+    proc = start_worker(redis_server.url, "--grace", "60")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    code, _out, _err = stop(proc, signal.SIGINT, timeout=5)
+    assert code == 1
+    # The job is still marked running; its lease (or a heartbeat lapse) brings it back.
+    assert job_hash(r, job_id)["status"] == "processing"
+
+
+def test_kill_9_mid_job_is_recovered_by_the_heartbeat_lapse(r, redis_server):
+    """A worker SIGKILLed mid-job: another worker sees its heartbeat lapse and
+    hands the job back long before the 5 s visibility timeout."""
+    job_id = enqueue("sleepy", {"seconds": 0.2})
+    victim = start_worker(redis_server.url, "--worker-id", "victim")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    stop(victim, signal.SIGKILL)
+    assert job_hash(r, job_id)["status"] == "processing"
+    r.hset("queue:worker:victim", "host", "another-machine")  # so it is not taken for our own restart
+    rescuer = start_worker(redis_server.url, "--worker-id", "rescuer")
+    try:
+        wait_for(lambda: job_hash(r, job_id)["status"] == "completed", timeout=20, what="recovery")
+    finally:
+        stop(rescuer)
+    h = job_hash(r, job_id)
+    assert h["attempts"] == "2" and h["additional_deliveries"] == "1"
+    # Brought back by the heartbeat lapse, not by the 5 s lease running out:
+    errors = [e["error"] for e in json.loads(h.get("errors", "[]"))] + [h.get("last_error", "")]
+    assert any("worker lost" in e for e in errors) or "worker lost" in h.get("last_error", ""), h
+    assert len(runs(r, job_id, "start")) == 2  # ran twice: only because its worker died
+
+
+def test_kill_9_mid_job_is_recovered_by_the_visibility_timeout(r, redis_server):
+    """Even with no worker left to notice the lapse, the lease runs out."""
+    job_id = enqueue("sleepy", {"seconds": 0.2}, queue="fast")
+    victim = start_worker(redis_server.url, "--queue", "fast")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    stop(victim, signal.SIGKILL)
+    r.delete("queue:workers")  # the registry is gone: only the lease is left
+    time.sleep(1.3)
+    reclaim = get_queue("fast").reclaim_stuck()
+    assert reclaim == [job_id]
+
+
+def test_restarted_worker_hands_its_own_orphans_back_at_once(r, redis_server):
+    job_id = enqueue("sleepy", {"seconds": 0.2})
+    first = start_worker(redis_server.url, "--worker-id", "stable-name")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    stop(first, signal.SIGKILL)
+    second = start_worker(redis_server.url, "--worker-id", "stable-name")
+    try:
+        wait_for(lambda: job_hash(r, job_id)["status"] == "completed", timeout=10, what="recovery on restart")
+    finally:
+        _code, _out, err = stop(second)
+    assert "worker stable-name lost: 1 job(s) of jobs back to pending" in err
+
+
+def test_restart_without_retry_dead_letters_jobs_that_were_running(r, redis_server, jobq_settings):
+    job_id = enqueue("sleepy", {"seconds": 5}, queue="low")
+    first = start_worker(redis_server.url, "--queue", "low", "--worker-id", "w-low")
+    wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    stop(first, signal.SIGKILL)
+    jobq_settings(QUEUES={"low": {"RETRY_JOBS_RUNNING_BEFORE_RESTART": False}})
+    worker = Worker(["low"], worker_id="w-low", burst=True)
+    worker.run(install_signals=False)
+    h = job_hash(r, job_id, "low")
+    assert h["status"] == "failed" and h["last_error"] == "worker restarted while the job was running"
+
+
+def test_long_job_with_lease_renewal_is_not_run_twice(r, redis_server):
+    """A job that runs 3 x the visibility timeout keeps its lease alive."""
+    job_id = enqueue("sleepy", {"seconds": 3.6}, queue="fast")
+    workers = [start_worker(redis_server.url, "--queue", "fast") for _ in range(2)]
+    try:
+        wait_for(lambda: job_hash(r, job_id, "fast").get("status") == "completed", timeout=30, what="completion")
+    finally:
+        for w in workers:
+            stop(w)
+    assert len(runs(r, job_id, "start")) == 1
+    assert job_hash(r, job_id, "fast")["attempts"] == "1"
+
+
+def test_redis_restarted_under_a_running_worker(r, redis_server, tmp_path):
+    """The worker logs, waits, and carries on when Redis is back."""
+    from django_jobqueue.devserver import RedisServer
+
+    server = RedisServer(["--appendonly", "yes", "--appendfsync", "always"]).start()
+    import redis as redis_py
+
+    client = redis_py.Redis(port=server.port, decode_responses=True)
+    try:
+        proc = start_worker(server.url, "--concurrency", "2")
+        from django_jobqueue.queue import RedisJobQueue
+
+        q = RedisJobQueue(client, "jobs")
+        first = q.enqueue({"a": 1, "b": 1}, name="add")
+        wait_for(lambda: client.hget(f"queue:jobs:job:{first}", "status") == "completed", what="first job")
+        server.restart(kill=True)
+        time.sleep(1.0)
+        second = q.enqueue({"a": 2, "b": 2}, name="add")
+        wait_for(
+            lambda: client.hget(f"queue:jobs:job:{second}", "status") == "completed", timeout=30, what="after restart"
+        )
+        code, _out, err = stop(proc)
+        assert code == 0
+        assert "Redis unavailable" in err
+    finally:
+        client.close()
+        server.cleanup()

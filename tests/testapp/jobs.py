@@ -1,0 +1,104 @@
+"""Jobs used by the tests. Each records what it did in Redis, so tests can see
+what ran in this process and in worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django_jobqueue import job
+from django_jobqueue.connection import get_client
+
+RUNS = "test:runs"  # list of "<job id>:<pid>:<tag>", one entry per event
+
+
+def record(job_obj, tag: str = "") -> None:
+    get_client().rpush(RUNS, f"{job_obj.id}:{os.getpid()}:{tag}")
+
+
+def runs(client, job_id: str | None = None, tag: str | None = None) -> list[str]:
+    entries = client.lrange(RUNS, 0, -1)
+    entries = [e.decode() if isinstance(e, bytes) else e for e in entries]
+    return [e for e in entries if (job_id is None or e.startswith(job_id)) and (tag is None or e.endswith(f":{tag}"))]
+
+
+@job(name="add")
+def add(payload, job):
+    record(job)
+    return {"sum": payload["a"] + payload["b"]}
+
+
+@job(name="boom", max_attempts=2, backoff_base_seconds=0)
+def boom(payload, job):
+    record(job)
+    raise RuntimeError(payload.get("message", "boom"))
+
+
+@job(name="sleepy")
+def sleepy(payload, job):
+    record(job, "start")
+    time.sleep(payload.get("seconds", 1))
+    record(job, "end")
+    return "slept"
+
+
+def exhausted(job_obj):
+    get_client().rpush("test:exhausted", job_obj.id)
+
+
+@job(name="flaky", queue="fast", max_attempts=3, on_max_attempts_exhausted=exhausted, backoff_base_seconds=0)
+def flaky(payload, job):
+    record(job)
+    if job.attempts <= payload.get("fail_times", 99):
+        raise ValueError(f"attempt {job.attempts} failed")
+    return job.attempts
+
+
+@job(name="explicit")
+def explicit(payload, job):
+    record(job, payload["do"])
+    action = payload["do"]
+    if action == "completed":
+        job.completed({"explicit": True})
+    elif action == "failed":
+        job.failed("told to fail")
+    elif action == "requeue":
+        if job.attempts < 2:
+            job.requeue()
+        else:
+            job.completed("second time")
+    elif action == "delete":
+        job.delete()
+    elif action == "nack":
+        if int(job.fields.get("nacks") or 0) < 1:
+            job.nack("not yet")
+        else:
+            job.completed("after nack")
+    return "ignored after an explicit call"
+
+
+def not_before_second_look(payload, job_obj):
+    client = get_client()
+    return client.incr(f"test:looks:{job_obj.id}") >= 2
+
+
+@job(name="deferred", preflight={"okay_to_run": not_before_second_look, "requeue_delay_in_seconds": 0.3})
+def deferred(payload, job):
+    record(job)
+    return job.attempts
+
+
+@job(name="requeue_on_failure", queue="fast", requeue_on_failure=True, requeue_delay_seconds=0.5, max_attempts=2)
+def requeue_on_failure_job(payload, job):
+    record(job)
+    raise RuntimeError("again later")
+
+
+@job(name="bad_result")
+def bad_result(payload, job):
+    return {"not json": object()}
+
+
+@job(name="exits")
+def exits(payload, job):
+    raise SystemExit(3)
