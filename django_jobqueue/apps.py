@@ -11,7 +11,11 @@ class JobQueueConfig(AppConfig):
     def ready(self) -> None:
         # Never touches Redis: Django imports apps in every process (migrate,
         # shell, tests) and those must not need a running server.
+        from django.core.signals import request_started
+
         from . import checks  # noqa: F401 - registers the system checks
+        from .autostart import on_request_started
         from .registry import autodiscover
 
         autodiscover()
+        request_started.connect(on_request_started, dispatch_uid="django_jobqueue.autostart")

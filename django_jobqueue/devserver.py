@@ -144,3 +144,33 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m django_jobqueue.devserver [--port N]``: run one until SIGTERM/SIGINT."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, help="port (default: a free one)")
+    parser.add_argument("extra", nargs="*", help="more redis-server options, e.g. -- --appendonly yes")
+    args = parser.parse_args(argv)
+    server = RedisServer(args.extra, port=args.port).start()
+    print(f"{server_version(server.binary)} listening at {server.url} (files in {server.dir})", flush=True)
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stopping and server.proc and server.proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        server.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

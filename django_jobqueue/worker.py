@@ -355,6 +355,22 @@ class Worker:
             return "failed"
         return "claim lost"
 
+    def _exhausted_by_reclaim(self, queue: RedisJobQueue, job_id: str) -> None:
+        """A job whose last attempt died with its worker: call its hook here,
+        since no runner will."""
+        fields = queue.get_fields(job_id)
+        if not fields:
+            return
+        try:
+            definition = get_definition(fields.get("name", ""))
+        except UnknownJobError:
+            return
+        if definition.on_max_attempts_exhausted is not None:
+            try:
+                definition.on_max_attempts_exhausted(Job(queue, ClaimedJob.from_fields(fields), definition))
+            except Exception:  # noqa: BLE001
+                logger.exception("job %s: on_max_attempts_exhausted raised", job_id)
+
     def _dead_letter(self, queue: RedisJobQueue, claimed: ClaimedJob, error: str) -> str:
         outcome = queue.fail_outcome(claimed, error, terminal=True)
         logger.error("job %s %r dead-lettered: %s", claimed.id, claimed.name, error)
@@ -501,6 +517,8 @@ class Worker:
             if not client.set(queue.keys.sweep_lock, self.worker_id, nx=True, px=lock_ms):
                 continue
             result = queue.sweep()
+            for job_id in result.dead_lettered:
+                self._exhausted_by_reclaim(queue, job_id)
             if result.reclaimed or result.dead_lettered or result.expired:
                 logger.warning(
                     "sweep of %s: %d reclaimed, %d dead-lettered, %d expired",

@@ -210,6 +210,31 @@ def test_worker_registers_with_a_heartbeat_and_leaves_on_exit(r):
     assert r.zscore("queue:workers", "w-test") is None and not r.exists("queue:worker:w-test")
 
 
+def test_run_on_startup_starts_a_worker_with_the_first_request(r, jobq_settings, client):
+    from django_jobqueue import autostart
+
+    jobq_settings(QUEUES={"jobs": {"RUN_ON_STARTUP": True}})
+    job_id = enqueue("add", {"a": 2, "b": 3})
+    try:
+        client.get("/admin/login/")
+        wait_for(lambda: job_hash(r, job_id).get("status") == "completed", what="the in-process worker")
+    finally:
+        autostart.stop()
+    assert json.loads(job_hash(r, job_id)["result"]) == {"sum": 5}
+
+
+def test_max_attempts_hook_is_called_when_the_last_attempt_died_with_its_worker(r):
+    job_id = enqueue("flaky", {}, max_attempts=1)
+    queue = get_queue("fast")
+    claimed = queue.claim_nowait("dead-worker")
+    assert claimed.id == job_id
+    time.sleep(1.3)  # the fast queue's lease is 1.2 s
+    worker = Worker(["fast"], burst=True)
+    worker._sweep()
+    assert job_hash(r, job_id, "fast")["status"] == "failed"
+    assert r.lrange("test:exhausted", 0, -1) == [job_id]
+
+
 # ---------------------------------------------------------- real processes
 
 

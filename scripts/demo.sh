@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The demo: installs what it needs, uses the Redis at 127.0.0.1:6379 if one answers
+# (else starts a private one), then runs the demo project and a worker.
+# Ctrl-C stops everything it started.
+#   DEMO_REDIS_URL=redis://host:port/db   use that Redis instead
+#   DEMO_PORT=8000                        the web port (a free one if taken)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+py=$(find_python 3 11 11) || { echo "error: no Python 3.11+ found" >&2; exit 2; }
+make_venv .venv/dj52 "$py" "django>=5.2,<5.3"
+PY="$PWD/.venv/dj52/bin/python"
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+port_answers() {  # port_answers HOST PORT: true if a Redis answers PING there
+  "$PY" - "$1" "$2" <<'PYEOF'
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5) as s:
+        s.sendall(b"PING\r\n")
+        sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)
+except OSError:
+    sys.exit(1)
+PYEOF
+}
+
+if [ -n "${DEMO_REDIS_URL:-}" ]; then
+  redis_note="the Redis you named"
+elif port_answers 127.0.0.1 6379; then
+  DEMO_REDIS_URL="redis://127.0.0.1:6379/0"
+  redis_note="the Redis already running on 127.0.0.1:6379 (keys under queue:*)"
+else
+  log=$(mktemp)
+  "$PY" -m django_jobqueue.devserver > "$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "listening at" "$log" && break; sleep 0.1; done
+  DEMO_REDIS_URL=$(grep -o 'redis://[0-9.:]*/0' "$log" | head -1)
+  [ -n "$DEMO_REDIS_URL" ] || { cat "$log"; echo "error: could not start a Redis server" >&2; exit 1; }
+  redis_note="a private $(head -1 "$log" | cut -d' ' -f1-3) started for the demo"
+fi
+export DEMO_REDIS_URL
+
+web_port=${DEMO_PORT:-8000}
+if "$PY" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $web_port)) != 0)"; then
+  web_port=$("$PY" -c "from django_jobqueue.devserver import free_port; print(free_port())")
+fi
+
+password=$("$PY" -c "import secrets; print(secrets.token_urlsafe(9))")
+cd testproject
+"$PY" manage.py demo_setup --username admin --password "$password"
+"$PY" manage.py check --fail-level ERROR >/dev/null
+
+"$PY" manage.py jobq_worker --queue jobs --concurrency 4 &
+pids+=($!)
+"$PY" manage.py runserver "127.0.0.1:$web_port" --noreload &
+pids+=($!)
+
+for _ in $(seq 100); do
+  "$PY" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $web_port)))" && break
+  sleep 0.1
+done
+cat <<MSG
+
+  django-jobqueue demo is running
+    demo page:  http://127.0.0.1:$web_port/
+    admin:      http://127.0.0.1:$web_port/admin/   user: admin   password: $password
+    redis:      $DEMO_REDIS_URL ($redis_note)
+    worker:     manage.py jobq_worker --queue jobs --concurrency 4
+
+  Press Ctrl-C to stop.
+MSG
+wait -n "${pids[@]}"

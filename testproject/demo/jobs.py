@@ -1,0 +1,36 @@
+"""Real jobs of the demo project, run by `manage.py jobq_worker`.
+
+They stand in for what a project sends to the background: mail, webhooks,
+thumbnails, invoices. Each takes a little time; the email one fails now and then
+so retries show in the admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+
+from django_jobqueue import job
+
+
+@job(name="send_welcome_email", max_attempts=3, backoff_base_seconds=2)
+def send_welcome_email(payload, job):
+    time.sleep(0.2)
+    if random.random() < 0.2:  # an unreliable SMTP server, for the demo
+        raise ConnectionError(f"smtp timeout sending to {payload['email']}")
+    return {"sent_to": payload["email"], "attempt": job.attempts}
+
+
+@job(name="generate_thumbnail")
+def generate_thumbnail(payload, job):
+    time.sleep(0.1)
+    digest = hashlib.sha256(payload["image"].encode()).hexdigest()[:12]
+    return {"thumbnail": f"thumbs/{digest}.png", "size": payload.get("size", 128)}
+
+
+@job(name="render_invoice", max_attempts=5)
+def render_invoice(payload, job):
+    time.sleep(0.3)
+    total = sum(line["qty"] * line["price"] for line in payload["lines"])
+    return {"invoice": payload["number"], "total": round(total, 2)}

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "demo"
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("signup/", views.signup, name="signup"),
+    path("api/state/", views.state, name="state"),
+    path("api/enqueue/", views.enqueue_batch, name="enqueue"),
+    path("api/pool/", views.configure_pool, name="pool"),
+    path("api/reclaim/", views.reclaim, name="reclaim"),
+]

@@ -1,0 +1,122 @@
+"""The demo's pages: the seed's live queue page, and a form whose view enqueues
+a real job the way a project's own view would."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from django_jobqueue import InvalidJobOptions, PayloadError, QueueUnavailable, enqueue, get_queue
+
+from .pool import KINDS, QUEUE, pool
+
+LIST_PREVIEW = 15
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "demo/index.html", {"kinds": KINDS, "pool": pool.state()})
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    """What a project's view does: validate the form, answer at once, and leave
+    the slow work (the welcome mail) to the queue."""
+    context: dict = {}
+    if request.method == "POST":
+        email = request.POST.get("email", "").strip()
+        if "@" not in email or len(email) > 254:
+            context["error"] = "Enter an e-mail address."
+        else:
+            try:
+                context["job_id"] = enqueue("send_welcome_email", {"email": email}, on_commit=True)
+                context["email"] = email
+            except (QueueUnavailable, PayloadError, InvalidJobOptions) as exc:
+                context["error"] = f"Could not queue the welcome mail: {exc}"
+    return render(request, "demo/signup.html", context)
+
+
+def _preview(queue, ids: list[str]) -> list[dict]:
+    pipe = queue.client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(queue.keys.job(job_id), "name", "status", "attempts", "payload", "last_error")
+    rows = []
+    for job_id, (name, status, attempts, payload, error) in zip(ids, pipe.execute(), strict=True):
+        try:
+            kind = json.loads(payload).get("kind") if payload else None
+        except (ValueError, AttributeError):
+            kind = None
+        rows.append(
+            {"id": job_id, "name": kind or name or "", "status": status or "gone", "attempts": attempts or "0",
+             "error": error or ""}
+        )
+    return rows
+
+
+def _queue_state(name: str) -> dict:
+    queue = get_queue(name)
+    k = queue.keys
+    pipe = queue.client.pipeline(transaction=False)
+    pipe.lrange(k.pending, -LIST_PREVIEW, -1)
+    pipe.lrange(k.processing, 0, LIST_PREVIEW - 1)
+    pipe.lrange(k.completed, 0, LIST_PREVIEW - 1)
+    pipe.lrange(k.failed, 0, LIST_PREVIEW - 1)
+    pipe.zrange(k.scheduled, 0, LIST_PREVIEW - 1)
+    pending, processing, completed, failed, scheduled = pipe.execute()
+    return {
+        "stats": queue.stats(),
+        "lists": {
+            "scheduled": _preview(queue, scheduled),
+            "pending": _preview(queue, list(reversed(pending))),
+            "processing": _preview(queue, processing),
+            "completed": _preview(queue, completed),
+            "failed": _preview(queue, failed),
+        },
+    }
+
+
+@require_GET
+def state(request: HttpRequest) -> JsonResponse:
+    try:
+        data = {"queues": {name: _queue_state(name) for name in (QUEUE, "jobs")}, "pool": pool.state()}
+    except QueueUnavailable as exc:
+        return JsonResponse({"error": str(exc)}, status=503)
+    except ConnectionError as exc:
+        return JsonResponse({"error": f"Redis unavailable: {exc}"}, status=503)
+    return JsonResponse(data)
+
+
+def _number(request: HttpRequest, key: str, default: float) -> float:
+    try:
+        return float(request.POST.get(key, default))
+    except ValueError:
+        return default
+
+
+@require_POST
+def enqueue_batch(request: HttpRequest) -> JsonResponse:
+    kind = request.POST.get("kind", "email")
+    if kind not in KINDS:
+        return JsonResponse({"error": f"unknown kind {kind!r}"}, status=400)
+    count = int(max(1, min(1000, _number(request, "count", 10))))
+    payloads = [{"kind": kind, "n": n, "ref": random.randrange(10**6)} for n in range(count)]
+    ids = get_queue(QUEUE).enqueue_many(payloads, name=kind)
+    return JsonResponse({"enqueued": len(ids)})
+
+
+@require_POST
+def configure_pool(request: HttpRequest) -> JsonResponse:
+    config = pool.configure(
+        size=int(_number(request, "size", 0)),
+        latency_ms=int(_number(request, "latency_ms", 300)),
+        fail_rate=_number(request, "fail_rate", 0.1),
+        hang_rate=_number(request, "hang_rate", 0.05),
+    )
+    return JsonResponse({"pool": vars(config)})
+
+
+@require_POST
+def reclaim(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"reclaimed": get_queue(QUEUE).reclaim_stuck()})
