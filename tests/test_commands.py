@@ -1,0 +1,97 @@
+"""The shell commands: jobq_stats, jobq_reclaim (jobq_worker is in test_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from django_jobqueue import enqueue, get_queue
+from tests.workers import ROOT, start_worker, stop, wait_for, worker_env
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_jobq_stats_table_and_json(r):
+    enqueue("add", {"a": 1, "b": 1})
+    enqueue("add", {"a": 1, "b": 1}, delay=60)
+    text = run("jobq_stats")
+    line = next(ln for ln in text.splitlines() if ln.startswith("jobs "))
+    assert line.split()[1:6] == ["1", "1", "0", "0", "0"]  # scheduled pending processing completed failed
+    assert "no live workers" in text
+
+    data = json.loads(run("jobq_stats", "--json", "--queue", "jobs"))
+    assert list(data["queues"]) == ["jobs"]
+    assert data["queues"]["jobs"]["enqueued_total"] == 2
+    assert data["queues"]["jobs"]["oldest_pending_age_ms"] is not None
+    assert data["workers"] == []
+
+
+def test_jobq_stats_lists_live_workers_without_tokens(r, redis_server):
+    job_id = enqueue("sleepy", {"seconds": 2})
+    proc = start_worker(redis_server.url, "--worker-id", "stats-w")
+    try:
+        wait_for(lambda: r.hget(f"queue:jobs:job:{job_id}", "status") == "processing", what="the job to start")
+        wait_for(lambda: json.loads(r.hget("queue:worker:stats-w", "jobs") or "[]"), what="a heartbeat")
+        out = subprocess.run(
+            [sys.executable, "-m", "django", "jobq_stats", "--json"],
+            env=worker_env(redis_server.url),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        stop(proc)
+    data = json.loads(out)
+    (worker,) = [w for w in data["workers"] if w["id"] == "stats-w"]
+    assert worker["queues"] == ["jobs"] and worker["running"] == [["jobs", job_id]]
+    token = r.hget(f"queue:jobs:job:{job_id}", "claim_token")
+    assert not token or token not in out
+
+
+def test_jobq_stats_unknown_queue():
+    with pytest.raises(CommandError, match="unknown queue 'nope'"):
+        run("jobq_stats", "--queue", "nope")
+
+
+def test_jobq_reclaim_once_hands_back_expired_leases(r):
+    job_id = enqueue("add", {"a": 1, "b": 1}, queue="fast")
+    get_queue("fast").claim_nowait("gone")
+    time.sleep(1.3)  # the fast queue's lease is 1.2 s
+    out = run("jobq_reclaim", "--queue", "fast")
+    assert "fast: 1 reclaimed, 0 dead-lettered, 0 expired, 0 promoted" in out
+    assert r.lrange("queue:fast:pending", 0, -1) == [job_id]
+
+
+def test_jobq_reclaim_loop_stops_on_sigterm(redis_server):
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "django", "jobq_reclaim", "--loop", "--interval", "0.1"],
+        env=worker_env(redis_server.url),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_jobq_reclaim_bad_interval():
+    with pytest.raises(CommandError, match="--interval must be positive"):
+        run("jobq_reclaim", "--interval", "0")
