@@ -75,8 +75,11 @@ def _prepare(definition: JobDefinition, options: dict[str, Any]) -> tuple[Enqueu
     return opts, get_queue(queue_name)
 
 
-def _extra(opts: EnqueueOptions) -> dict[str, str] | None:
-    return None if opts.keep_result else {"keep_result": "0"}
+def _replication(opts: EnqueueOptions, queue: RedisJobQueue) -> dict[str, int]:
+    qs = get_settings().queue(queue.queue_name)
+    replicas = qs.replicas if opts.replicas is None else opts.replicas
+    timeout = qs.replication_timeout_ms if opts.replication_timeout_ms is None else opts.replication_timeout_ms
+    return {"replicas": replicas, "replication_timeout_ms": timeout}
 
 
 def _check_preflight(definition: JobDefinition, payload: Any, queue: RedisJobQueue) -> None:
@@ -109,7 +112,8 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
                 ttl_ms=opts.ttl_ms,
                 unique_key=opts.unique_key,
                 max_attempts=opts.max_attempts or definition.max_attempts,
-                extra=_extra(opts),
+                extra=opts.hash_fields(),
+                **_replication(opts, queue),
             )
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue job {definition.name!r}: {exc}") from exc
@@ -143,7 +147,8 @@ def enqueue_many(
                 delay_ms=opts.delay_ms,
                 ttl_ms=opts.ttl_ms,
                 max_attempts=opts.max_attempts or definition.max_attempts,
-                extra=_extra(opts),
+                extra=opts.hash_fields(),
+                **_replication(opts, queue),
             )
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue jobs {definition.name!r}: {exc}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 from .conf import raw_setting, validate
 
@@ -44,3 +44,32 @@ def check_cache_alias(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         ]
     return []
+
+
+@register(Tags.compatibility, deploy=True)
+def check_durability(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """django_jobqueue.W001 (with --deploy): DURABLE is on but Redis keeps nothing
+    (or too little) on disk. Asks Redis; skipped when it cannot be reached."""
+    from redis.exceptions import RedisError
+
+    from .conf import get_settings
+    from .connection import get_client
+    from .durability import persistence_problem
+    from .exceptions import JobQueueError
+
+    try:
+        settings = get_settings()
+        if not settings.durable:
+            return []
+        problem = persistence_problem(get_client())
+    except (JobQueueError, RedisError) as exc:
+        return [Warning(f"JOBQUEUE['DURABLE'] is on, but Redis could not be asked: {exc}", id="django_jobqueue.W002")]
+    if not problem:
+        return []
+    return [
+        Warning(
+            f"JOBQUEUE['DURABLE'] is on, but {problem}.",
+            hint="Run Redis with `appendonly yes` and `appendfsync everysec` (or `always`); see docs/delivery.md.",
+            id="django_jobqueue.W001",
+        )
+    ]

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_SECONDS": 1.0,
     "WORKER_TIMEOUT_SECONDS": 10.0,
     "SWEEP_INTERVAL_SECONDS": 1.0,
+    "WORKER_EVENTS_LISTENER": False,
+    "DURABLE": False,
     "QUEUES": {},
 }
 
@@ -51,6 +53,8 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "RUN_ON_STARTUP": False,
     "BACKOFF_BASE_SECONDS": 1.0,
     "BACKOFF_MAX_SECONDS": 300.0,
+    "REPLICAS": 0,
+    "REPLICATION_TIMEOUT_MS": 1000,
 }
 
 CLEANUP_KEYS = ("COMPLETED_AFTER_SECONDS", "FAILED_AFTER_SECONDS")
@@ -69,6 +73,8 @@ class QueueSettings:
     run_on_startup: bool
     backoff_base_seconds: float
     backoff_max_seconds: float
+    replicas: int = 0
+    replication_timeout_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,10 @@ class Settings:
     heartbeat_seconds: float
     worker_timeout_seconds: float
     sweep_interval_seconds: float
+    durable: bool = False
     queues: dict[str, QueueSettings] = field(default_factory=dict)
+    # Workers also run an events listener thread (fires the signals, events.py).
+    worker_events_listener: bool = False
 
     def queue(self, name: str | None = None) -> QueueSettings:
         from .exceptions import UnknownQueueError
@@ -183,6 +192,8 @@ _TOP_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "HEARTBEAT_SECONDS": _positive_number,
     "WORKER_TIMEOUT_SECONDS": _positive_number,
     "SWEEP_INTERVAL_SECONDS": _positive_number,
+    "WORKER_EVENTS_LISTENER": _bool,
+    "DURABLE": _bool,
     "QUEUES": _dict,
 }
 
@@ -196,6 +207,8 @@ _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "RUN_ON_STARTUP": _bool,
     "BACKOFF_BASE_SECONDS": _non_negative_number,
     "BACKOFF_MAX_SECONDS": _non_negative_number,
+    "REPLICAS": _non_negative_int,
+    "REPLICATION_TIMEOUT_MS": _positive_int,
 }
 
 
@@ -288,6 +301,8 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             run_on_startup=qs["RUN_ON_STARTUP"],
             backoff_base_seconds=float(qs["BACKOFF_BASE_SECONDS"]),
             backoff_max_seconds=float(qs["BACKOFF_MAX_SECONDS"]),
+            replicas=qs["REPLICAS"],
+            replication_timeout_ms=qs["REPLICATION_TIMEOUT_MS"],
         )
     if errors:
         return None, errors
@@ -309,6 +324,8 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             worker_timeout_seconds=float(top["WORKER_TIMEOUT_SECONDS"]),
             sweep_interval_seconds=float(top["SWEEP_INTERVAL_SECONDS"]),
             queues=queues,
+            worker_events_listener=top["WORKER_EVENTS_LISTENER"],
+            durable=top["DURABLE"],
         ),
         [],
     )

@@ -37,5 +37,20 @@ class QueueUnavailable(JobQueueError, ConnectionError):
     """Redis could not be reached (or answered an error) in time; nothing is known to be written."""
 
 
+class QueuePaused(JobQueueError):
+    """The queue is paused for enqueueing; nothing was written."""
+
+
+class ReplicationError(JobQueueError):
+    """The job is written on the primary, but fewer replicas than asked
+    acknowledged it in time: it is not yet safe from a primary failure."""
+
+    def __init__(self, message: str, job_ids: list[str], acknowledged: int, wanted: int) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+
+
 class CorruptJobError(JobQueueError, ValueError):
     """Data found in Redis is not what django-jobqueue wrote (bad JSON, missing fields)."""

@@ -70,6 +70,15 @@ class QueueKeys:
         return f"{self.base}:events"
 
     @property
+    def events_log(self) -> str:
+        """Stream: every event also published on ``events``, capped (MAXLEN ~ 10 000).
+
+        The Lua ``emit`` helper (lua/_lib.lua) appends ``<events>:log`` itself,
+        so this name and that one must stay in step.
+        """
+        return f"{self.events}:log"
+
+    @property
     def job_prefix(self) -> str:
         return f"{self.base}:job:"
 
@@ -122,6 +131,17 @@ class QueueKeys:
         return f"{self.base}:stats"
 
     @property
+    def paused(self) -> str:
+        """String "in", "out" or "all" while the queue is paused (Disque's QPAUSE)."""
+        return f"{self.base}:paused"
+
+    @property
+    def stats_samples(self) -> str:
+        """List of JSON samples of ``stats`` taken by the admin, newest first, capped
+        (its throughput figures are differences between samples)."""
+        return f"{self.stats}:samples"
+
+    @property
     def sweep_lock(self) -> str:
         """String held by whichever process runs the maintenance sweep now."""
         return f"{self.base}:sweep-lock"
@@ -140,7 +160,10 @@ class QueueKeys:
             self.deadlines,
             self.unique,
             self.stats,
+            self.paused,
             self.sweep_lock,
+            self.events_log,
+            self.stats_samples,
         ]
 
 

@@ -21,8 +21,24 @@ MAX_ATTEMPTS_LIMIT = 10_000
 MAX_UNIQUE_KEY_LENGTH = 200
 # Options a caller may give to enqueue(); @job takes these as defaults too.
 ENQUEUE_OPTIONS = frozenset(
-    {"queue", "delay", "run_at", "max_attempts", "ttl", "unique_key", "on_commit", "keep_result"}
+    {
+        "queue",
+        "delay",
+        "run_at",
+        "max_attempts",
+        "ttl",
+        "unique_key",
+        "on_commit",
+        "keep_result",
+        "delivery",
+        "max_nacks",
+        "max_deliveries",
+        "replicas",
+        "replication_timeout_ms",
+    }
 )
+DELIVERY_MODES = ("at-least-once", "at-most-once")
+MAX_REPLICAS = 100
 
 
 @dataclass(frozen=True)
@@ -34,6 +50,25 @@ class EnqueueOptions:
     max_attempts: int | None = None
     on_commit: bool = False
     keep_result: bool = True
+    delivery: str = "at-least-once"
+    max_nacks: int | None = None
+    max_deliveries: int | None = None
+    # None: the queue's REPLICAS / REPLICATION_TIMEOUT_MS.
+    replicas: int | None = None
+    replication_timeout_ms: int | None = None
+
+    def hash_fields(self) -> dict[str, str] | None:
+        """Options the worker needs later, stored on the job hash."""
+        fields: dict[str, str] = {}
+        if not self.keep_result:
+            fields["keep_result"] = "0"
+        if self.delivery != "at-least-once":
+            fields["delivery"] = self.delivery
+        if self.max_nacks is not None:
+            fields["max_nacks"] = str(self.max_nacks)
+        if self.max_deliveries is not None:
+            fields["max_deliveries"] = str(self.max_deliveries)
+        return fields or None
 
 
 def seconds_to_ms(name: str, value: Any, *, allow_zero: bool = True) -> int:
@@ -95,6 +130,18 @@ def validate(options: Mapping[str, Any], *, where: str = "enqueue()") -> Enqueue
         or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT
     ):
         raise InvalidJobOptions(f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}, got {max_attempts!r}")
+    delivery = options.get("delivery", "at-least-once")
+    if delivery not in DELIVERY_MODES:
+        raise InvalidJobOptions(f"delivery must be one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
+    for name, low, high in (
+        ("max_nacks", 1, MAX_ATTEMPTS_LIMIT),
+        ("max_deliveries", 1, MAX_ATTEMPTS_LIMIT),
+        ("replicas", 0, MAX_REPLICAS),
+        ("replication_timeout_ms", 1, 3_600_000),
+    ):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise InvalidJobOptions(f"{name} must be an integer from {low} to {high}, got {value!r}")
     for flag in ("on_commit", "keep_result"):
         if flag in options and not isinstance(options[flag], bool):
             raise InvalidJobOptions(f"{flag} must be True or False, got {options[flag]!r}")
@@ -106,4 +153,9 @@ def validate(options: Mapping[str, Any], *, where: str = "enqueue()") -> Enqueue
         max_attempts=max_attempts,
         on_commit=bool(options.get("on_commit", False)),
         keep_result=bool(options.get("keep_result", True)),
+        delivery=delivery,
+        max_nacks=options.get("max_nacks"),
+        max_deliveries=options.get("max_deliveries"),
+        replicas=options.get("replicas"),
+        replication_timeout_ms=options.get("replication_timeout_ms"),
     )

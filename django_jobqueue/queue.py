@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import scripts, serialization
-from .exceptions import CorruptJobError
+from .exceptions import CorruptJobError, QueuePaused, ReplicationError
 from .ids import new_claim_token, new_job_id
 from .keys import QueueKeys
 
@@ -24,6 +24,8 @@ BULK_CHUNK = 1000
 # Claim blocks at most this long per BLMOVE, so a worker loop notices a
 # shutdown request (and runs its sweep) at least this often.
 MAX_BLOCK_MS = 2000
+# A claim on a queue paused for claiming waits this long before saying "nothing".
+PAUSED_WAIT_MS = 500
 
 
 class Outcome(enum.Enum):
@@ -45,6 +47,10 @@ _FAIL_CODES = {1: Outcome.RETRYING, 2: Outcome.FAILED, 0: Outcome.MISSING, -1: O
 
 def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _is_paused(res: Any) -> bool:
+    return isinstance(res, list) and len(res) == 1 and _s(res[0]) == "paused"
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
@@ -179,7 +185,17 @@ class RedisJobQueue:
         ]
         for key, value in (extra or {}).items():
             args += [key, value]
-        keys = [k.job(job_id), k.pending, k.scheduled, k.deadlines, k.unique, k.stats, k.events, k.job_prefix]
+        keys = [
+            k.job(job_id),
+            k.pending,
+            k.scheduled,
+            k.deadlines,
+            k.unique,
+            k.stats,
+            k.events,
+            k.job_prefix,
+            k.paused,
+        ]
         return scripts.get("enqueue"), keys, args
 
     def enqueue(self, payload: Any, **options: Any) -> str:
@@ -191,11 +207,41 @@ class RedisJobQueue:
         """
         return self.enqueue_encoded(serialization.dumps(payload, max_bytes=self.max_payload_bytes), **options)
 
-    def enqueue_encoded(self, payload_json: str, **options: Any) -> str:
-        """enqueue() for a payload already encoded (and size-checked) as JSON."""
-        script, keys, args = self._enqueue_call(payload_json, **options)
-        _added, job_id = script(self.client, keys, args)
+    def enqueue_encoded(
+        self, payload_json: str, *, replicas: int = 0, replication_timeout_ms: int = 1000, **options: Any
+    ) -> str:
+        """enqueue() for a payload already encoded (and size-checked) as JSON.
+
+        With ``replicas=W`` the call returns only once W replicas acknowledged
+        the write (Redis WAIT, up to ``replication_timeout_ms``), else raises
+        ReplicationError: the job stays enqueued, but is not yet safe.
+        """
+        call = self._enqueue_call(payload_json, **options)
+        if replicas:
+            (added, job_id), = self._write_and_wait([call], replicas, replication_timeout_ms)
+        else:
+            script, keys, args = call
+            added, job_id = script(self.client, keys, args)
+        if int(added) == -1:
+            raise QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing")
         return _s(job_id)
+
+    def _write_and_wait(
+        self, calls: Sequence[tuple[scripts.Script, Sequence[str], Sequence[Any]]], replicas: int, timeout_ms: int
+    ) -> list[Any]:
+        """Run script calls, then WAIT on the same connection (a pipeline is one
+        connection), so WAIT covers exactly these writes."""
+        results, acked = scripts.run_pipeline_and_wait(self.client, calls, replicas, timeout_ms)
+        if acked < replicas:
+            ids = [_s(r[1]) for r in results if int(r[0]) == 1]
+            raise ReplicationError(
+                f"{len(ids)} job(s) written to {self.queue_name!r} but only {acked} of {replicas} replica(s) "
+                f"acknowledged within {timeout_ms} ms; the jobs stay queued",
+                ids,
+                acked,
+                replicas,
+            )
+        return results
 
     def enqueue_many(
         self,
@@ -206,6 +252,8 @@ class RedisJobQueue:
         ttl_ms: int = 0,
         max_attempts: int | None = None,
         extra: Mapping[str, str] | None = None,
+        replicas: int = 0,
+        replication_timeout_ms: int = 1000,
     ) -> list[str]:
         """Add many jobs, pipelined in chunks. Every payload is encoded (and
         checked) before anything is written; each job is added atomically."""
@@ -224,7 +272,16 @@ class RedisJobQueue:
                 )
                 for text in encoded[start : start + BULK_CHUNK]
             ]
-            ids += [_s(r[1]) for r in scripts.run_pipeline(self.client, calls)]
+            if replicas:
+                results = self._write_and_wait(calls, replicas, replication_timeout_ms)
+            else:
+                results = scripts.run_pipeline(self.client, calls)
+            if any(int(r[0]) == -1 for r in results):
+                written = ids + [_s(r[1]) for r in results if int(r[0]) == 1]
+                exc = QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing ({len(written)} job(s) written)")
+                exc.job_ids = written  # type: ignore[attr-defined]
+                raise exc
+            ids += [_s(r[1]) for r in results]
         return ids
 
     # -------------------------------------------------------------------- claim
@@ -244,6 +301,7 @@ class RedisJobQueue:
             k.claiming,
             k.unstamped,
             k.worker_jobs_prefix,
+            k.paused,
         ]
 
     def claim_nowait(self, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
@@ -253,6 +311,8 @@ class RedisJobQueue:
         res = scripts.get("claim")(
             self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, 100]
         )
+        if _is_paused(res):
+            return None
         return ClaimedJob.from_fields(_pairs(res)) if res else None
 
     def claim(self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
@@ -266,6 +326,11 @@ class RedisJobQueue:
         job = self.claim_nowait(worker_id, lease_ms=lease_ms)
         if job is not None or timeout_ms <= 0:
             return job
+        if self.paused_state() in ("out", "all"):
+            # Paused for claiming: wait a little (not in BLMOVE, which would
+            # take a job) so callers looping on claim() do not spin.
+            time.sleep(min(timeout_ms, PAUSED_WAIT_MS) / 1000)
+            return None
         lease = self.visibility_ms if lease_ms is None else lease_ms
         deadline = time.monotonic() + max(timeout_ms, 100) / 1000
         while True:
@@ -279,6 +344,8 @@ class RedisJobQueue:
             res = scripts.get("stamp")(
                 self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, _s(job_id)]
             )
+            if _is_paused(res):
+                return None
             if res:
                 return ClaimedJob.from_fields(_pairs(res))
             # Not ours to run (dropped orphan, expired, or reclaimed meanwhile):
@@ -330,6 +397,7 @@ class RedisJobQueue:
         traceback: str = "",
         retry_delay_ms: int = 0,
         terminal: bool = False,
+        lost: bool = False,
     ) -> Outcome:
         k = self.keys
         code = scripts.get("fail")(
@@ -354,7 +422,7 @@ class RedisJobQueue:
                 str(error),
                 traceback,
                 int(retry_delay_ms),
-                "terminal" if terminal else "auto",
+                "lost" if lost else "terminal" if terminal else "auto",
                 self.failed_ttl_s,
             ],
         )
@@ -390,7 +458,19 @@ class RedisJobQueue:
         k = self.keys
         code = scripts.get("requeue")(
             self.client,
-            [k.job(job.id), k.processing, k.pending, k.scheduled, k.leases, k.stats, k.events, k.worker_jobs_prefix],
+            [
+                k.job(job.id),
+                k.processing,
+                k.pending,
+                k.scheduled,
+                k.leases,
+                k.stats,
+                k.events,
+                k.worker_jobs_prefix,
+                k.failed,
+                k.deadlines,
+                k.unique,
+            ],
             [
                 self._now(),
                 job.id,
@@ -401,9 +481,10 @@ class RedisJobQueue:
                 event,
                 counter,
                 error or "",
+                self.failed_ttl_s,
             ],
         )
-        return _CODES[int(code)]
+        return _FAIL_CODES[int(code)] if int(code) == 2 else _CODES[int(code)]
 
     def delete(self, job_id: str, claim_token: str = "") -> Outcome:
         """Delete a job. With a token only its current claim may; without one,
@@ -440,6 +521,83 @@ class RedisJobQueue:
             [self._now(), job_id],
         )
         return _CODES[int(code)]
+
+    def replay(self, job_ids: Iterable[str]) -> int:
+        """Replay finished jobs (one round trip per 500): each keeps its
+        history. Returns how many were replayed (others were not finished)."""
+        k = self.keys
+        ids = list(job_ids)
+        done = 0
+        for start in range(0, len(ids), 500):
+            calls = [
+                (
+                    scripts.get("retry"),
+                    [k.job(i), k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines],
+                    [self._now(), i],
+                )
+                for i in ids[start : start + 500]
+            ]
+            done += sum(1 for code in scripts.run_pipeline(self.client, calls) if int(code) == 1)
+        return done
+
+    def replay_failed(self, limit: int | None = None) -> int:
+        """Replay the dead letter: every job on the failed list (oldest first),
+        or the ``limit`` oldest. Reads the list in pages, never whole."""
+        done = 0
+        while limit is None or done < limit:
+            page = min(500, limit - done) if limit is not None else 500
+            ids = [_s(i) for i in self.client.lrange(self.keys.failed, -page, -1)]
+            if not ids:
+                break
+            replayed = self.replay(reversed(ids))
+            done += replayed
+            if replayed == 0:
+                break  # ids whose hash is gone or not failed: nothing more to do
+        return done
+
+    # -------------------------------------------------------------------- scan
+
+    def scan(self, state: str, cursor: int = 0, count: int = 100) -> tuple[int, list[str]]:
+        """Iterate the ids of one state without loading the whole list
+        (Disque's JSCAN): returns (next cursor, ids); the next cursor is 0 when
+        done. The cursor is a position, oldest first for pending and newest first
+        for the history lists; ids that move meanwhile may be seen twice or not
+        at all, as with SCAN."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        k = self.keys
+        if state == "scheduled":
+            raw = self.client.zrange(k.scheduled, cursor, cursor + count - 1)
+        elif state == "pending":
+            # Oldest first: pending is consumed from the right.
+            stop = -1 - cursor
+            raw = list(reversed(self.client.lrange(k.pending, stop - count + 1, stop)))
+        elif state in ("processing", "completed", "failed", "claiming"):
+            raw = self.client.lrange(getattr(k, state), cursor, cursor + count - 1)
+        else:
+            raise ValueError(f"unknown state {state!r}: pending, scheduled, processing, completed, failed, claiming")
+        ids = [_s(i) for i in raw]
+        return (cursor + len(ids) if len(ids) == count else 0), ids
+
+    # ------------------------------------------------------------------- pause
+
+    def pause(self, direction: str = "all") -> str:
+        """Pause enqueueing ("in"), claiming ("out") or both ("all"). Returns the new state."""
+        return self._pause("pause", direction)
+
+    def resume(self, direction: str = "all") -> str:
+        """Undo pause() for that direction. Returns the new state ("none" when running)."""
+        return self._pause("resume", direction)
+
+    def _pause(self, action: str, direction: str) -> str:
+        if direction not in ("in", "out", "all"):
+            raise ValueError(f"direction must be 'in', 'out' or 'all', got {direction!r}")
+        return _s(scripts.get("pause")(self.client, [self.keys.paused], [action, direction]))
+
+    def paused_state(self) -> str:
+        """"none", "in", "out" or "all"."""
+        value = self.client.get(self.keys.paused)
+        return _s(value) if value else "none"
 
     # ------------------------------------------------------------ maintenance
 
@@ -532,7 +690,8 @@ class RedisJobQueue:
         pipe.llen(k.claiming)
         pipe.hgetall(k.stats)
         pipe.lindex(k.pending, -1)
-        pending, processing, completed, failed, scheduled, claiming, counters, oldest = pipe.execute()
+        pipe.get(k.paused)
+        pending, processing, completed, failed, scheduled, claiming, counters, oldest, paused = pipe.execute()
         counters = {_s(a): int(b) for a, b in counters.items()}
         oldest_age_ms = None
         if oldest is not None:
@@ -548,6 +707,7 @@ class RedisJobQueue:
             "scheduled_depth": scheduled,
             "visibility_ms": self.visibility_ms,
             "oldest_pending_age_ms": oldest_age_ms,
+            "paused": _s(paused) if paused else "none",
         }
         for name in (
             "enqueued",
@@ -561,6 +721,8 @@ class RedisJobQueue:
             "deferred",
             "released",
             "replayed",
+            "nacked",
+            "lost",
             "orphans",
         ):
             out[f"{name}_total"] = counters.get(name, 0)

@@ -93,11 +93,44 @@ def unregister(name: str) -> None:
         _registry.pop(name, None)
 
 
+# Fallback resolvers for names no @job registered, by name prefix. A resolver
+# returns the definition or raises UnknownJobError saying why (the worker then
+# dead-letters the job). A dotted path is imported on first use: the django.tasks
+# resolver needs Django's Tasks framework, which a project may not have.
+Resolver = Callable[[str], JobDefinition]
+_resolvers: dict[str, Resolver | str] = {"django.tasks:": "django_jobqueue.tasks.resolve_job_name"}
+
+
+def add_resolver(prefix: str, resolver: Resolver | str) -> None:
+    """Resolve job names starting with ``prefix`` through ``resolver`` when no @job has them."""
+    with _lock:
+        _resolvers[prefix] = resolver
+
+
+def _resolve(name: str) -> JobDefinition | None:
+    for prefix, resolver in list(_resolvers.items()):
+        if not name.startswith(prefix):
+            continue
+        try:
+            if isinstance(resolver, str):
+                from django.utils.module_loading import import_string
+
+                resolver = import_string(resolver)
+            return resolver(name)
+        except UnknownJobError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the name cannot run
+            raise UnknownJobError(f"unknown job name {name!r}: resolving it failed: {exc!r}") from exc
+    return None
+
+
 def get_definition(name: str) -> JobDefinition:
-    try:
-        return _registry[name]
-    except KeyError:
-        raise UnknownJobError(f"unknown job name {name!r}: no @job with that name is registered") from None
+    definition = _registry.get(name)
+    if definition is None and isinstance(name, str):
+        definition = _resolve(name)
+    if definition is None:
+        raise UnknownJobError(f"unknown job name {name!r}: no @job with that name is registered")
+    return definition
 
 
 def all_definitions() -> dict[str, JobDefinition]:

@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from . import cluster as _cluster
+
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
 
@@ -36,8 +38,10 @@ class Script:
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            # EVAL runs it and caches it, on the one node that needs it: a
+            # cluster's SCRIPT LOAD would go to every primary, and fail while
+            # any of them is down.
+            return client.eval(self.source, len(keys), *keys, *args)
 
     def queue_in(self, pipe: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Add a call to a pipeline; see :func:`run_pipeline` for NOSCRIPT."""
@@ -60,20 +64,49 @@ def run_pipeline(client: Any, calls: Sequence[tuple[Script, Sequence[str], Seque
     scripts are loaded; calls that ran are never repeated. Other errors are
     raised after every call has had its turn.
     """
-    pipe = client.pipeline(transaction=False)
-    for script, keys, args in calls:
-        script.queue_in(pipe, keys, args)
-    results = pipe.execute(raise_on_error=False)
+    results, _acked = _execute(client, calls, None)
+    return results
+
+
+def run_pipeline_and_wait(
+    client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]], replicas: int, timeout_ms: int
+) -> tuple[list[Any], int]:
+    """run_pipeline(), then Redis WAIT in the same pipeline: WAIT counts the
+    replicas that have every write made so far on its connection, and a
+    pipeline is one connection. Returns (results, replicas that acknowledged)."""
+    return _execute(client, calls, (replicas, timeout_ms))
+
+
+def _execute(
+    client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]], wait: tuple[int, int] | None
+) -> tuple[list[Any], int]:
+    if _cluster.is_cluster(client):  # ClusterPipeline refuses EVALSHA: one pipeline per primary
+        results, acked = _cluster.run_calls(client, calls, wait)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results, acked
+
+    def send(indexes: Sequence[int]) -> tuple[list[Any], int]:
+        pipe = client.pipeline(transaction=False)
+        for i in indexes:
+            calls[i][0].queue_in(pipe, calls[i][1], calls[i][2])
+        if wait is not None:
+            pipe.execute_command("WAIT", *wait)
+        out = pipe.execute(raise_on_error=False)
+        acked = int(out.pop()) if wait is not None and not isinstance(out[-1], Exception) else 0
+        return out, acked
+
+    results, acked = send(range(len(calls)))
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
         for script in {calls[i][0] for i in missing}:
             client.script_load(script.source)
-        retry = client.pipeline(transaction=False)
-        for i in missing:
-            calls[i][0].queue_in(retry, calls[i][1], calls[i][2])
-        for i, r in zip(missing, retry.execute(raise_on_error=False), strict=True):
+        retried, acked_retry = send(missing)
+        for i, r in zip(missing, retried, strict=True):
             results[i] = r
+        acked = min(acked, acked_retry)
     for r in results:
         if isinstance(r, Exception):
             raise r
-    return results
+    return results, acked

@@ -181,10 +181,22 @@ class Worker:
         with self._lock:
             left = list(self._running.values())
         for running in left:
+            claimed = running.claimed
+            if claimed.fields.get("delivery") == "at-most-once":
+                # It has started: running it again could run it twice.
+                self._with_redis(
+                    lambda c=claimed, q=running.queue: q.fail_outcome(
+                        c, "lost: the worker shut down while the job ran (at-most-once)", lost=True
+                    ),
+                    "marking a job lost",
+                    attempts=3,
+                )
+                logger.warning("job %s %s lost at shutdown (at-most-once)", claimed.id, claimed.name)
+                continue
             # Started but not finished within the grace period: hand it back so
             # another worker runs it now rather than after the lease runs out.
-            outcome = self._release(running.queue, running.claimed)
-            logger.warning("job %s %s handed back at shutdown (%s)", running.claimed.id, running.claimed.name, outcome)
+            outcome = self._release(running.queue, claimed)
+            logger.warning("job %s %s handed back at shutdown (%s)", claimed.id, claimed.name, outcome)
         self._with_redis(self._deregister, "removing the worker record", attempts=3)
         self._stopped.set()
 
@@ -406,6 +418,12 @@ class Worker:
         )
 
     def _startup(self) -> None:
+        if self.settings.durable:
+            from .durability import persistence_problem
+
+            problem = persistence_problem(get_client())
+            if problem:
+                logger.warning("DURABLE is on, but %s", problem)
         self._recover_own_orphans()
         scripts.get("heartbeat")(
             get_client(),

@@ -332,7 +332,8 @@ def test_reclaim_cost_grows_with_jobs_due_not_jobs_in_flight(r, clock):
     stats = r.info("commandstats")
     hset_calls = stats.get("cmdstat_hset", {}).get("calls", 0)
     hmget_calls = stats.get("cmdstat_hmget", {}).get("calls", 0)
-    assert hmget_calls == 10 and hset_calls <= 30  # per due job, never per job in flight
+    # A few reads and writes per due job, never per job in flight:
+    assert 10 <= hmget_calls <= 30 and hset_calls <= 30
 
 
 def test_sweep_costs_nothing_when_nothing_is_due(r, clock):

@@ -17,9 +17,19 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- Every event is also appended to a capped Redis Stream, the events log
+-- `<channel>:log` (keys.py: QueueKeys.events_log), so a listener that was
+-- disconnected can read what pub/sub dropped. Its key is derived from the
+-- channel here, the one place that writes it, so every script keeps its KEYS
+-- layout; it shares the channel's prefix (and hash tag in cluster mode), so it
+-- sits in the slot of the script's other keys. MAXLEN ~ trims whole nodes: cheap.
+local EVENTS_LOG_MAXLEN = 10000
+
 -- Publish a state change. `meta` is {name, queue, attempts} read from the hash
 -- before it changed; `raw` is optional pre-encoded JSON members appended as-is
 -- (results are stored JSON already, so they are spliced in, not re-encoded).
+-- The published message carries the log entry's id as "log_id", so a listener
+-- can tell which log entries it has already seen.
 local function emit(channel, id, event, status, meta, ts, extra, raw)
   local msg = {
     id = id, queue = meta[2] or '', name = meta[1] or '', event = event,
@@ -32,7 +42,19 @@ local function emit(channel, id, event, status, meta, ts, extra, raw)
   if raw and raw ~= '' then
     body = string.sub(body, 1, -2) .. ',' .. raw .. '}'
   end
-  redis.call('PUBLISH', channel, body)
+  -- pcall: the log must never fail a state change that is already written.
+  local log_id = redis.pcall('XADD', channel .. ':log', 'MAXLEN', '~', EVENTS_LOG_MAXLEN, '*', 'data', body)
+  if type(log_id) == 'string' then
+    body = string.sub(body, 1, -2) .. ',"log_id":"' .. log_id .. '"}'
+  else
+    redis.log(redis.LOG_WARNING, 'jobqueue: events log not written: ' .. tostring(log_id.err))
+  end
+  -- A channel with a {hash tag} means cluster mode (keys.py): sharded pub/sub (Redis 7+)
+  -- keeps the message on the queue's own shard instead of broadcasting it to every
+  -- node (cluster.py). Where SPUBLISH is refused, classic PUBLISH still goes out.
+  if not string.find(channel, '{', 1, true) or type(redis.pcall('SPUBLISH', channel, body)) ~= 'number' then
+    redis.call('PUBLISH', channel, body)
+  end
 end
 
 local function read_meta(job_key)
@@ -66,4 +88,18 @@ local function log_error(job_key, entry, cap)
   table.insert(log, entry)
   while #log > cap do table.remove(log, 1) end
   redis.call('HSET', job_key, 'errors', cjson.encode(log))
+end
+
+-- Finish a job for good on the failed list (the dead letter): status "failed",
+-- or "lost" for an at-most-once job that cannot be handed out again. The
+-- caller has already taken it off whatever list or set held it.
+local function dead_letter(job_key, id, failed, deadlines, unique, stats, events, meta, now, status, reason, ttl)
+  redis.call('HSET', job_key, 'status', status, 'failed_at_ms', int(now), 'claim_token', '', 'last_error', reason)
+  redis.call('HDEL', job_key, 'lease_until_ms')
+  redis.call('ZREM', deadlines, id)
+  release_unique(unique, job_key, id)
+  redis.call('LPUSH', failed, id)
+  if ttl and ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+  redis.call('HINCRBY', stats, status, 1)
+  emit(events, id, status, status, meta, now, {error = reason})
 end

@@ -6,12 +6,19 @@
 --   KEYS[5] deadlines KEYS[6] stats       KEYS[7] events    KEYS[8] job prefix
 --   KEYS[9] unique    KEYS[10] claiming   KEYS[11] unstamped
 --   KEYS[12] worker-jobs prefix (the claiming worker's set is prefix .. worker)
+--   KEYS[13] paused (string: "in", "out" or "all" when paused)
 --
 -- stamp(id, now, token, visibility, worker) is called once the id sits at the
 -- head of the processing list. It returns the job hash (flat HGETALL) when the
 -- job is ours to run, or false when the id had to be dropped (no hash: the
 -- entry is an orphan; a status other than pending: a stale entry) or was
 -- expired by its TTL; the caller then tries the next.
+
+-- True when the queue is paused for claiming (QPAUSE out / all).
+local function claims_paused()
+  local p = redis.call('GET', KEYS[13])
+  return p == 'out' or p == 'all'
+end
 
 local function stamp(id, now, token, visibility, worker)
   local job_key = KEYS[8] .. id

@@ -5,6 +5,7 @@
   KEYS[1] job hash        KEYS[2] pending     KEYS[3] scheduled
   KEYS[4] deadlines       KEYS[5] unique      KEYS[6] stats
   KEYS[7] events channel  KEYS[8] job-hash prefix (to look up a unique key's holder)
+  KEYS[9] paused (string: "in", "out" or "all" when paused)
 
   ARGV[1] now ms (0 = server clock)   ARGV[2] id          ARGV[3] delay ms (0 = now)
   ARGV[4] ttl ms (0 = none)           ARGV[5] unique key ("" = none)
@@ -12,10 +13,14 @@
   ARGV[10..] extra field/value pairs stored on the hash as they are
 
   Returns {1, id} when added, {0, holder_id} when an unfinished job already
-  holds the unique key (nothing is written).
+  holds the unique key, {-1, ""} when the queue is paused for enqueueing
+  (in the last two cases nothing is written).
   Events: enqueued (status pending or scheduled).
 ]]
 --@include _lib
+
+local paused = redis.call('GET', KEYS[9])
+if paused == 'in' or paused == 'all' then return {-1, ''} end
 
 local now = now_ms(ARGV[1])
 local id = ARGV[2]

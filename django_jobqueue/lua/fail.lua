@@ -8,20 +8,21 @@
   ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
   ARGV[4] error text  ARGV[5] traceback text ("" = none)
   ARGV[6] retry delay ms when retried (0 = straight back to pending)
-  ARGV[7] mode: "auto" retries while attempts < max_attempts (0 = unlimited),
-          "terminal" dead-letters now
+  ARGV[7] mode: "auto" retries while attempts < max_attempts (0 = unlimited)
+          unless the job is at-most-once, "terminal" dead-letters now, "lost"
+          dead-letters with status lost (an at-most-once job whose run was cut off)
   ARGV[8] hash TTL seconds once dead-lettered (0 = keep)
 
   Returns 1 retrying, 2 dead-lettered (failed list), 0 no such job,
   -1 the token is not the current claim's: nothing changed.
-  Events: retrying (status pending or scheduled), failed; both carry "error".
+  Events: retrying (status pending or scheduled), failed, lost; all carry "error".
 ]]
 --@include _lib
 
 local job_key = KEYS[1]
 local id = ARGV[2]
 local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue',
-  'attempts', 'max_attempts')
+  'attempts', 'max_attempts', 'delivery')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
 
@@ -39,7 +40,8 @@ redis.call('HSET', job_key, 'last_error', err, 'last_traceback', ARGV[5],
 redis.call('HDEL', job_key, 'lease_until_ms')
 log_error(job_key, {attempt = attempts, error = err, ts_ms = now}, 10)
 
-local retry = ARGV[7] == 'auto' and (max_attempts == 0 or attempts < max_attempts)
+local retry = ARGV[7] == 'auto' and cur[7] ~= 'at-most-once'
+  and (max_attempts == 0 or attempts < max_attempts)
 if retry then
   local delay = tonumber(ARGV[6]) or 0
   local status = 'pending'
@@ -56,12 +58,8 @@ if retry then
   return 1
 end
 
-redis.call('HSET', job_key, 'status', 'failed')
-redis.call('ZREM', KEYS[7], id)
-release_unique(KEYS[8], job_key, id)
-redis.call('LPUSH', KEYS[5], id)
-local ttl = tonumber(ARGV[8]) or 0
-if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
-redis.call('HINCRBY', KEYS[9], 'failed', 1)
-emit(KEYS[10], id, 'failed', 'failed', meta, now, {error = err})
+local status = 'failed'
+if ARGV[7] == 'lost' then status = 'lost' end
+dead_letter(job_key, id, KEYS[5], KEYS[7], KEYS[8], KEYS[9], KEYS[10], meta, now, status, err,
+  tonumber(ARGV[8]) or 0)
 return 2

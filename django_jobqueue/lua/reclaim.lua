@@ -3,8 +3,10 @@
 
   Only ids whose lease deadline has passed are read (ZRANGEBYSCORE on the
   lease set), so a sweep costs O(log n + due), not O(jobs in flight).
-  A job whose attempts are used up is dead-lettered instead of run again, so a
-  job that kills its worker every time cannot loop forever.
+  A job whose attempts are used up, or that was redelivered more than its
+  max_deliveries, is dead-lettered instead of run again, so a job that kills
+  its worker every time cannot loop forever. An at-most-once job is never
+  handed out again: it is dead-lettered with status "lost".
   Ids stuck on the claiming list (a worker died between BLMOVE and its stamp)
   are timed from the first sweep that saw them, and handed back after
   2 x visibility. The jobs of named workers (whose heartbeat lapsed, or that
@@ -20,7 +22,7 @@
   ARGV[5..] ids of workers whose running jobs are reclaimed now, whatever their lease
 
   Returns {reclaimed ids, dead-lettered ids}.
-  Events: reclaimed (status pending), failed.
+  Events: reclaimed (status pending), failed, lost.
 ]]
 --@include _lib
 
@@ -32,23 +34,29 @@ local reclaimed, dead = {}, {}
 
 local function give_back(id, job_key, meta, reason)
   local attempts = tonumber(meta[3]) or 0
-  local max_attempts = tonumber(redis.call('HGET', job_key, 'max_attempts')) or 0
-  redis.call('HSET', job_key, 'claim_token', '', 'last_error', reason)
-  redis.call('HDEL', job_key, 'lease_until_ms')
-  if max_attempts > 0 and attempts >= max_attempts then
-    redis.call('HSET', job_key, 'status', 'failed', 'failed_at_ms', int(now))
+  local opts = redis.call('HMGET', job_key, 'max_attempts', 'delivery', 'max_deliveries', 'additional_deliveries')
+  local max_attempts = tonumber(opts[1]) or 0
+  local max_deliveries = tonumber(opts[3]) or 0
+  local deliveries = (tonumber(opts[4]) or 0) + 1
+  local verdict = nil
+  if opts[2] == 'at-most-once' then
+    verdict = 'lost'
+    reason = 'lost: ' .. reason .. ' (at-most-once: never handed out twice)'
+  elseif max_attempts > 0 and attempts >= max_attempts then
+    verdict = 'failed'
+  elseif max_deliveries > 0 and deliveries > max_deliveries then
+    verdict = 'failed'
+    reason = reason .. ' (redelivered more than max_deliveries=' .. max_deliveries .. ')'
+  end
+  if verdict then
     log_error(job_key, {attempt = attempts, error = reason, ts_ms = now}, 10)
-    redis.call('ZREM', KEYS[7], id)
-    release_unique(KEYS[8], job_key, id)
-    redis.call('LPUSH', KEYS[6], id)
-    if failed_ttl > 0 then redis.call('EXPIRE', job_key, failed_ttl) end
-    redis.call('HINCRBY', KEYS[9], 'failed', 1)
-    emit(KEYS[10], id, 'failed', 'failed', meta, now, {error = reason})
+    dead_letter(job_key, id, KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], meta, now, verdict, reason, failed_ttl)
     table.insert(dead, id)
     return
   end
-  redis.call('HSET', job_key, 'status', 'pending')
-  redis.call('HINCRBY', job_key, 'additional_deliveries', 1)
+  redis.call('HSET', job_key, 'status', 'pending', 'claim_token', '', 'last_error', reason)
+  redis.call('HDEL', job_key, 'lease_until_ms')
+  redis.call('HSET', job_key, 'additional_deliveries', deliveries)
   -- Back at the head of the line: it has waited its turn once already.
   redis.call('RPUSH', KEYS[1], id)
   redis.call('HINCRBY', KEYS[9], 'reclaimed', 1)

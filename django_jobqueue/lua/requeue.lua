@@ -4,6 +4,7 @@
 
   KEYS[1] job hash  KEYS[2] processing  KEYS[3] pending  KEYS[4] scheduled
   KEYS[5] leases    KEYS[6] stats       KEYS[7] events    KEYS[8] worker-jobs prefix
+  KEYS[9] failed    KEYS[10] deadlines  KEYS[11] unique
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
   ARGV[4] delay ms (0 = pending now)
@@ -12,9 +13,11 @@
   ARGV[7] event name (requeued, deferred, released, nacked); also the stats counter
   ARGV[8] job hash counter to increment ("" = none; "nacks" for a nack)
   ARGV[9] error text to record as last_error ("" = none)
+  ARGV[10] hash TTL seconds if dead-lettered (0 = keep)
 
-  Returns 1 done, 0 no such job, -1 not our claim: nothing changed.
-  Events: ARGV[7] with status pending or scheduled.
+  Returns 1 done, 2 dead-lettered instead (a nack past the job's max_nacks),
+  0 no such job, -1 not our claim: nothing changed.
+  Events: ARGV[7] with status pending or scheduled; failed.
 ]]
 --@include _lib
 
@@ -33,10 +36,21 @@ redis.call('ZREM', KEYS[5], id)
 drop_owner(KEYS[8], job_key, id)
 redis.call('HSET', job_key, 'claim_token', '')
 redis.call('HDEL', job_key, 'lease_until_ms')
-if ARGV[8] ~= '' then redis.call('HINCRBY', job_key, ARGV[8], 1) end
+local count = 0
+if ARGV[8] ~= '' then count = redis.call('HINCRBY', job_key, ARGV[8], 1) end
 if ARGV[9] ~= '' then
   redis.call('HSET', job_key, 'last_error', ARGV[9])
   log_error(job_key, {attempt = attempts, error = ARGV[9], ts_ms = now}, 10)
+end
+if ARGV[8] == 'nacks' then
+  local max_nacks = tonumber(redis.call('HGET', job_key, 'max_nacks')) or 0
+  if max_nacks > 0 and count > max_nacks then
+    local reason = 'nacked ' .. count .. ' times (max_nacks=' .. max_nacks .. ')'
+    if ARGV[9] ~= '' then reason = reason .. ': ' .. ARGV[9] end
+    dead_letter(job_key, id, KEYS[9], KEYS[10], KEYS[11], KEYS[6], KEYS[7], {cur[3], cur[4], attempts}, now,
+      'failed', reason, tonumber(ARGV[10]) or 0)
+    return 2
+  end
 end
 local delay = tonumber(ARGV[4]) or 0
 local status = 'pending'

@@ -13,8 +13,10 @@
   ARGV[1] now ms  ARGV[2] claim token  ARGV[3] visibility ms  ARGV[4] worker id
   ARGV[5] job id
 
-  Returns the job hash (flat array), or false when the job is not ours to run
-  (reclaimed meanwhile, an orphan id, or expired by TTL).
+  Returns the job hash (flat array), false when the job is not ours to run
+  (reclaimed meanwhile, an orphan id, or expired by TTL), or {"paused"} when
+  the queue was paused for claiming while we blocked: the id goes back to the
+  head of pending.
   Events: started; expired.
 ]]
 --@include _lib
@@ -26,5 +28,9 @@ if redis.call('LREM', KEYS[10], 1, id) == 0 then
   return false
 end
 redis.call('HDEL', KEYS[11], id)
+if claims_paused() then
+  redis.call('RPUSH', KEYS[1], id)
+  return {'paused'}
+end
 redis.call('LPUSH', KEYS[2], id)
 return stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4])

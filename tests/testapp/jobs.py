@@ -102,3 +102,19 @@ def bad_result(payload, job):
 @job(name="exits")
 def exits(payload, job):
     raise SystemExit(3)
+
+
+@job(name="once", delivery="at-most-once", max_attempts=3)
+def once(payload, job):
+    record(job)
+    if payload.get("fail"):
+        raise RuntimeError("failed once, and once only")
+    if payload.get("sleep"):
+        time.sleep(payload["sleep"])
+    return "ran"
+
+
+@job(name="nacker", max_nacks=2)
+def nacker(payload, job):
+    record(job)
+    job.nack("not ready")
