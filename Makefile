@@ -11,4 +11,4 @@ test-quick:  ## the suite on Django 5.2 only, stopping at the first failure (aft
 	.venv/dj52/bin/python -m pytest -x -q
 
 lint:
-	.venv/dj52/bin/ruff check django_jobqueue tests testproject bench
+	.venv/dj52/bin/ruff check .

@@ -13,7 +13,7 @@ make_venv .venv/dj52 "$py52" "django>=5.2,<5.3"
 make_venv .venv/dj6 "$py6" "django>=6.0,<7"
 
 echo "==> ruff"
-.venv/dj52/bin/ruff check django_jobqueue tests testproject bench
+.venv/dj52/bin/ruff check .
 
 status=0
 for env in dj52 dj6; do
