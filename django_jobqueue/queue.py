@@ -309,7 +309,7 @@ class RedisJobQueue:
         scheduled jobs first)."""
         lease = self.visibility_ms if lease_ms is None else lease_ms
         res = scripts.get("claim")(
-            self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, 100]
+            self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, 100, self.failed_ttl_s]
         )
         if _is_paused(res):
             return None
@@ -342,7 +342,9 @@ class RedisJobQueue:
             if job_id is None:
                 return None
             res = scripts.get("stamp")(
-                self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, _s(job_id)]
+                self.client,
+                self._claim_keys(),
+                [self._now(), new_claim_token(), lease, worker_id, _s(job_id), self.failed_ttl_s],
             )
             if _is_paused(res):
                 return None
@@ -511,6 +513,17 @@ class RedisJobQueue:
         )
         return _CODES[int(code)]
 
+    def requeue_now(self, job_id: str) -> Outcome:
+        """Put an unfinished job at the head of pending: a scheduled one runs
+        now, a running one loses its claim and runs again. NOT_OWNER: finished."""
+        k = self.keys
+        code = scripts.get("requeue_now")(
+            self.client,
+            [k.job(job_id), k.pending, k.scheduled, k.processing, k.leases, k.stats, k.events, k.worker_jobs_prefix],
+            [self._now(), job_id],
+        )
+        return _CODES[int(code)]
+
     def retry(self, job_id: str) -> Outcome:
         """Replay a finished (failed, expired or completed) job with a fresh
         attempt budget, keeping its history."""
@@ -658,6 +671,8 @@ class RedisJobQueue:
                     k.failed,
                     k.job_prefix,
                     k.worker_jobs_prefix,
+                    k.claiming,
+                    k.unstamped,
                 ],
                 [self._now(), limit, self.failed_ttl_s],
             ),

@@ -85,7 +85,8 @@ def test_jobq_reclaim_loop_stops_on_sigterm(redis_server):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)
+    assert proc.stdout.readline().startswith("sweeping")  # its signal handlers are in place
+    time.sleep(0.5)
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=10)

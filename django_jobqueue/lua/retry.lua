@@ -1,5 +1,5 @@
 --[[
-  Replay a finished job (dead-lettered, expired or completed): back to the
+  Replay a finished job (dead-lettered, lost, expired or completed): back to the
   pending list with a fresh attempt budget. Its error log, result and
   additional_deliveries stay on the hash, so the replay keeps its history.
 
@@ -18,9 +18,9 @@ local id = ARGV[2]
 local cur = redis.call('HMGET', job_key, 'status', 'name', 'queue', 'attempts', 'unique_key')
 if not cur[1] then return 0 end
 local st = cur[1]
-if st ~= 'failed' and st ~= 'expired' and st ~= 'completed' then return -1 end
+if st ~= 'failed' and st ~= 'lost' and st ~= 'expired' and st ~= 'completed' then return -1 end
 local now = now_ms(ARGV[1])
-if st == 'failed' then redis.call('LREM', KEYS[4], 1, id) end
+if st == 'failed' or st == 'lost' then redis.call('LREM', KEYS[4], 1, id) end
 if st == 'completed' then redis.call('LREM', KEYS[3], 1, id) end
 -- A replay must not outlive the job's own clean-up or its old TTL.
 redis.call('PERSIST', job_key)

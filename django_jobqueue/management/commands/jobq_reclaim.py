@@ -38,6 +38,9 @@ class Command(BaseCommand):
         if options["loop"]:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
+            names = ", ".join(q.queue_name for q in queues)
+            self.stdout.write(f"sweeping {names} every {options['interval']} s; SIGTERM or Ctrl-C stops")
+            self.stdout.flush()
         while True:
             for queue in queues:
                 try:
