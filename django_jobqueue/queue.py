@@ -315,6 +315,30 @@ class RedisJobQueue:
             return None
         return ClaimedJob.from_fields(_pairs(res)) if res else None
 
+    def claim_many(self, count: int, worker_id: str = "", *, lease_ms: int | None = None) -> list[ClaimedJob]:
+        """Claim up to ``count`` pending jobs in one script call, without
+        blocking (each gets its own claim token and lease)."""
+        if count < 1:
+            return []
+        lease = self.visibility_ms if lease_ms is None else lease_ms
+        res = scripts.get("claim")(
+            self.client,
+            self._claim_keys(),
+            [self._now(), new_claim_token(), lease, worker_id, 100, self.failed_ttl_s, int(count)],
+        )
+        if not res or _is_paused(res):
+            return []
+        return [ClaimedJob.from_fields(_pairs(job)) for job in res]
+
+    def complete_many(self, finished: Sequence[tuple[ClaimedJob, Any, bool]]) -> list[Outcome]:
+        """Complete several claimed jobs in one round trip: (job, result,
+        keep_result) each, results already JSON-checked or not. Each completion
+        is its own atomic, token-checked script."""
+        calls = [self._complete_call(job, result, keep) for job, result, keep in finished]
+        if not calls:
+            return []
+        return [_CODES[int(code)] for code in scripts.run_pipeline(self.client, calls)]
+
     def claim(self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
         """Claim the next pending job, blocking up to ``timeout_ms`` for one.
 
@@ -358,11 +382,13 @@ class RedisJobQueue:
 
     # ------------------------------------------------------- after-claim changes
 
-    def complete_outcome(self, job: ClaimedJob, result: Any = None, *, keep_result: bool = True) -> Outcome:
+    def _complete_call(
+        self, job: ClaimedJob, result: Any, keep_result: bool
+    ) -> tuple[scripts.Script, list[str], list[Any]]:
         k = self.keys
         result_json = serialization.dumps(result, what="result", max_bytes=self.max_payload_bytes)
-        code = scripts.get("complete")(
-            self.client,
+        return (
+            scripts.get("complete"),
             [
                 k.job(job.id),
                 k.processing,
@@ -385,7 +411,10 @@ class RedisJobQueue:
                 self.result_event_bytes,
             ],
         )
-        return _CODES[int(code)]
+
+    def complete_outcome(self, job: ClaimedJob, result: Any = None, *, keep_result: bool = True) -> Outcome:
+        script, keys, args = self._complete_call(job, result, keep_result)
+        return _CODES[int(script(self.client, keys, args))]
 
     def complete(self, job: ClaimedJob, result: Any = None) -> bool:
         """Mark the job completed with ``result``. False: the claim is no longer ours."""

@@ -579,3 +579,22 @@ def test_cluster_keyspace_shares_one_hash_slot(r):
     assert q.keys.pending == "queue:{jobs}:pending"
     job_id = q.enqueue({})
     assert r.lrange("queue:{jobs}:pending", 0, -1) == [job_id]
+
+
+def test_claim_many_gives_each_job_its_own_token_and_lease(q, r, clock):
+    ids = q.enqueue_many([{"n": n} for n in range(5)])
+    jobs = q.claim_many(3, worker_id="w")
+    assert [j.id for j in jobs] == ids[:3]
+    assert len({j.claim_token for j in jobs}) == 3
+    assert r.zcard("queue:jobs:leases") == 3
+    assert [o.value for o in q.complete_many([(j, {"n": i}, True) for i, j in enumerate(jobs)])] == ["ok"] * 3
+    assert [j.id for j in q.claim_many(10)] == ids[3:]
+    assert q.claim_many(10) == []
+
+
+def test_complete_many_checks_every_token(q):
+    q.enqueue_many([{}, {}])
+    first, second = q.claim_many(2)
+    forged = ClaimedJob(id=second.id, payload=None, attempts=1, claim_token=first.claim_token)
+    assert q.complete_many([(first, 1, True), (forged, 2, True)]) == [Outcome.OK, Outcome.NOT_OWNER]
+    assert q.complete(second, 3) is True
