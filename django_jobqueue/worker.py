@@ -29,7 +29,7 @@ from typing import Any
 
 from django.db import close_old_connections
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import scripts
@@ -49,7 +49,16 @@ CLAIM_BLOCK_MS = 1000
 # With several queues a runner polls them in priority order, sleeping between
 # rounds from MIN to MAX while they are all empty.
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.1
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+# Redis cannot serve us now: wait (logging), retry. A read-only replica may be
+# promoted by a failover, a full Redis (noeviction) may be emptied.
+CONNECTION_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+)
 
 
 @dataclass
@@ -116,6 +125,7 @@ class Worker:
         self._last_renew = 0.0
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
+        self._redis_back_at = float("-inf")  # when Redis last came back after an outage
 
     # ------------------------------------------------------------- lifecycle
 
@@ -216,6 +226,10 @@ class Worker:
                 continue
             except RedisError as exc:
                 logger.error("claim failed: %s", exc)
+                time.sleep(1)
+                continue
+            except Exception:  # noqa: BLE001 - e.g. a reply that is not UTF-8: never lose a runner
+                logger.exception("claim failed")
                 time.sleep(1)
                 continue
             if found is None:
@@ -545,6 +559,12 @@ class Worker:
                     len(result.dead_lettered),
                     len(result.expired),
                 )
+        if time.monotonic() - self._redis_back_at < 2 * self.settings.worker_timeout_seconds:
+            # Just back from an outage (a failover, a restart): the other
+            # workers' beats look old too, through no fault of theirs (and may
+            # wait out a backoff). Give them time to beat again before taking
+            # any for lost; leases still bring back the jobs of a dead one.
+            return
         lapse_ms = int(self.settings.worker_timeout_seconds * 1000)
         taken = scripts.get("lapsed")(client, [self.keys.workers, self.keys.worker_prefix], [0, lapse_ms, 50])
         it = iter(taken)
@@ -584,6 +604,7 @@ class Worker:
         if self._redis_down_since is not None:
             logger.warning("Redis is back after %.1f s", time.monotonic() - self._redis_down_since)
             self._redis_down_since = None
+            self._redis_back_at = time.monotonic()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -8,11 +8,12 @@
 --   KEYS[12] worker-jobs prefix (the claiming worker's set is prefix .. worker)
 --   KEYS[13] paused (string: "in", "out" or "all" when paused)
 --
--- stamp(id, now, token, visibility, worker) is called once the id sits at the
--- head of the processing list. It returns the job hash (flat HGETALL) when the
--- job is ours to run, or false when the id had to be dropped (no hash: the
--- entry is an orphan; a status other than pending: a stale entry) or was
--- expired by its TTL; the caller then tries the next.
+-- stamp(id, now, token, visibility, worker, expired_ttl) is called once the id
+-- sits at the head of the processing list. It returns the job hash (flat
+-- HGETALL) when the job is ours to run, or false when the id had to be dropped
+-- (no hash: the entry is an orphan; a status other than pending: a stale entry)
+-- or was expired by its TTL (its hash then gets expired_ttl seconds to live, as
+-- expire.lua gives it; 0 = keep); the caller then tries the next.
 
 -- True when the queue is paused for claiming (QPAUSE out / all).
 local function claims_paused()
@@ -20,7 +21,7 @@ local function claims_paused()
   return p == 'out' or p == 'all'
 end
 
-local function stamp(id, now, token, visibility, worker)
+local function stamp(id, now, token, visibility, worker, expired_ttl)
   local job_key = KEYS[8] .. id
   local fields = redis.call('HMGET', job_key, 'status', 'expires_at_ms', 'name', 'queue', 'attempts')
   if not fields[1] then
@@ -43,6 +44,7 @@ local function stamp(id, now, token, visibility, worker)
     redis.call('ZREM', KEYS[5], id)
     release_unique(KEYS[9], job_key, id)
     redis.call('HSET', job_key, 'status', 'expired', 'finished_at_ms', int(now))
+    if expired_ttl and expired_ttl > 0 then redis.call('EXPIRE', job_key, expired_ttl) end
     redis.call('HINCRBY', KEYS[6], 'expired', 1)
     emit(KEYS[7], id, 'expired', 'expired', meta, now)
     return false

@@ -12,10 +12,14 @@
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] claim token  ARGV[3] visibility ms
   ARGV[4] worker id                  ARGV[5] max scheduled jobs to promote
+  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
+  ARGV[7] how many jobs to claim (absent or 0: one, returned unnested)
 
-  Returns the job hash as a flat field/value array, false when nothing is
-  pending, or {"paused"} when the queue is paused for claiming. Ids without a hash and jobs past their TTL are dropped on the way
-  (at most 100 per call, so one call stays short).
+  Returns the job hash as a flat field/value array (or, with ARGV[7], a list
+  of up to that many such arrays, each with its own claim token), false (or an
+  empty list) when nothing is pending, or {"paused"} when the queue is paused
+  for claiming. Ids without a hash and jobs past their TTL are dropped on the
+  way (at most 100 per call beyond the jobs claimed, so one call stays short).
   Events: promoted, started; expired for jobs dropped by TTL.
 ]]
 --@include _lib
@@ -24,11 +28,21 @@
 
 if claims_paused() then return {'paused'} end
 local now = now_ms(ARGV[1])
+local want = tonumber(ARGV[7]) or 0
 promote(KEYS[4], KEYS[1], KEYS[7], KEYS[8], now, tonumber(ARGV[5]) or 100)
-for _ = 1, 100 do
+local batch = {}
+for _ = 1, 100 + want do
   local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not id then return false end
-  local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4])
-  if job then return job end
+  if not id then break end
+  -- One random token per call, made unique per job of a batch by a suffix.
+  local token = ARGV[2]
+  if want > 0 then token = ARGV[2] .. '.' .. (#batch + 1) end
+  local job = stamp(id, now, token, tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0)
+  if job then
+    if want == 0 then return job end
+    table.insert(batch, job)
+    if #batch >= want then break end
+  end
 end
-return false
+if want == 0 then return false end
+return batch

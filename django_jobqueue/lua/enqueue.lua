@@ -13,8 +13,12 @@
   ARGV[10..] extra field/value pairs stored on the hash as they are
 
   Returns {1, id} when added, {0, holder_id} when an unfinished job already
-  holds the unique key, {-1, ""} when the queue is paused for enqueueing
-  (in the last two cases nothing is written).
+  holds the unique key, {0, id} when a job with this id exists already (the
+  same call resent after its reply was lost), {-1, ""} when the queue is paused
+  for enqueueing (in the last three cases nothing is written).
+  The id goes on its list (the key most likely to be of the wrong type, if
+  someone wrote it by hand) before anything else is written: Redis does not
+  undo a script's writes when a later command fails.
   Events: enqueued (status pending or scheduled).
 ]]
 --@include _lib
@@ -24,6 +28,7 @@ if paused == 'in' or paused == 'all' then return {-1, ''} end
 
 local now = now_ms(ARGV[1])
 local id = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, id} end
 local delay = tonumber(ARGV[3]) or 0
 local ttl = tonumber(ARGV[4]) or 0
 local unique = ARGV[5]
@@ -36,7 +41,6 @@ if unique ~= '' then
       return {0, holder}
     end
   end
-  redis.call('HSET', KEYS[5], unique, id)
 end
 
 local status = 'pending'
@@ -59,13 +63,13 @@ end
 for i = 10, #ARGV, 2 do
   table.insert(fields, ARGV[i]); table.insert(fields, ARGV[i + 1])
 end
-redis.call('HSET', KEYS[1], unpack(fields))
-
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, id)
 else
   redis.call('LPUSH', KEYS[2], id)
 end
+redis.call('HSET', KEYS[1], unpack(fields))
+if unique ~= '' then redis.call('HSET', KEYS[5], unique, id) end
 if ttl > 0 then
   redis.call('ZADD', KEYS[4], now + ttl, id)
 end

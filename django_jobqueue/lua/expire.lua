@@ -5,7 +5,7 @@
   KEYS[1] deadlines  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
   KEYS[5] leases     KEYS[6] unique   KEYS[7] stats      KEYS[8] events
   KEYS[9] completed  KEYS[10] failed  KEYS[11] job prefix
-  KEYS[12] worker-jobs prefix
+  KEYS[12] worker-jobs prefix  KEYS[13] claiming  KEYS[14] unstamped
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] most jobs per call
   ARGV[3] hash TTL seconds for expired jobs (0 = keep)
@@ -28,7 +28,11 @@ for _, id in ipairs(due) do
   local st = meta[4]
   if st == 'pending' or st == 'scheduled' or st == 'processing' then
     -- LREM is O(list) but runs once per expired job, never per sweep.
-    if st == 'pending' then redis.call('LREM', KEYS[2], 1, id) end
+    if st == 'pending' and redis.call('LREM', KEYS[2], 1, id) == 0 then
+      -- Not on pending: a worker's BLMOVE took it and died before its stamp.
+      redis.call('LREM', KEYS[13], 1, id)
+      redis.call('HDEL', KEYS[14], id)
+    end
     if st == 'scheduled' then redis.call('ZREM', KEYS[3], id) end
     if st == 'processing' then
       redis.call('LREM', KEYS[4], -1, id)

@@ -11,7 +11,7 @@
 
   KEYS: as claim.lua.
   ARGV[1] now ms  ARGV[2] claim token  ARGV[3] visibility ms  ARGV[4] worker id
-  ARGV[5] job id
+  ARGV[5] job id  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
 
   Returns the job hash (flat array), false when the job is not ours to run
   (reclaimed meanwhile, an orphan id, or expired by TTL), or {"paused"} when
@@ -33,4 +33,4 @@ if claims_paused() then
   return {'paused'}
 end
 redis.call('LPUSH', KEYS[2], id)
-return stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4])
+return stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0)
