@@ -24,16 +24,16 @@ def on_request_started(**kwargs: Any) -> None:
     global _started, _worker
     if _started:
         return
+    try:
+        queues = [q.name for q in get_settings().queues.values() if q.run_on_startup]
+    except Exception:  # noqa: BLE001 - bad settings are reported by the system checks
+        return
+    if not queues:
+        return  # checked again on the next request: settings may change (tests)
     with _lock:
         if _started:
             return
         _started = True
-        try:
-            queues = [q.name for q in get_settings().queues.values() if q.run_on_startup]
-        except Exception:  # noqa: BLE001 - bad settings are reported by the system checks
-            return
-        if not queues:
-            return
         from .worker import Worker
 
         worker = _worker = Worker(queues, worker_id=None)

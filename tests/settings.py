@@ -52,3 +52,5 @@ JOBQUEUE = {
         "fast": {"VISIBILITY_MS": 1200, "BACKOFF_BASE_SECONDS": 0},
     },
 }
+# django.tasks (Django 6+, or the django-tasks backport) on our queue: tests/test_tasks.py.
+TASKS = {"default": {"BACKEND": "django_jobqueue.tasks.JobQueueBackend", "QUEUES": []}}

@@ -1,0 +1,371 @@
+"""JobQueueBackend: Django's Tasks framework on django-jobqueue's Redis queues.
+
+``TASKS = {"default": {"BACKEND": "django_jobqueue.tasks.JobQueueBackend", ...}}``
+turns ``@task`` functions into jobs that ``manage.py jobq_worker`` runs beside
+``@job`` handlers, with the queue's retries, leases, dead letter and admin.
+Options and the priority mapping are described in docs/tasks.md.
+
+Django builds backends when a module with ``@task`` is imported, so nothing
+here touches Redis before the first enqueue() or get_result().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.core import checks
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from .. import connection, serialization
+from ..api import get_queue
+from ..conf import get_settings
+from ..exceptions import InvalidJobOptions, QueueUnavailable, UnknownJobError, UnknownQueueError
+from ..ids import is_job_id, job_id_time_ms, new_job_id
+from ..options import EnqueueOptions, validate
+from ..queue import RedisJobQueue
+from ..registry import MAX_JOB_NAME_LENGTH
+from .compat import (
+    DEFAULT_TASK_PRIORITY,
+    DEFAULT_TASK_QUEUE_NAME,
+    TASK_MAX_PRIORITY,
+    TASK_MIN_PRIORITY,
+    BaseTaskBackend,
+    InvalidTask,
+    InvalidTaskBackend,
+    Task,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from .naming import TASK_NAME_PREFIX, job_name, load_task
+from .results import (
+    F_BACKEND,
+    F_OPTIONS,
+    F_PRIORITY,
+    F_QUEUE_NAME,
+    F_RUN_AFTER,
+    build_result,
+    copy_task,
+    from_ms,
+)
+
+# The jobqueue options a task may carry (on @task(...) where Django allows it,
+# on .using(...), or in OPTIONS): enqueue()'s options that make sense per task.
+JOB_OPTION_NAMES = ("max_attempts", "ttl", "unique_key", "keep_result")
+OPTION_KEYS = frozenset({"QUEUE_MAP", "MAX_ATTEMPTS", "TTL", "KEEP_RESULT", "TASK_OPTIONS"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobQueueTask(Task):
+    """A Task with django-jobqueue's per-task options (None: the backend's OPTIONS,
+    then the JOBQUEUE queue's settings)."""
+
+    max_attempts: int | None = None
+    ttl: float | dt.timedelta | None = None
+    unique_key: str | None = None
+    keep_result: bool | None = None
+
+    def using(
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: dt.datetime | dt.timedelta | None = None,
+        backend: str | None = None,
+        **options: Any,
+    ) -> JobQueueTask:
+        """Task.using(), plus our options: ``.using(unique_key="invoice:42")``."""
+        unknown = sorted(set(options) - set(JOB_OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"using() got unexpected option(s): {', '.join(unknown)}")
+        # Explicit base call: zero-argument super() does not work in a slots dataclass.
+        changed = Task.using(self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend)
+        options = {k: v for k, v in options.items() if v is not None}
+        return dataclasses.replace(changed, **options) if options else changed
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if timezone.is_aware(value) else timezone.make_aware(value)
+
+
+def delay_ms(run_after: dt.datetime | dt.timedelta | None) -> int:
+    """How long from now until ``run_after``, in whole ms (0: due already)."""
+    if run_after is None:
+        return 0
+    if isinstance(run_after, dt.timedelta):
+        seconds = run_after.total_seconds()
+    else:
+        seconds = (_aware(run_after) - dt.datetime.now(tz=dt.UTC)).total_seconds()
+    return max(0, math.ceil(seconds * 1000))
+
+
+def _parse_bands(alias: str, django_queue: str, value: Any) -> list[tuple[int, str]]:
+    where = f"TASKS[{alias!r}]['OPTIONS']['QUEUE_MAP'][{django_queue!r}]"
+    if isinstance(value, str) and value:
+        return [(TASK_MIN_PRIORITY, value)]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InvalidTaskBackend(f"{where} must be a JOBQUEUE queue name or a list of (min_priority, queue) pairs")
+    bands = []
+    for band in value:
+        ok = (
+            isinstance(band, (list, tuple))
+            and len(band) == 2
+            and isinstance(band[0], int)
+            and not isinstance(band[0], bool)
+            and TASK_MIN_PRIORITY <= band[0] <= TASK_MAX_PRIORITY
+            and isinstance(band[1], str)
+            and band[1]
+        )
+        if not ok:
+            raise InvalidTaskBackend(
+                f"{where}: {band!r} is not a (min_priority, queue) pair with min_priority from "
+                f"{TASK_MIN_PRIORITY} to {TASK_MAX_PRIORITY}"
+            )
+        bands.append((band[0], band[1]))
+    bands.sort(reverse=True)
+    if len({m for m, _q in bands}) != len(bands):
+        raise InvalidTaskBackend(f"{where}: two bands have the same min_priority")
+    return bands
+
+
+def _check_options(where: str, options: Any) -> dict[str, Any]:
+    if not isinstance(options, Mapping):
+        raise InvalidTaskBackend(f"{where} must be a dict, got {options!r}")
+    unknown = sorted(set(options) - set(JOB_OPTION_NAMES))
+    if unknown:
+        raise InvalidTaskBackend(
+            f"{where} has unknown option(s) {', '.join(unknown)}; known: {', '.join(JOB_OPTION_NAMES)}"
+        )
+    try:
+        validate(options, where=where)
+    except InvalidJobOptions as exc:
+        raise InvalidTaskBackend(f"{where}: {exc}") from None
+    return {k: v for k, v in options.items() if v is not None}
+
+
+class JobQueueBackend(BaseTaskBackend):
+    """Runs Django tasks as django-jobqueue jobs; see docs/tasks.md."""
+
+    task_class = JobQueueTask
+
+    supports_defer = True  # run_after: aware datetimes, and timedeltas from enqueue
+    supports_async_task = True  # coroutine functions, run by the worker through Task.call()
+    supports_get_result = True  # results live in Redis, readable from any process
+    # Priority is honoured by routing priority bands to JOBQUEUE queues that a
+    # worker serves highest first (OPTIONS["QUEUE_MAP"]). An instance without
+    # any banded queue says False, and refuses a priority other than 0.
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        # Only parsing here: Django builds backends at import time, and a backend
+        # must not need Redis (or even valid JOBQUEUE settings) to exist.
+        options = dict(self.options or {})
+        unknown = sorted(set(options) - OPTION_KEYS)
+        if unknown:
+            raise InvalidTaskBackend(
+                f"TASKS[{alias!r}]['OPTIONS'] has unknown key(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(OPTION_KEYS))}"
+            )
+        queue_map = options.get("QUEUE_MAP") or {}
+        if not isinstance(queue_map, Mapping):
+            raise InvalidTaskBackend(f"TASKS[{alias!r}]['OPTIONS']['QUEUE_MAP'] must be a dict")
+        self.routes = {name: _parse_bands(alias, name, value) for name, value in queue_map.items()}
+        self.supports_priority = any(len(bands) > 1 for bands in self.routes.values())
+        defaults = {k.lower(): options[k] for k in ("MAX_ATTEMPTS", "TTL", "KEEP_RESULT") if k in options}
+        self.default_options = _check_options(f"TASKS[{alias!r}]['OPTIONS']", defaults)
+        per_task = options.get("TASK_OPTIONS") or {}
+        if not isinstance(per_task, Mapping):
+            raise InvalidTaskBackend(f"TASKS[{alias!r}]['OPTIONS']['TASK_OPTIONS'] must be a dict of module paths")
+        self.task_options = {
+            path: _check_options(f"TASKS[{alias!r}]['OPTIONS']['TASK_OPTIONS'][{path!r}]", value)
+            for path, value in per_task.items()
+        }
+
+    # ---------------------------------------------------------------- routing
+
+    def bands(self, queue_name: str) -> list[tuple[int, str | None]]:
+        """(min_priority, JOBQUEUE queue) bands of a Django queue, highest first;
+        None stands for JOBQUEUE's DEFAULT_QUEUE."""
+        if queue_name in self.routes:
+            return list(self.routes[queue_name])
+        return [(TASK_MIN_PRIORITY, None if queue_name == DEFAULT_TASK_QUEUE_NAME else queue_name)]
+
+    def jobqueue_queue(self, task: Task) -> str:
+        """The JOBQUEUE queue a task goes to: the first band its priority reaches
+        (the lowest band takes whatever is left)."""
+        bands = self.bands(task.queue_name)
+        chosen = next((q for minimum, q in bands if task.priority >= minimum), bands[-1][1])
+        return chosen or get_settings().default_queue
+
+    def _queue(self, task: Task) -> RedisJobQueue:
+        try:
+            return get_queue(self.jobqueue_queue(task))
+        except UnknownQueueError as exc:
+            raise InvalidTask(f"Task {task.module_path} cannot be enqueued: {exc}") from None
+
+    # ------------------------------------------------------------- validation
+
+    def job_options(self, task: Task, delay: float = 0) -> EnqueueOptions:
+        """Our enqueue options for ``task``: OPTIONS, then TASK_OPTIONS, then the task's own."""
+        own = {k: getattr(task, k, None) for k in JOB_OPTION_NAMES}
+        merged = {
+            **self.default_options,
+            **self.task_options.get(task.module_path, {}),
+            **{k: v for k, v in own.items() if v is not None},
+        }
+        try:
+            return validate({**merged, "delay": delay}, where=f"task {task.module_path}")
+        except InvalidJobOptions as exc:
+            raise InvalidTask(str(exc)) from None
+
+    def validate_task(self, task: Task) -> None:
+        run_after = task.run_after
+        if isinstance(run_after, dt.timedelta):
+            # Django's own check calls timezone.is_aware(run_after), which raises
+            # AttributeError for a timedelta when USE_TZ is on (Django 6.0 to 6.1.3,
+            # and the backport): check everything else with run_after left out.
+            super().validate_task(copy_task(task, run_after=None))
+            if run_after < dt.timedelta(0):
+                raise InvalidTask("run_after must not be a negative timedelta.")
+        elif run_after is not None and not isinstance(run_after, dt.datetime):
+            raise InvalidTask("run_after must be a datetime or a timedelta.")
+        else:
+            super().validate_task(task)
+        if len(job_name(task)) > MAX_JOB_NAME_LENGTH:
+            raise InvalidTask(
+                f"Task module path is longer than {MAX_JOB_NAME_LENGTH - len(TASK_NAME_PREFIX)} characters."
+            )
+        if task.priority != DEFAULT_TASK_PRIORITY and len(self.bands(task.queue_name)) < 2:
+            raise InvalidTask(
+                f"Queue '{task.queue_name}' has no priority bands in OPTIONS['QUEUE_MAP'], so priority "
+                f"{task.priority} could not be honoured."
+            )
+        self.job_options(task)
+
+    # ---------------------------------------------------------------- enqueue
+
+    def enqueue(self, task: Task, args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult:
+        self.validate_task(task)
+        wait_ms = delay_ms(task.run_after)
+        if isinstance(task.run_after, dt.timedelta):
+            # Stored and shown as the moment it was due from, like a datetime run_after.
+            task = copy_task(task, run_after=timezone.now() + task.run_after)
+        opts = self.job_options(task, wait_ms / 1000)
+        queue = self._queue(task)
+        job_id = new_job_id()
+        result = TaskResult(
+            task=task,
+            id=job_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=from_ms(job_id_time_ms(job_id)),
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=list(args),  # TaskResult normalises these, refusing what is not JSON
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        payload = serialization.dumps({"args": result.args, "kwargs": result.kwargs}, max_bytes=queue.max_payload_bytes)
+        extra = {
+            F_BACKEND: self.alias,
+            F_QUEUE_NAME: task.queue_name,
+            F_PRIORITY: str(task.priority),
+            F_OPTIONS: serialization.dumps(_own_options(task)),
+        }
+        if task.run_after is not None:
+            extra[F_RUN_AFTER] = task.run_after.isoformat()
+        if not opts.keep_result:
+            extra["keep_result"] = "0"
+        try:
+            stored_id = queue.enqueue_encoded(
+                payload,
+                job_id=job_id,
+                name=job_name(task),
+                delay_ms=opts.delay_ms,
+                ttl_ms=opts.ttl_ms,
+                unique_key=opts.unique_key,
+                max_attempts=opts.max_attempts,
+                extra=extra,
+            )
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not enqueue task {task.module_path}: {exc}") from exc
+        if stored_id != job_id:
+            # unique_key is held by an unfinished run of the task: that run stands
+            # for this enqueue, and nothing new was enqueued (so no signal).
+            return self.get_result(stored_id)
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    # ---------------------------------------------------------------- results
+
+    def _find(self, result_id: str) -> dict[str, str] | None:
+        """The job hash of ``result_id`` in whichever JOBQUEUE queue holds it (one round trip)."""
+        queues = [get_queue(name) for name in get_settings().queues]
+        pipe = connection.get_client().pipeline(transaction=False)
+        for queue in queues:
+            pipe.hgetall(queue.keys.job(result_id))
+        try:
+            found = pipe.execute()
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not read task result {result_id}: {exc}") from exc
+        for raw in found:
+            if raw:
+                return {_text(k): _text(v) for k, v in raw.items()}
+        return None
+
+    def get_result(self, result_id: str) -> TaskResult:
+        if not is_job_id(result_id):
+            raise TaskResultDoesNotExist(result_id)
+        fields = self._find(result_id)
+        if fields is None or not fields.get("name", "").startswith(TASK_NAME_PREFIX):
+            raise TaskResultDoesNotExist(result_id)
+        try:
+            task = load_task(fields["name"])
+        except UnknownJobError as exc:
+            raise TaskResultDoesNotExist(f"{result_id}: {exc}") from exc
+        return build_result(task, fields)
+
+    # ----------------------------------------------------------------- checks
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """django_jobqueue.E010: a queue this backend routes to is not in JOBQUEUE['QUEUES']."""
+        try:
+            known = set(get_settings().queues)
+        except Exception:  # noqa: BLE001 - a bad JOBQUEUE is reported by django_jobqueue.E001
+            return []
+        names = set(self.queues) | set(self.routes)
+        errors = []
+        for django_queue in sorted(names):
+            for _minimum, queue in self.bands(django_queue):
+                if queue is not None and queue not in known:
+                    errors.append(
+                        checks.Error(
+                            f"TASKS[{self.alias!r}] sends queue_name {django_queue!r} to JOBQUEUE queue {queue!r}, "
+                            "which is not in JOBQUEUE['QUEUES']",
+                            hint="Add the queue to JOBQUEUE['QUEUES'], or map it in OPTIONS['QUEUE_MAP'].",
+                            id="django_jobqueue.E010",
+                        )
+                    )
+        return errors
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _own_options(task: Task) -> dict[str, Any]:
+    """The jobqueue options set on the task itself, as stored in ``task_options``
+    (a timedelta ttl as seconds, so the hash holds plain JSON)."""
+    own = {k: getattr(task, k, None) for k in JOB_OPTION_NAMES}
+    if isinstance(own["ttl"], dt.timedelta):
+        own["ttl"] = own["ttl"].total_seconds()
+    return {k: v for k, v in own.items() if v is not None}

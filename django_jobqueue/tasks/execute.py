@@ -1,0 +1,167 @@
+"""The worker's side of django.tasks: a task job's name becomes a JobDefinition
+whose handler calls the task and keeps Django's bookkeeping.
+
+``registry.get_definition()`` hands names starting with ``django.tasks:`` to
+:func:`resolve_job_name`; the worker then runs the definition like any @job, so
+tasks get the queue's retries, leases, dead letter and admin. Around the call,
+the handler:
+
+* records the attempt's worker id (``worker_ids``, and so ``attempts``) and the
+  first start time, only while this worker still holds the claim;
+* sends ``task_started``, then ``task_finished`` once the outcome is final
+  (success, or the failure that dead-letters it; an attempt that will be
+  retried sends no ``task_finished``: its result is READY again);
+* runs coroutine functions through ``Task.call()`` (asgiref's async_to_sync,
+  which gives the coroutine an event loop in the runner thread);
+* keeps each failure's exception class path and traceback for ``errors``;
+* applies Django's rule that a return value must be JSON (``normalize_json``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import traceback
+from typing import Any
+
+from django.utils import timezone
+from redis.exceptions import WatchError
+
+from .. import serialization
+from ..api import get_queue
+from ..conf import get_settings
+from ..context import Job
+from ..exceptions import CorruptJobError
+from ..queue import Outcome
+from ..registry import JobDefinition
+from .compat import (
+    InvalidTaskBackend,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultStatus,
+    normalize_json,
+    task_backends,
+    task_finished,
+    task_started,
+)
+from .naming import load_task
+from .results import ERROR_FIELD, F_BACKEND, F_STARTED, WORKER_FIELD, build_result, class_path
+
+# A traceback kept per attempt is capped (its end, where the exception is, is kept).
+MAX_TRACEBACK_CHARS = 32_000
+
+_definitions: dict[str, JobDefinition] = {}
+_lock = threading.Lock()
+
+
+def resolve_job_name(name: str) -> JobDefinition:
+    """registry resolver for ``django.tasks:<module path>``: UnknownJobError (so the
+    worker dead-letters the job) unless the name is a decorated Task."""
+    definition = _definitions.get(name)
+    if definition is None:
+        task = load_task(name)
+        with _lock:
+            definition = _definitions.setdefault(name, JobDefinition(name=name, func=functools.partial(run_task, task)))
+    return definition
+
+
+def _sender(alias: str) -> type:
+    """Signals go out from the backend class, as Django's backends send them."""
+    from .backend import JobQueueBackend
+
+    try:
+        backend = task_backends[alias]
+    except (InvalidTaskBackend, KeyError):
+        return JobQueueBackend
+    return type(backend) if isinstance(backend, JobQueueBackend) else JobQueueBackend
+
+
+def _args(payload: Any) -> tuple[list[Any], dict[str, Any]]:
+    if isinstance(payload, dict) and isinstance(payload.get("args"), list) and isinstance(payload.get("kwargs"), dict):
+        return payload["args"], payload["kwargs"]
+    raise CorruptJobError('a task\'s payload must be {"args": [...], "kwargs": {...}}')
+
+
+def _write_if_ours(job: Job, mapping: dict[str, str], *, setnx: tuple[str, str] | None = None) -> bool:
+    """Write hash fields only while ``job``'s claim is still ours: a worker that
+    lost its claim (or whose job was deleted under it) must not write, nor
+    recreate a deleted hash. WATCH is enough here: the hash is one key."""
+    queue = get_queue(job.queue)
+    key = queue.keys.job(job.id)
+    with queue.client.pipeline(transaction=True) as pipe:
+        for _ in range(5):  # the lease renewer may touch the hash meanwhile
+            try:
+                pipe.watch(key)
+                token = pipe.hget(key, "claim_token")
+                if isinstance(token, bytes):
+                    token = token.decode()
+                if token != job.claim_token:
+                    return False
+                pipe.multi()
+                pipe.hset(key, mapping=mapping)
+                if setnx is not None:
+                    pipe.hsetnx(key, *setnx)
+                pipe.execute()
+                return True
+            except WatchError:
+                continue
+    return False
+
+
+def _failure(exc: BaseException) -> TaskError:
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...(traceback cut)\n" + text[-MAX_TRACEBACK_CHARS:]
+    return TaskError(exception_class_path=class_path(type(exc)), traceback=text)
+
+
+def _finish(result: TaskResult, status: TaskResultStatus, **changes: Any) -> TaskResult:
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "finished_at", timezone.now())
+    for name, value in changes.items():
+        object.__setattr__(result, name, value)
+    return result
+
+
+def run_task(task: Task, payload: Any, job: Job) -> Any:
+    """The handler of a task job: call the task the Django way, finish the job."""
+    args, kwargs = _args(payload)
+    fields = job.fields
+    worker_field = f"{WORKER_FIELD}{job.attempts}"
+    worker_id = fields.get("worker") or "unknown"
+    started_ms = fields.get("claimed_at_ms")
+    _write_if_ours(job, {worker_field: worker_id}, setnx=(F_STARTED, started_ms) if started_ms else None)
+    fields = {**fields, worker_field: worker_id}
+    if started_ms:
+        fields.setdefault(F_STARTED, started_ms)
+    result = build_result(task, fields, status=TaskResultStatus.RUNNING)
+    sender = _sender(fields.get(F_BACKEND) or task.backend)
+    try:
+        task_started.send(sender, task_result=result)
+        if result.task.takes_context:
+            value = result.task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = result.task.call(*args, **kwargs)
+        value = normalize_json(value)
+        # Checked before completing, so a result that cannot be stored fails the
+        # attempt like an exception would, with Django's error recorded.
+        serialization.dumps(value, what="result", max_bytes=get_settings().max_payload_bytes)
+    except BaseException as exc:  # noqa: BLE001 - the worker fails the job for SystemExit too
+        error = _failure(exc)
+        data = {"exception_class_path": error.exception_class_path, "traceback": error.traceback}
+        _write_if_ours(job, {f"{ERROR_FIELD}{job.attempts}": json.dumps(data)})
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        job.failed(text, traceback=error.traceback)
+        if getattr(job, "fail_result", None) is Outcome.FAILED:
+            # Sent inside the except block, as Django does, so receivers (and
+            # Django's own logging) see the exception in sys.exc_info().
+            task_finished.send(
+                sender, task_result=_finish(result, TaskResultStatus.FAILED, errors=[*result.errors, error])
+            )
+        return None
+    if job.completed(value):
+        task_finished.send(sender, task_result=_finish(result, TaskResultStatus.SUCCESSFUL, _return_value=value))
+    return value
