@@ -37,6 +37,7 @@ from .api import get_queue
 from .conf import get_settings
 from .connection import describe, get_client
 from .context import Job
+from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
 from .keys import GlobalKeys
 from .queue import ClaimedJob, Outcome, RedisJobQueue
@@ -125,6 +126,7 @@ class Worker:
         self._last_renew = 0.0
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
+        self._events: ListenerThread | None = None
         self._redis_back_at = float("-inf")  # when Redis last came back after an outage
 
     # ------------------------------------------------------------- lifecycle
@@ -145,6 +147,8 @@ class Worker:
         self._with_redis(self._startup, "registering the worker")
         maintenance = threading.Thread(target=self._maintenance_loop, name="jobq-maintenance", daemon=True)
         maintenance.start()
+        if self.settings.worker_events_listener:
+            self._events = start_listener_thread()
         for i in range(self.concurrency):
             t = threading.Thread(target=self._runner_loop, name=f"jobq-runner-{i}", daemon=True)
             t.start()
@@ -208,6 +212,8 @@ class Worker:
             outcome = self._release(running.queue, claimed)
             logger.warning("job %s %s handed back at shutdown (%s)", claimed.id, claimed.name, outcome)
         self._with_redis(self._deregister, "removing the worker record", attempts=3)
+        if self._events is not None:
+            self._events.stop(timeout=2)
         self._stopped.set()
 
     # --------------------------------------------------------------- runners
@@ -535,6 +541,9 @@ class Worker:
             running = list(self._running.values())
         for r in running:
             if r.queue.touch(r.claimed) is None:
+                with self._lock:
+                    if self._running.get(r.claimed.id) is not r:
+                        continue  # it finished here meanwhile: nothing was lost
                 logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
 
     def _sweep(self) -> None:

@@ -96,3 +96,39 @@ def test_jobq_reclaim_loop_stops_on_sigterm(redis_server):
 def test_jobq_reclaim_bad_interval():
     with pytest.raises(CommandError, match="--interval must be positive"):
         run("jobq_reclaim", "--interval", "0")
+
+
+def test_jobq_jobs_list_show_delete_and_pages(r):
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(5)]
+    out = run("jobq_jobs", "list", "pending", "--count", "3")
+    assert [line.split()[0] for line in out.splitlines()[:3]] == ids[:3]
+    assert "next: --cursor 3" in out
+    out = run("jobq_jobs", "list", "pending", "--cursor", "3", "--count", "3", "--json")
+    data = json.loads(out)
+    assert [j["id"] for j in data["jobs"]] == ids[3:] and data["cursor"] == 0
+    shown = json.loads(run("jobq_jobs", "show", ids[0], "--json"))
+    assert shown["id"] == ids[0] and "claim_token" not in shown
+    assert "deleted: 1" in run("jobq_jobs", "delete", ids[0])
+    with pytest.raises(CommandError, match="no job"):
+        run("jobq_jobs", "show", ids[0])
+
+
+def test_jobq_jobs_retry_requeue_purge_pause(r):
+    from django_jobqueue.worker import Worker
+
+    failed = enqueue("boom", {"message": "x"})
+    later = enqueue("add", {"a": 1, "b": 1}, delay=3600)
+    Worker(["jobs"], burst=True).run(install_signals=False)
+    assert r.hget(f"queue:jobs:job:{failed}", "status") == "failed"
+    assert "replayed: 1" in run("jobq_jobs", "retry", failed)
+    assert r.hget(f"queue:jobs:job:{failed}", "status") == "pending"
+    Worker(["jobs"], burst=True).run(install_signals=False)
+    assert "replayed: 1" in run("jobq_jobs", "retry", "--all-failed")
+    assert "requeued: 1" in run("jobq_jobs", "requeue", later)
+    assert r.lrange("queue:jobs:pending", -1, -1) == [later]  # at the head of the line
+    with pytest.raises(CommandError, match="left as they were"):
+        run("jobq_jobs", "requeue", "f" * 36)
+    assert "purged pending: 2 job(s) deleted" in run("jobq_jobs", "purge", "pending", "--yes")
+    assert r.llen("queue:jobs:pending") == 0
+    assert "paused out" in run("jobq_jobs", "pause", "out")
+    assert "paused none" in run("jobq_jobs", "resume")

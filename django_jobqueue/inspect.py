@@ -1,0 +1,388 @@
+"""Reading a queue page by page, looking up one job, purging a list: the engine
+helpers the admin needs, kept apart from queue.py.
+
+Like queue.py this knows nothing of Django: it takes a RedisJobQueue (or a
+client and keys) and plain values. Every read is bounded (LRANGE / ZRANGE with
+offsets, a pipelined HMGET per page), so pages stay fast at millions of jobs.
+Claim tokens never leave this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import scripts
+from .keys import GlobalKeys, validate_name
+from .queue import Outcome, RedisJobQueue
+
+LISTS = ("scheduled", "pending", "processing", "completed", "failed")
+# The statuses a job on each list has; purge deletes the hashes of those only.
+LIST_STATUSES: dict[str, tuple[str, ...]] = {
+    "scheduled": ("scheduled",),
+    "pending": ("pending",),
+    "completed": ("completed",),
+    "failed": ("failed", "lost"),
+}
+PURGEABLE = tuple(LIST_STATUSES)  # never "processing": those jobs are running
+ROW_FIELDS = (
+    "name",
+    "status",
+    "attempts",
+    "max_attempts",
+    "enqueued_at_ms",
+    "run_at_ms",
+    "claimed_at_ms",
+    "lease_until_ms",
+    "worker",
+    "completed_at_ms",
+    "failed_at_ms",
+    "finished_at_ms",
+    "last_error",
+)
+MAX_PER_PAGE = 200
+PURGE_CHUNK = 500
+RETRY_CHUNK = 500
+
+# Throughput: the shared counters are sampled into a capped list at most once
+# per SAMPLE_EVERY_MS by whoever looks (the admin's refresh); rates are the
+# difference between now and the newest sample at least a window old.
+SAMPLE_EVERY_MS = 10_000
+SAMPLES_KEPT = 100  # ~16 minutes at one sample per 10 s
+SAMPLED_COUNTERS = ("enqueued", "completed", "failed")
+THROUGHPUT_WINDOWS_MINUTES = (1, 5, 15)
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def valid_job_id(value: object) -> bool:
+    """True when ``value`` can be a job ID (what enqueue writes, or a caller's
+    own ID): a short printable string with nothing that changes a key's meaning."""
+    try:
+        validate_name("job id", value)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- pages
+
+
+@dataclass
+class Page:
+    which: str
+    number: int
+    per_page: int
+    total: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+    @property
+    def first_index(self) -> int:
+        """1-based position of the first row on this page."""
+        return (self.number - 1) * self.per_page + 1 if self.total else 0
+
+    @property
+    def last_index(self) -> int:
+        """1-based position of the last row on this page."""
+        return self.first_index + len(self.rows) - 1 if self.rows else 0
+
+
+def list_key(queue: RedisJobQueue, which: str) -> str:
+    if which not in LISTS:
+        raise ValueError(f"unknown list {which!r}: one of {', '.join(LISTS)}")
+    return str(getattr(queue.keys, which))
+
+
+def list_length(queue: RedisJobQueue, which: str) -> int:
+    key = list_key(queue, which)
+    return int(queue.client.zcard(key) if which == "scheduled" else queue.client.llen(key))
+
+
+def page(queue: RedisJobQueue, which: str, number: int = 1, per_page: int = 25) -> Page:
+    """One page of a list, in the order a reader wants it: pending and
+    scheduled by when they will run (next first), the others newest first.
+
+    Costs one length, one range of ``per_page`` ids and one pipelined HMGET
+    per id, wherever the page is in the list.
+    """
+    per_page = max(1, min(int(per_page), MAX_PER_PAGE))
+    total = list_length(queue, which)
+    pages = max(1, math.ceil(total / per_page))
+    number = max(1, min(int(number), pages))
+    start, stop = (number - 1) * per_page, number * per_page - 1
+    key = list_key(queue, which)
+    client = queue.client
+    scores: dict[str, float] = {}
+    if which == "scheduled":
+        pairs = client.zrange(key, start, stop, withscores=True)
+        ids = [_s(i) for i, _score in pairs]
+        scores = {_s(i): score for i, score in pairs}
+    elif which == "pending":
+        # Oldest at the right: the page counts from the right end.
+        ids = [_s(i) for i in reversed(client.lrange(key, -(stop + 1), -(start + 1)))]
+    else:
+        ids = [_s(i) for i in client.lrange(key, start, stop)]
+    rows = job_rows(queue, ids)
+    for row in rows:
+        if row["id"] in scores:
+            row["due_at_ms"] = int(scores[row["id"]])
+    return Page(which, number, per_page, total, rows)
+
+
+def job_rows(queue: RedisJobQueue, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The summary fields of each job (``missing`` when its hash is gone)."""
+    pipe = queue.client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(queue.keys.job(job_id), ROW_FIELDS)
+    rows = []
+    for job_id, values in zip(ids, pipe.execute() if ids else [], strict=True):
+        row: dict[str, Any] = {"id": job_id, "missing": all(v is None for v in values)}
+        for name, value in zip(ROW_FIELDS, values, strict=True):
+            row[name] = None if value is None else _s(value)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def get_job(queue: RedisJobQueue, job_id: str) -> dict[str, str] | None:
+    """The job's hash (without its claim token), or None when this queue has
+    no such job. Only this queue's keys are read: an ID of another queue's
+    job finds nothing here."""
+    if not valid_job_id(job_id):
+        return None
+    raw = queue.client.hgetall(queue.keys.job(job_id))
+    if not raw:
+        return None
+    fields = {_s(k): _s(v) for k, v in raw.items()}
+    if fields.get("queue", queue.queue_name) != queue.queue_name:
+        return None
+    fields.pop("claim_token", None)
+    return fields
+
+
+def find_job(queues: Iterable[RedisJobQueue], job_id: str) -> list[str]:
+    """Names of the queues that hold a job with this ID (one round trip)."""
+    if not valid_job_id(job_id):
+        return []
+    queues = list(queues)
+    if not queues:
+        return []
+    pipe = queues[0].client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.exists(queue.keys.job(job_id))
+    return [q.queue_name for q, found in zip(queues, pipe.execute(), strict=True) if found]
+
+
+def decode_errors(text: str | None) -> list[dict[str, Any]]:
+    """The job's ``errors`` field (a JSON list of {attempt, error, ts_ms})."""
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [{"error": text}]
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
+# --------------------------------------------------------------- changes
+
+
+@dataclass
+class BulkResult:
+    done: int = 0
+    skipped: int = 0
+    left: int = 0
+
+
+def apply(queue: RedisJobQueue, action: str, ids: Iterable[str]) -> dict[Outcome, list[str]]:
+    """Run ``retry``, ``requeue`` (now) or ``delete`` on each job ID; returns the IDs by outcome."""
+    op = {"retry": queue.retry, "requeue": queue.requeue_now, "delete": queue.delete}[action]
+    out: dict[Outcome, list[str]] = {}
+    for job_id in ids:
+        outcome = op(job_id) if valid_job_id(job_id) else Outcome.MISSING
+        out.setdefault(outcome, []).append(job_id)
+    return out
+
+
+def retry_all_failed(queue: RedisJobQueue, limit: int = 10_000) -> BulkResult:
+    """Retry up to ``limit`` jobs of the failed list, newest first, in chunks.
+
+    Jobs that cannot be retried (a hash gone, a status retry refuses) stay
+    where they are and are counted as skipped.
+    """
+    result = BulkResult()
+    key = queue.keys.failed
+    while result.done + result.skipped < limit:
+        want = min(RETRY_CHUNK, limit - result.done - result.skipped)
+        # Retried ids leave the list; skipped ones stay at its head.
+        ids = [_s(i) for i in queue.client.lrange(key, result.skipped, result.skipped + want - 1)]
+        if not ids:
+            break
+        for job_id in ids:
+            if queue.retry(job_id) is Outcome.OK:
+                result.done += 1
+            else:
+                result.skipped += 1
+    result.left = int(queue.client.llen(key))
+    return result
+
+
+def purge(queue: RedisJobQueue, which: str) -> BulkResult:
+    """Empty one list (not processing), deleting the hashes of its jobs.
+
+    Runs purge.lua in chunks until the list is empty or as many ids as it held
+    at the start are gone, so jobs added meanwhile are not chased forever.
+    ``done`` counts the job hashes deleted, ``skipped`` the ids that were only
+    dropped (stale duplicates, hashes already expired).
+    """
+    if which not in PURGEABLE:
+        raise ValueError(f"the {which} list cannot be purged")
+    k = queue.keys
+    key = list_key(queue, which)
+    budget = list_length(queue, which)
+    result = BulkResult()
+    script = scripts.get("purge")
+    kind = "zset" if which == "scheduled" else "list"
+    while budget > 0:
+        taken, deleted, left = script(
+            queue.client,
+            [key, k.job_prefix, k.deadlines, k.unique, k.stats, k.events],
+            [0, kind, min(PURGE_CHUNK, budget), *LIST_STATUSES[which]],
+        )
+        taken, deleted = int(taken), int(deleted)
+        result.done += deleted
+        result.skipped += taken - deleted
+        result.left = int(left)
+        budget -= taken
+        if taken == 0:
+            break
+    else:
+        result.left = list_length(queue, which)
+    return result
+
+
+# ------------------------------------------------------------- workers
+
+
+def workers(client: Any, keys: GlobalKeys, limit: int = 200) -> list[dict[str, Any]]:
+    """The registered workers, most recent heartbeat first (at most ``limit``).
+
+    Each running job is given as (queue, id): the claim token the worker
+    record holds is dropped here.
+    """
+    entries = client.zrevrange(keys.workers, 0, limit - 1, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for wid, _beat in entries:
+        pipe.hgetall(keys.worker(_s(wid)))
+    out = []
+    for (wid, beat), raw in zip(entries, pipe.execute() if entries else [], strict=True):
+        record = {_s(k): _s(v) for k, v in raw.items()}
+        running = [j for j in _json_list(record.get("jobs")) if isinstance(j, list) and len(j) >= 2]
+        out.append(
+            {
+                "id": _s(wid),
+                "host": record.get("host", ""),
+                "pid": record.get("pid", ""),
+                "queues": _json_list(record.get("queues")),
+                "concurrency": record.get("concurrency", ""),
+                "state": record.get("state", ""),
+                "started_at_ms": _int_or_none(record.get("started_at_ms")),
+                "beat_ms": int(beat),
+                "jobs": [(str(j[0]), str(j[1])) for j in running],  # [queue, id, token]: no token
+            }
+        )
+    return out
+
+
+def _json_list(text: str | None) -> list[Any]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------- throughput
+
+
+def server_time_ms(client: Any) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def sample_counters(queue: RedisJobQueue, counters: dict[str, int], now_ms: int) -> list[dict[str, int]]:
+    """Add a sample of ``counters`` when the newest is SAMPLE_EVERY_MS old;
+    return the samples, newest first (at most SAMPLES_KEPT, ~1 KB each queue)."""
+    key = queue.keys.stats_samples
+    samples = []
+    for raw in queue.client.lrange(key, 0, -1):
+        try:
+            sample = json.loads(_s(raw))
+        except ValueError:
+            continue
+        if isinstance(sample, dict) and isinstance(sample.get("ts"), int):
+            samples.append(sample)
+    if not samples or now_ms - samples[0]["ts"] >= SAMPLE_EVERY_MS:
+        sample = {"ts": now_ms, **{name: int(counters.get(name, 0)) for name in SAMPLED_COUNTERS}}
+        pipe = queue.client.pipeline(transaction=False)
+        pipe.lpush(key, json.dumps(sample, separators=(",", ":")))
+        pipe.ltrim(key, 0, SAMPLES_KEPT - 1)
+        pipe.execute()
+        samples.insert(0, sample)
+    return samples
+
+
+def throughput(samples: Sequence[dict[str, int]], counters: dict[str, int], now_ms: int) -> list[dict[str, Any]]:
+    """Per window (1, 5, 15 minutes): counts per minute of SAMPLED_COUNTERS,
+    from the newest sample at least that old (or the oldest there is, with
+    ``seconds`` saying how long it really covers). None where samples are too
+    young, or the counters went down (reset)."""
+    out = []
+    for minutes in THROUGHPUT_WINDOWS_MINUTES:
+        window_ms = minutes * 60_000
+        # Samples are newest first. A sample far older than the window (nobody
+        # looked for a while) would describe another period: use the longest
+        # span under the window instead, and say how long it is.
+        old = [s for s in samples if now_ms - s["ts"] >= window_ms]
+        young = [s for s in samples if SAMPLE_EVERY_MS <= now_ms - s["ts"] < window_ms]
+        base = None
+        if old and now_ms - old[0]["ts"] <= window_ms * 3 // 2:
+            base = old[0]
+        elif young:
+            base = young[-1]
+        entry: dict[str, Any] = {"minutes": minutes, "seconds": None}
+        span = now_ms - base["ts"] if base else 0
+        if base is not None:
+            deltas = {name: int(counters.get(name, 0)) - int(base.get(name, 0)) for name in SAMPLED_COUNTERS}
+            if all(d >= 0 for d in deltas.values()):
+                entry["seconds"] = round(span / 1000)
+                for name, delta in deltas.items():
+                    entry[name] = round(delta * 60_000 / span, 1)
+        out.append(entry)
+    return out

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
+
+from django_jobqueue import inspect
+from django_jobqueue.api import get_queue
+from django_jobqueue.exceptions import JobQueueError
+from django_jobqueue.queue import Outcome
+
+STATES = ("scheduled", "pending", "processing", "completed", "failed")
+
+
+class Command(BaseCommand):
+    help = "Look at and change jobs from the shell: list, show, retry, requeue, delete, purge, pause, resume."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--queue", "-q", help="the queue (default: DEFAULT_QUEUE)")
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        p = sub.add_parser("list", help="ids of one state, a page at a time (never the whole list)")
+        p.add_argument("state", choices=STATES)
+        p.add_argument("--cursor", type=int, default=0, help="where to start (printed by the previous page)")
+        p.add_argument("--count", type=int, default=20)
+        p.add_argument("--json", action="store_true")
+
+        p = sub.add_parser("show", help="one job's fields (claim token hidden)")
+        p.add_argument("job_id")
+        p.add_argument("--json", action="store_true")
+
+        p = sub.add_parser("retry", help="replay finished jobs, keeping their history")
+        p.add_argument("job_ids", nargs="*")
+        p.add_argument("--all-failed", action="store_true", help="replay the whole dead letter (failed list)")
+
+        p = sub.add_parser("requeue", help="run scheduled jobs now / hand running jobs back now")
+        p.add_argument("job_ids", nargs="+")
+
+        p = sub.add_parser("delete", help="delete jobs that are not running")
+        p.add_argument("job_ids", nargs="+")
+
+        p = sub.add_parser("purge", help="empty a list (not processing), deleting its jobs")
+        p.add_argument("state", choices=[s for s in STATES if s != "processing"])
+        p.add_argument("--yes", action="store_true", help="do not ask")
+
+        for name in ("pause", "resume"):
+            p = sub.add_parser(name, help=f"{name} enqueueing (in), claiming (out) or both (all)")
+            p.add_argument("direction", nargs="?", default="all", choices=("in", "out", "all"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            queue = get_queue(options["queue"])
+            getattr(self, f"do_{options['action']}")(queue, options)
+        except (JobQueueError, LookupError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        except RedisError as exc:
+            raise CommandError(f"Redis unavailable: {exc}") from exc
+
+    def do_list(self, queue: Any, options: dict[str, Any]) -> None:
+        if options["count"] < 1:
+            raise CommandError("--count must be at least 1")
+        cursor, ids = queue.scan(options["state"], options["cursor"], options["count"])
+        rows = inspect.job_rows(queue, ids)
+        if options["json"]:
+            self.stdout.write(json.dumps({"cursor": cursor, "jobs": rows}, indent=2))
+            return
+        for row in rows:
+            self.stdout.write(
+                f"{row['id']}  {row.get('name') or '-':<24} {row.get('status') or 'gone':<10} "
+                f"attempts {row.get('attempts') or 0}  {row.get('last_error') or ''}".rstrip()
+            )
+        self.stdout.write(f"next: --cursor {cursor}" if cursor else "(end)")
+
+    def do_show(self, queue: Any, options: dict[str, Any]) -> None:
+        fields = inspect.get_job(queue, options["job_id"])
+        if fields is None:
+            raise CommandError(f"no job {options['job_id']!r} in queue {queue.queue_name!r}")
+        if options["json"]:
+            self.stdout.write(json.dumps(fields, indent=2, sort_keys=True))
+            return
+        width = max(len(k) for k in fields)
+        for key in sorted(fields):
+            self.stdout.write(f"{key:<{width}}  {fields[key]}")
+
+    def _report(self, verb: str, outcomes: dict[Outcome, list[str]]) -> None:
+        for outcome, ids in outcomes.items():
+            label = verb if outcome is Outcome.OK else {
+                Outcome.MISSING: "not found",
+                Outcome.NOT_OWNER: "refused (not in a state that allows it)",
+            }.get(outcome, outcome.value)
+            self.stdout.write(f"{label}: {len(ids)} {' '.join(ids)}")
+        if any(o is not Outcome.OK for o in outcomes):
+            raise CommandError("some jobs were left as they were")
+
+    def do_retry(self, queue: Any, options: dict[str, Any]) -> None:
+        if options["all_failed"]:
+            self.stdout.write(f"replayed: {queue.replay_failed()}")
+            return
+        if not options["job_ids"]:
+            raise CommandError("name job ids, or give --all-failed")
+        self._report("replayed", inspect.apply(queue, "retry", options["job_ids"]))
+
+    def do_requeue(self, queue: Any, options: dict[str, Any]) -> None:
+        self._report("requeued", inspect.apply(queue, "requeue", options["job_ids"]))
+
+    def do_delete(self, queue: Any, options: dict[str, Any]) -> None:
+        self._report("deleted", inspect.apply(queue, "delete", options["job_ids"]))
+
+    def do_purge(self, queue: Any, options: dict[str, Any]) -> None:
+        state = options["state"]
+        if not options["yes"]:
+            count = inspect.list_length(queue, state)
+            answer = input(f"Delete the {count} job(s) on {queue.queue_name}:{state}? Type 'yes': ")
+            if answer.strip() != "yes":
+                raise CommandError("not purged")
+        result = inspect.purge(queue, state)
+        self.stdout.write(f"purged {state}: {result.done} job(s) deleted, {result.skipped} stale id(s) dropped")
+
+    def do_pause(self, queue: Any, options: dict[str, Any]) -> None:
+        self.stdout.write(f"{queue.queue_name}: paused {queue.pause(options['direction'])}")
+
+    def do_resume(self, queue: Any, options: dict[str, Any]) -> None:
+        self.stdout.write(f"{queue.queue_name}: paused {queue.resume(options['direction'])}")
