@@ -1,0 +1,1 @@
+"""The benchmark's Django app: only its jobs.py matters."""

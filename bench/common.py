@@ -1,0 +1,45 @@
+"""What every measured system shares: the Redis URL, the counter, the job body.
+
+Every system runs the same no-op job: one Redis INCR of ``COUNTER`` on a
+plain redis-py client of its own process (made on first use, so forked worker
+children get their own connection). The latency job instead records the time
+it started, for the harness to compare with the time it enqueued.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+COUNTER = "bench:done"
+STARTS = "bench:started"
+URL_ENV = "BENCH_REDIS_URL"
+
+_client: Any = None
+
+
+def redis_url() -> str:
+    url = os.environ.get(URL_ENV)
+    if not url:
+        raise RuntimeError(f"{URL_ENV} is not set: the harness passes the private server's URL")
+    return url
+
+
+def client() -> Any:
+    global _client
+    if _client is None:
+        import redis
+
+        _client = redis.Redis.from_url(redis_url())
+    return _client
+
+
+def bump() -> None:
+    """The no-op job: one INCR."""
+    client().incr(COUNTER)
+
+
+def mark_start() -> None:
+    """The latency job: record when it started (wall clock, shared by all processes)."""
+    client().rpush(STARTS, repr(time.time()))

@@ -1,0 +1,397 @@
+"""The benchmark's phases, on one private redis-server.
+
+Phases run one after the other, each for every selected system in turn (so a
+burst of load from elsewhere on the machine hits the systems alike), each on
+an emptied server (FLUSHALL):
+
+1. enqueue, one call at a time            (child process: bench.client single)
+2. bulk enqueue, then drain with 1 process (bench.client bulk; workers started here)
+3. bulk enqueue, Redis memory per pending job, then drain with 2 processes
+4. enqueue-to-start latency on an idle worker
+5. Redis commands and round trips per job (INFO commandstats, MONITOR)
+6. our reclaim sweep with many jobs in flight (ours only)
+7. ceilings: redis-py PING and EVALSHA loops, our engine alone, redis-benchmark
+
+Every worker is a subprocess in a session of its own, bound to the private
+server, stopped (SIGTERM, then SIGKILL) by process group when its phase ends.
+Every wait is bounded by a count and a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.common import COUNTER, URL_ENV
+from bench.monitor import Monitor, parse
+from bench.systems import System
+
+REPO = Path(__file__).resolve().parent.parent
+POLL_S = 0.005  # how often the harness reads the done-counter while a drain runs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything. The defaults take ~8 minutes on 2 busy cores."""
+
+    single_n: int = 5000
+    drain_n: int = 10000
+    drain_cap_s: float = 30.0
+    latency_samples: int = 100
+    latency_cap_s: float = 15.0
+    commands_n: int = 400
+    reclaim_sizes: tuple[int, ...] = (1000, 10000, 100000)
+    reclaim_repeats: int = 5
+    ceiling_n: int = 20000
+    redis_benchmark_n: int = 50000
+
+    def scaled(self, factor: float) -> Plan:
+        def n(v: int, least: int) -> int:
+            return max(least, int(v * factor))
+
+        return replace(
+            self,
+            single_n=n(self.single_n, 20),
+            drain_n=n(self.drain_n, 50),
+            latency_samples=n(self.latency_samples, 5),
+            commands_n=n(self.commands_n, 20),
+            reclaim_sizes=tuple(n(s, 100) for s in self.reclaim_sizes),
+            ceiling_n=n(self.ceiling_n, 200),
+            redis_benchmark_n=n(self.redis_benchmark_n, 1000),
+        )
+
+
+FULL = Plan()
+QUICK = Plan(
+    single_n=300,
+    drain_n=500,
+    drain_cap_s=5.0,
+    latency_samples=15,
+    latency_cap_s=2.0,
+    commands_n=100,
+    reclaim_sizes=(1000, 10000),
+    reclaim_repeats=3,
+    ceiling_n=2000,
+    redis_benchmark_n=2000,
+)
+
+
+@dataclass
+class Drain:
+    processes: int
+    n: int
+    done: int = 0
+    total_s: float = 0.0  # worker start to last job done
+    startup_s: float | None = None  # worker start to first job done
+    steady_rate: float | None = None  # jobs/s from the first job done to the last
+    capped: bool = False
+    error: str | None = None
+
+    @property
+    def total_rate(self) -> float | None:
+        return self.done / self.total_s if self.total_s > 0 and self.done else None
+
+
+@dataclass
+class SystemResult:
+    key: str
+    enqueue_single: float | None = None
+    enqueue_bulk: list[float] = field(default_factory=list)
+    bulk_api: bool = True
+    drains: dict[int, Drain] = field(default_factory=dict)
+    mem_per_job: float | None = None
+    latency_ms: list[float] = field(default_factory=list)
+    latency_error: str | None = None
+    commands: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class Harness:
+    def __init__(self, server: Any, plan: Plan, systems: list[System], workdir: Path, log: Callable[[str], None]):
+        import redis
+
+        self.server = server
+        self.url = server.url
+        self.plan = plan
+        self.systems = systems
+        self.workdir = workdir
+        self.log = log
+        # One connection, so MONITOR can tell the harness's own commands apart.
+        self.r = redis.Redis(port=server.port, decode_responses=True, single_connection_client=True)
+        self.env = {
+            **os.environ,
+            URL_ENV: self.url,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.results = {s.key: SystemResult(s.key) for s in systems}
+        self._logs = 0
+
+    # ------------------------------------------------------------ plumbing
+
+    def child(self, system: System, *args: object, timeout: float = 600) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "bench.client", system.key, *map(str, args)]
+        out = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[2:])} failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def spawn(self, system: System, processes: int, *, burst: bool, phase: str) -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for argv in system.worker_commands(processes, burst=burst, url=self.url):
+            self._logs += 1
+            logf = open(self.workdir / f"{self._logs:03d}-{system.key}-{phase}.log", "wb")
+            try:
+                procs.append(
+                    subprocess.Popen(
+                        argv, env=self.env, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
+            finally:
+                logf.close()  # the child has its own copy
+        return procs
+
+    @staticmethod
+    def stop(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+        """SIGTERM each worker's process group (pool children too), then SIGKILL what is left."""
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in procs:
+            # The group outlives its leader if pool children hang on: end them too.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if p.poll() is None:
+                p.wait(timeout=5)
+
+    def counter(self) -> int:
+        return int(self.r.get(COUNTER) or 0)
+
+    def wait_done(self, n: int, cap_s: float, started: float, procs: list[subprocess.Popen[bytes]], d: Drain) -> int:
+        """Poll the done-counter until ``n`` (or the time cap); fill ``d``. Returns the polls made."""
+        polls = 0
+        first_t = first_c = None
+        while True:
+            c = self.counter()
+            polls += 1
+            now = time.perf_counter()
+            if c and first_t is None:
+                first_t, first_c = now, c
+            if c >= n:
+                break
+            if now - started > cap_s:
+                d.capped = True
+                break
+            if all(p.poll() is not None for p in procs) and c < n:
+                # Every worker exited (burst) before the counter got there: give
+                # the last INCRs a moment, then report what ran.
+                time.sleep(0.2)
+                c = self.counter()
+                if c < n:
+                    d.error = f"workers exited after {c} of {n} jobs (exit codes {[p.returncode for p in procs]})"
+                break
+            time.sleep(POLL_S)
+        d.done = c
+        d.total_s = now - started
+        if first_t is not None:
+            d.startup_s = first_t - started
+            if now > first_t and c > first_c:
+                d.steady_rate = (c - first_c) / (now - first_t)
+        return polls
+
+    # --------------------------------------------------------------- phases
+
+    def run(self) -> None:
+        for name, phase in [
+            ("enqueue, one at a time", self.phase_single),
+            ("bulk enqueue + drain, 1 worker process", lambda s: self.phase_drain(s, 1)),
+            ("bulk enqueue + memory + drain, 2 worker processes", lambda s: self.phase_drain(s, 2)),
+            ("enqueue-to-start latency", self.phase_latency),
+            ("commands per job", self.phase_commands),
+        ]:
+            self.log(f"== {name}")
+            for system in self.systems:
+                t0 = time.perf_counter()
+                try:
+                    phase(system)
+                except Exception as exc:  # noqa: BLE001 - one system failing must not end the run
+                    self.results[system.key].errors.append(f"{name}: {exc}")
+                    self.log(f"   {system.label}: ERROR {exc}")
+                else:
+                    self.log(f"   {system.label}: {self._summary(system.key, name)} ({time.perf_counter() - t0:.1f} s)")
+
+    def _summary(self, key: str, phase: str) -> str:
+        r = self.results[key]
+        if phase.startswith("enqueue,"):
+            return f"{r.enqueue_single:,.0f} jobs/s"
+        if "drain" in phase:
+            d = r.drains[max(r.drains)]
+            extra = " (time cap)" if d.capped else ""
+            return f"{d.done} jobs in {d.total_s:.2f} s, steady {d.steady_rate or 0:,.0f} jobs/s{extra}"
+        if phase.startswith("enqueue-to-start"):
+            if not r.latency_ms:
+                return r.latency_error or "no samples"
+            return f"p50 {percentile(r.latency_ms, 50):.2f} ms over {len(r.latency_ms)} samples"
+        if phase.startswith("commands"):
+            c = r.commands
+            return f"{c.get('commands_per_job', 0):.1f} commands, {c.get('round_trips_per_job', 0):.1f} round trips/job"
+        return ""
+
+    def phase_single(self, system: System) -> None:
+        self.r.flushall()
+        res = self.child(system, "single", self.plan.single_n)
+        self.results[system.key].enqueue_single = res["n"] / res["seconds"]
+
+    def phase_drain(self, system: System, processes: int) -> None:
+        result = self.results[system.key]
+        n = self.plan.drain_n
+        self.r.flushall()
+        mem0 = self.r.info("memory")["used_memory"]
+        res = self.child(system, "bulk", n)
+        if processes == 2:
+            # After one round already ran, so one-off costs (script cache, buffers) are paid.
+            result.mem_per_job = (self.r.info("memory")["used_memory"] - mem0) / n
+        result.bulk_api = res["bulk"]
+        if res["bulk"]:
+            result.enqueue_bulk.append(n / res["seconds"])
+        d = Drain(processes, n)
+        started = time.perf_counter()
+        procs = self.spawn(system, processes, burst=True, phase=f"drain{processes}")
+        try:
+            self.wait_done(n, self.plan.drain_cap_s, started, procs, d)
+        finally:
+            self.stop(procs)
+        result.drains[processes] = d
+        if d.error:
+            raise RuntimeError(d.error)
+
+    def phase_latency(self, system: System) -> None:
+        result = self.results[system.key]
+        self.r.flushall()
+        procs = self.spawn(system, 1, burst=False, phase="latency")
+        try:
+            res = self.child(system, "latency", self.plan.latency_samples, self.plan.latency_cap_s, timeout=180)
+        finally:
+            self.stop(procs)
+        result.latency_ms = [s * 1000 for s in res.get("samples", [])]
+        result.latency_error = res.get("error")
+        if result.latency_error:
+            raise RuntimeError(result.latency_error)
+
+    def phase_commands(self, system: System) -> None:
+        """Enqueue N one at a time, drain them with one worker process, under
+        MONITOR and with INFO commandstats read before and after."""
+        n = self.plan.commands_n
+        self.r.flushall()
+        me = self.r.client_info()["addr"]
+        before = self.r.info("commandstats")
+        mon = Monitor(self.server.port)
+        procs: list[subprocess.Popen[bytes]] = []
+        d = Drain(1, n)
+        marker = b""
+        try:
+            self.child(system, "single", n)
+            started = time.perf_counter()
+            procs = self.spawn(system, 1, burst=True, phase="commands")
+            polls = self.wait_done(n, self.plan.drain_cap_s, started, procs, d)
+            after = self.r.info("commandstats")
+            marker = f"bench-monitor-end-{time.monotonic_ns()}".encode()
+            self.r.echo(marker)
+        finally:
+            lines = mon.stop(marker)
+            self.stop(procs)
+        counts = parse(lines, ignore_addrs={me})
+        # INFO commandstats counts script-run commands too; leave out the
+        # harness's own (its GET polls, INFO, ECHO) and MONITOR itself.
+        calls: dict[str, int] = {}
+        for key, stat in after.items():
+            name = key.removeprefix("cmdstat_")
+            calls[name] = stat["calls"] - before.get(key, {}).get("calls", 0)
+        calls["get"] = calls.get("get", 0) - polls
+        for own in ("info", "echo", "monitor", "flushall", "client|info"):
+            calls.pop(own, None)
+        jobs = d.done or n
+        result = self.results[system.key]
+        result.commands = {
+            "n": n,
+            "done": d.done,
+            "commands_per_job": sum(v for v in calls.values() if v > 0) / jobs,
+            "round_trips_per_job": counts.round_trips / jobs,
+            "client_commands_per_job": counts.client_commands / jobs,
+            "script_commands_per_job": counts.script_commands / jobs,
+            "client_by_command": {k: v / jobs for k, v in counts.by_command.most_common()},
+            "in_scripts_by_command": {k: v / jobs for k, v in counts.in_scripts.most_common()},
+            "commandstats_by_command": {k: v / jobs for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v > 0},
+            "capped": d.capped,
+        }
+        if d.done < n and not d.capped:
+            raise RuntimeError(f"only {d.done} of {n} jobs ran under MONITOR: {d.error}")
+
+    # ---------------------------------------------------- ours only, and ceilings
+
+    def reclaim(self) -> list[dict[str, Any]]:
+        from bench.reclaim import measure
+
+        self.r.flushall()
+        out = measure(self.r, self.plan.reclaim_sizes, self.plan.reclaim_repeats, self.log)
+        self.r.flushall()
+        return out
+
+    def ceilings(self, with_engine: bool) -> dict[str, Any]:
+        from bench.ceilings import engine_loops, loops, redis_benchmark
+
+        self.r.flushall()
+        out: dict[str, Any] = {"loops": loops(self.server.port, self.plan.ceiling_n)}
+        if with_engine:
+            out["engine"] = engine_loops(self.server.port, self.plan.ceiling_n)
+        self.r.flushall()
+        binary = shutil.which("redis-benchmark")
+        out["redis_benchmark"] = (
+            redis_benchmark(binary, self.server.port, self.plan.redis_benchmark_n) if binary else []
+        )
+        self.r.flushall()
+        return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-len(ordered) * p // 100)))
+    return ordered[int(rank) - 1]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def as_json(results: dict[str, SystemResult]) -> dict[str, Any]:
+    out = {}
+    for key, r in results.items():
+        data = asdict(r)
+        data["drains"] = {
+            str(p): {**asdict(d), "total_rate": d.total_rate} for p, d in r.drains.items()
+        }  # fmt: skip
+        out[key] = data
+    return out
