@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "CLUSTER": False,
     "SENTINELS": None,
     "SENTINEL_SERVICE": None,
+    "SENTINEL_OPTIONS": {},
     "REDIS_OPTIONS": {},
     "CONNECT_TIMEOUT": 2.0,
     "SOCKET_TIMEOUT": 5.0,
@@ -55,6 +56,7 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "BACKOFF_MAX_SECONDS": 300.0,
     "REPLICAS": 0,
     "REPLICATION_TIMEOUT_MS": 1000,
+    "PREFETCH": None,
 }
 
 CLEANUP_KEYS = ("COMPLETED_AFTER_SECONDS", "FAILED_AFTER_SECONDS")
@@ -75,6 +77,8 @@ class QueueSettings:
     backoff_max_seconds: float
     replicas: int = 0
     replication_timeout_ms: int = 1000
+    # Jobs a worker claims ahead of its runners; None: as many as it has runners.
+    prefetch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class Settings:
     queues: dict[str, QueueSettings] = field(default_factory=dict)
     # Workers also run an events listener thread (fires the signals, events.py).
     worker_events_listener: bool = False
+    # Keyword arguments for the connections to the sentinels (password, ssl, ...).
+    sentinel_options: dict[str, Any] = field(default_factory=dict)
 
     def queue(self, name: str | None = None) -> QueueSettings:
         from .exceptions import UnknownQueueError
@@ -184,6 +190,7 @@ _TOP_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "CLUSTER": _bool,
     "SENTINELS": _sentinels,
     "SENTINEL_SERVICE": _optional_str,
+    "SENTINEL_OPTIONS": _dict,
     "REDIS_OPTIONS": _dict,
     "CONNECT_TIMEOUT": _positive_number,
     "SOCKET_TIMEOUT": _positive_number,
@@ -209,7 +216,27 @@ _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "BACKOFF_MAX_SECONDS": _non_negative_number,
     "REPLICAS": _non_negative_int,
     "REPLICATION_TIMEOUT_MS": _positive_int,
+    "PREFETCH": lambda v: None if v is None else _non_negative_int(v),
 }
+
+
+def _topology_errors(top: dict[str, Any]) -> list[tuple[str, str]]:
+    """Settings that do not fit the chosen topology (one Redis, Sentinel, Cluster)."""
+    errors = []
+    if top["SENTINEL_OPTIONS"] and not top["SENTINELS"]:
+        errors.append(("JOBQUEUE['SENTINEL_OPTIONS']", "is only used with SENTINELS"))
+    if top["CACHE_ALIAS"] and (top["CLUSTER"] or top["SENTINELS"]):
+        which = "CLUSTER" if top["CLUSTER"] else "SENTINELS"
+        errors.append(
+            (f"JOBQUEUE[{which!r}]", "cannot be combined with CACHE_ALIAS (the cache's own client would be used)")
+        )
+    if top["CLUSTER"] is True and isinstance(top["REDIS_URL"], str) and not _redis_url(top["REDIS_URL"]):
+        parts = urlsplit(top["REDIS_URL"])
+        if parts.scheme == "unix":
+            errors.append(("JOBQUEUE['REDIS_URL']", "must be a redis:// or rediss:// URL of a node with CLUSTER"))
+        elif parts.path.strip("/") not in ("", "0"):
+            errors.append(("JOBQUEUE['REDIS_URL']", "must use database 0 with CLUSTER (a cluster has no other)"))
+    return errors
 
 
 def _optional_seconds(v: Any) -> str | None:
@@ -252,6 +279,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
         errors.append(("JOBQUEUE['WORKER_TIMEOUT_SECONDS']", "must be at least 3 x HEARTBEAT_SECONDS"))
     if top["SENTINELS"] and top["CLUSTER"]:
         errors.append(("JOBQUEUE['CLUSTER']", "cannot be combined with SENTINELS"))
+    errors += _topology_errors(top)
 
     raw_queues = top["QUEUES"] if isinstance(top["QUEUES"], dict) else {}
     default_queue = top["DEFAULT_QUEUE"] if isinstance(top["DEFAULT_QUEUE"], str) else "jobs"
@@ -303,6 +331,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             backoff_max_seconds=float(qs["BACKOFF_MAX_SECONDS"]),
             replicas=qs["REPLICAS"],
             replication_timeout_ms=qs["REPLICATION_TIMEOUT_MS"],
+            prefetch=qs["PREFETCH"],
         )
     if errors:
         return None, errors
@@ -315,6 +344,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             cluster=top["CLUSTER"],
             sentinels=tuple((h, p) for h, p in top["SENTINELS"]) if top["SENTINELS"] else None,
             sentinel_service=top["SENTINEL_SERVICE"],
+            sentinel_options=dict(top["SENTINEL_OPTIONS"]),
             redis_options=dict(top["REDIS_OPTIONS"]),
             connect_timeout=float(top["CONNECT_TIMEOUT"]),
             socket_timeout=float(top["SOCKET_TIMEOUT"]),

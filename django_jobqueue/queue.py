@@ -320,21 +320,28 @@ class RedisJobQueue:
         blocking (each gets its own claim token and lease)."""
         if count < 1:
             return []
+        script, keys, args = self.claim_many_call(count, worker_id, lease_ms=lease_ms)
+        return self.parse_claim_many(script(self.client, keys, args))
+
+    def claim_many_call(
+        self, count: int, worker_id: str = "", *, lease_ms: int | None = None
+    ) -> tuple[scripts.Script, list[str], list[Any]]:
+        """The script call behind claim_many(), for batching in a pipeline."""
         lease = self.visibility_ms if lease_ms is None else lease_ms
-        res = scripts.get("claim")(
-            self.client,
-            self._claim_keys(),
-            [self._now(), new_claim_token(), lease, worker_id, 100, self.failed_ttl_s, int(count)],
-        )
-        if not res or _is_paused(res):
+        args = [self._now(), new_claim_token(), lease, worker_id, 100, self.failed_ttl_s, int(count)]
+        return scripts.get("claim"), self._claim_keys(), args
+
+    @staticmethod
+    def parse_claim_many(reply: Any) -> list[ClaimedJob]:
+        if not reply or _is_paused(reply):
             return []
-        return [ClaimedJob.from_fields(_pairs(job)) for job in res]
+        return [ClaimedJob.from_fields(_pairs(job)) for job in reply]
 
     def complete_many(self, finished: Sequence[tuple[ClaimedJob, Any, bool]]) -> list[Outcome]:
         """Complete several claimed jobs in one round trip: (job, result,
         keep_result) each, results already JSON-checked or not. Each completion
         is its own atomic, token-checked script."""
-        calls = [self._complete_call(job, result, keep) for job, result, keep in finished]
+        calls = [self.complete_call(job, result, keep) for job, result, keep in finished]
         if not calls:
             return []
         return [_CODES[int(code)] for code in scripts.run_pipeline(self.client, calls)]
@@ -382,11 +389,15 @@ class RedisJobQueue:
 
     # ------------------------------------------------------- after-claim changes
 
-    def _complete_call(
-        self, job: ClaimedJob, result: Any, keep_result: bool
+    def complete_call(
+        self, job: ClaimedJob, result: Any, keep_result: bool = True, *, result_json: str | None = None
     ) -> tuple[scripts.Script, list[str], list[Any]]:
+        """The script call that completes ``job``, for callers that batch calls
+        in one pipeline (scripts.run_pipeline). ``result_json``: the result,
+        already encoded and size-checked."""
         k = self.keys
-        result_json = serialization.dumps(result, what="result", max_bytes=self.max_payload_bytes)
+        if result_json is None:
+            result_json = serialization.dumps(result, what="result", max_bytes=self.max_payload_bytes)
         return (
             scripts.get("complete"),
             [
@@ -413,7 +424,7 @@ class RedisJobQueue:
         )
 
     def complete_outcome(self, job: ClaimedJob, result: Any = None, *, keep_result: bool = True) -> Outcome:
-        script, keys, args = self._complete_call(job, result, keep_result)
+        script, keys, args = self.complete_call(job, result, keep_result)
         return _CODES[int(script(self.client, keys, args))]
 
     def complete(self, job: ClaimedJob, result: Any = None) -> bool:

@@ -32,13 +32,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import scripts
+from . import scripts, serialization
 from .api import get_queue
 from .conf import get_settings
 from .connection import describe, get_client
 from .context import Job
 from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
+from .fetcher import Ack, Fetcher
 from .keys import GlobalKeys
 from .queue import ClaimedJob, Outcome, RedisJobQueue
 from .registry import JobDefinition, get_definition
@@ -120,6 +121,7 @@ class Worker:
         self._stopped = threading.Event()
         self._running: dict[str, Running] = {}
         self._busy: set[int | None] = set()  # idents of runner threads holding a job
+        self._acking: set[str] = set()  # ids whose completion waits to be sent with the next claim
         self._lock = threading.Lock()
         self._runners: list[threading.Thread] = []
         self._signals = 0
@@ -127,6 +129,15 @@ class Worker:
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
+        self._fetcher = Fetcher(
+            self.queues,
+            self.worker_id,
+            block=not burst and len(self.queues) == 1,
+            block_ms=CLAIM_BLOCK_MS,
+            prefetch=self.concurrency if self.queue_settings[0].prefetch is None else self.queue_settings[0].prefetch,
+            on_claimed=self._track,
+            on_acked=self._acked,
+        )
         self._redis_back_at = float("-inf")  # when Redis last came back after an outage
 
     # ------------------------------------------------------------- lifecycle
@@ -192,6 +203,12 @@ class Worker:
                 busy = t.ident in self._busy
             if not busy:
                 t.join(timeout=max(0.0, idle_deadline - time.monotonic()))
+        self._fetcher.wake_all()
+        self._with_redis(self._fetcher.flush, "recording completions", attempts=3)
+        for queue, claimed in self._fetcher.take_unstarted():
+            self._release(queue, claimed)
+            with self._lock:
+                self._running.pop(claimed.id, None)
         with self._lock:
             left = list(self._running.values())
         for running in left:
@@ -220,13 +237,14 @@ class Worker:
 
     def _runner_loop(self) -> None:
         idle = POLL_MIN_S
+        idle_since = time.monotonic()
         while not self._stopping.is_set():
             if self.max_jobs is not None:
                 with self._lock:
-                    if self.stats.processed + len(self._running) >= self.max_jobs:
+                    if self.stats.processed + len(self._busy) >= self.max_jobs:
                         return
             try:
-                found = self._claim_one()
+                found, empty = self._fetcher.next_job()
             except CONNECTION_ERRORS as exc:
                 self._redis_down(exc)
                 continue
@@ -239,9 +257,9 @@ class Worker:
                 time.sleep(1)
                 continue
             if found is None:
-                if self.burst:
+                if empty and self.burst:
                     return
-                if len(self.queues) > 1:
+                if empty and len(self.queues) > 1:
                     time.sleep(idle)
                     idle = min(POLL_MAX_S, idle * 2)
                 continue
@@ -253,26 +271,34 @@ class Worker:
                 self._release(queue, claimed)
                 with self._lock:
                     self._running.pop(claimed.id, None)
-                    self._busy.discard(threading.get_ident())
                 return
+            if time.monotonic() - idle_since > 1.0:
+                # Waited a while: a database connection may have gone stale meanwhile.
+                close_old_connections()
+            with self._lock:
+                self._busy.add(threading.get_ident())
             self._process(queue, claimed)
+            idle_since = time.monotonic()
 
-    def _claim_one(self) -> tuple[RedisJobQueue, ClaimedJob] | None:
-        for queue in self.queues:
-            claimed = queue.claim_nowait(self.worker_id)
-            if claimed is not None:
-                return queue, self._track(queue, claimed)
-        if self.burst or len(self.queues) > 1:
-            return None
-        # One queue: block in BLMOVE so an idle worker starts a new job at once.
-        claimed = self.queues[0].claim(CLAIM_BLOCK_MS, self.worker_id)
-        return None if claimed is None else (self.queues[0], self._track(self.queues[0], claimed))
-
-    def _track(self, queue: RedisJobQueue, claimed: ClaimedJob) -> ClaimedJob:
+    def _track(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
+        """Claimed (perhaps by another runner, for this one): renew its lease from now on."""
         with self._lock:
             self._running[claimed.id] = Running(queue, claimed)
-            self._busy.add(threading.get_ident())
-        return claimed
+
+    def _acked(self, ack: Ack, outcome: Outcome) -> None:
+        """The batched completion of a job was sent: it is no longer ours."""
+        with self._lock:
+            self._running.pop(ack.claimed.id, None)
+            if outcome is not Outcome.OK:
+                self.stats.completed -= 1
+                self.stats.other += 1
+        if outcome is not Outcome.OK:
+            logger.warning(
+                "job %s %s: claim lost before its completion was recorded (%s)",
+                ack.claimed.id,
+                ack.claimed.name,
+                outcome.value,
+            )
 
     def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
         """Hand a claimed job back to the head of pending without using an attempt."""
@@ -292,7 +318,9 @@ class Worker:
             outcome = "error"
         finally:
             with self._lock:
-                self._running.pop(claimed.id, None)
+                if outcome != "completed" or claimed.id not in self._acking:
+                    self._running.pop(claimed.id, None)
+                self._acking.discard(claimed.id)
                 self._busy.discard(threading.get_ident())
                 self.stats.processed += 1
                 if outcome == "completed":
@@ -342,7 +370,6 @@ class Worker:
                 queue.requeue(claimed, delay_ms=delay_ms, count_attempt=False, event="deferred")
                 return "deferred"
 
-        close_old_connections()
         try:
             result = definition.func(claimed.payload, job)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
@@ -355,11 +382,15 @@ class Worker:
         if job.outcome is not None:
             return self._explicit_outcome(job, definition)
         try:
-            ok = job.completed(result)
+            result_json = serialization.dumps(result, what="result", max_bytes=queue.max_payload_bytes)
         except PayloadError as exc:
-            job.outcome = None
             return self._fail(job, definition, exc)
-        return "completed" if ok else "claim lost"
+        # Sent with the next claim (see fetcher.py); tracked as running until then.
+        job.outcome = "completed"
+        with self._lock:
+            self._acking.add(claimed.id)
+        self._fetcher.ack(Ack(queue, claimed, result_json, claimed.fields.get("keep_result") != "0"))
+        return "completed"
 
     def _explicit_outcome(self, job: Job, definition: JobDefinition) -> str:
         if job.lost_claim:
@@ -414,6 +445,7 @@ class Worker:
         interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
         while not self._stopped.is_set():
             try:
+                self._fetcher.flush_stale()
                 self._heartbeat()
                 self._renew_leases()
                 self._sweep()

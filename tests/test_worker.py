@@ -387,3 +387,46 @@ def test_redis_restarted_under_a_running_worker(r, redis_server, tmp_path):
     finally:
         client.close()
         server.cleanup()
+
+
+# ------------------------------------------------------ batching and prefetch
+
+
+def test_prefetched_jobs_not_started_are_handed_back_at_shutdown(r, redis_server, jobq_settings):
+    first = enqueue("sleepy", {"seconds": 30})
+    rest = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
+    proc = start_worker(redis_server.url, "--concurrency", "1", "--grace", "0.3")  # prefetch = 1 by default
+    wait_for(lambda: runs(r, first, "start"), what="the first job to start")
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    assert r.llen("queue:jobs:processing") == 0 and r.llen("queue:jobs:claiming") == 0
+    for job_id in [first, *rest]:
+        h = job_hash(r, job_id)
+        assert h["status"] == "pending" and h["attempts"] == "0", h
+    assert r.lrange("queue:jobs:pending", -1, -1) in ([first], [rest[0]])  # handed back to the head
+
+
+def test_a_completion_is_recorded_while_the_runner_is_busy_with_a_prefetched_job(r):
+    import threading
+
+    quick = enqueue("add", {"a": 1, "b": 1})
+    slow = enqueue("sleepy", {"seconds": 3})
+    worker = Worker(["jobs"], concurrency=1, burst=True)
+    t = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    t.start()
+    try:
+        wait_for(lambda: job_hash(r, quick).get("status") == "completed", what="the quick job's completion")
+        # Recorded before the slow job (which the same runner took next) ended:
+        assert runs(r, slow, "start") and not runs(r, slow, "end")
+    finally:
+        t.join(15)
+    assert job_hash(r, slow)["status"] == "completed"
+
+
+def test_prefetch_zero_claims_only_for_idle_runners(r, jobq_settings):
+    jobq_settings(QUEUES={"jobs": {"PREFETCH": 0}})
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(4)]
+    worker = Worker(["jobs"], concurrency=1, max_jobs=1)
+    worker.run(install_signals=False)
+    assert job_hash(r, ids[0])["status"] == "completed"
+    assert all(job_hash(r, i)["attempts"] == "0" for i in ids[1:])
