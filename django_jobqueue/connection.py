@@ -29,6 +29,10 @@ def build_client(settings: Settings) -> Any:
         "socket_timeout": settings.socket_timeout,
         "health_check_interval": 30,
         "decode_responses": True,
+        # Bytes that are not UTF-8 (written by hand, or a pickle) must not raise
+        # in the middle of a claim: they decode with U+FFFD, the payload then
+        # fails JSON decoding, and the job is dead-lettered at once.
+        "encoding_errors": "replace",
         **settings.redis_options,
     }
     if settings.sentinels:
@@ -36,10 +40,15 @@ def build_client(settings: Settings) -> Any:
 
         sentinel = Sentinel(
             list(settings.sentinels),
-            socket_timeout=settings.socket_timeout,
-            sentinel_kwargs={"socket_timeout": settings.socket_timeout},
+            sentinel_kwargs={
+                "socket_connect_timeout": settings.connect_timeout,
+                "socket_timeout": settings.socket_timeout,
+                **settings.sentinel_options,  # the sentinels' own password, TLS, ...
+            },
         )
-        return sentinel.master_for(settings.sentinel_service, **options)
+        # The sentinels name the primary; REDIS_URL may still give its user,
+        # password, db and TLS (host and port are ignored); REDIS_OPTIONS win.
+        return sentinel.master_for(settings.sentinel_service, **{**_url_credentials(settings.redis_url), **options})
     if settings.cluster:
         from redis.cluster import RedisCluster
 
@@ -48,6 +57,20 @@ def build_client(settings: Settings) -> Any:
     import redis
 
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _url_credentials(url: str) -> dict[str, Any]:
+    """User, password, db and TLS of a redis:// or rediss:// URL, for a
+    Sentinel-managed primary."""
+    from urllib.parse import urlsplit
+
+    from redis.connection import parse_url
+
+    parsed = parse_url(url)
+    out = {k: parsed[k] for k in ("username", "password", "db") if parsed.get(k) not in (None, "")}
+    if urlsplit(url).scheme == "rediss":
+        out["ssl"] = True
+    return out
 
 
 def get_client() -> Any:

@@ -129,6 +129,7 @@ class Worker:
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
+        self._record: list[str] = [self.worker_id]  # worker id, then the static fields of its record
         self._fetcher = Fetcher(
             self.queues,
             self.worker_id,
@@ -463,11 +464,10 @@ class Worker:
 
     def _heartbeat(self) -> None:
         state = "stopping" if self._stopping.is_set() else "running"
-        scripts.get("heartbeat")(
-            get_client(),
-            [self.keys.workers, self.keys.worker(self.worker_id)],
-            [0, self.worker_id, "state", state, "jobs", self._job_list()],
-        )
+        # The whole record every time: if a sweeper took it for lapsed while we
+        # were paused, the next beat puts back all of it, not just the state.
+        fields = [*self._record, "state", state, "jobs", self._job_list()]
+        scripts.get("heartbeat")(get_client(), [self.keys.workers, self.keys.worker(self.worker_id)], [0, *fields])
 
     def _startup(self) -> None:
         if self.settings.durable:
@@ -477,30 +477,22 @@ class Worker:
             if problem:
                 logger.warning("DURABLE is on, but %s", problem)
         self._recover_own_orphans()
-        scripts.get("heartbeat")(
-            get_client(),
-            [self.keys.workers, self.keys.worker(self.worker_id)],
-            [
-                0,
-                self.worker_id,
-                "id",
-                self.worker_id,
-                "host",
-                socket.gethostname(),
-                "pid",
-                str(os.getpid()),
-                "queues",
-                json.dumps([q.queue_name for q in self.queues]),
-                "concurrency",
-                str(self.concurrency),
-                "started_at_ms",
-                str(int(time.time() * 1000)),
-                "state",
-                "running",
-                "jobs",
-                "[]",
-            ],
-        )
+        self._record = [
+            self.worker_id,
+            "id",
+            self.worker_id,
+            "host",
+            socket.gethostname(),
+            "pid",
+            str(os.getpid()),
+            "queues",
+            json.dumps([q.queue_name for q in self.queues]),
+            "concurrency",
+            str(self.concurrency),
+            "started_at_ms",
+            str(int(time.time() * 1000)),
+        ]
+        self._heartbeat()
 
     def _recover_own_orphans(self) -> None:
         """Jobs left running by an earlier process of this worker (same id, or
