@@ -1,5 +1,5 @@
 # The two commands of README.md, and a few more.
-.PHONY: demo test test-quick lint
+.PHONY: demo test test-slow chaos bench lint
 
 demo:  ## install, start Redis if needed, the demo project and a worker
 	./scripts/demo.sh
@@ -7,8 +7,14 @@ demo:  ## install, start Redis if needed, the demo project and a worker
 test:  ## the whole suite on Django 5.2 and 6.x (what CI runs)
 	./scripts/test.sh
 
-test-quick:  ## the suite on Django 5.2 only, stopping at the first failure (after one make test)
-	.venv/dj52/bin/python -m pytest -x -q
+test-slow:  ## only the slow tests (long chaos and model runs, long cluster failovers)
+	./scripts/with-venv.sh python -m pytest -m slow
+
+chaos:  ## the full chaos run: 100 000 jobs, worker and Redis SIGKILLs; exits 1 if a job is lost
+	./scripts/with-venv.sh python -m chaos
+
+bench:  ## us against RQ, Celery, Dramatiq and Huey (about 10 minutes; writes docs/benchmarks-results.md)
+	./scripts/with-venv.sh python -m bench
 
 lint:
-	.venv/dj52/bin/ruff check .
+	./scripts/with-venv.sh ruff check .
