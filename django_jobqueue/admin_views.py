@@ -3,9 +3,10 @@
 
 Reading needs the ``view_jobs`` (or ``manage_jobs``) permission, changing needs
 ``manage_jobs``; without it: 403. Changes are POST only, and the destructive
-ones (delete, purge, retry all) show a confirmation page first. The queue in
-the URL decides which keys are read or changed, and only configured queues
-are served: nothing here builds a key from what the browser sends.
+ones (delete, purge, retry all, requeueing a running job) show a confirmation
+page first. The queue in the URL decides which keys are read or changed, and
+only configured queues are served: nothing here builds a key from what the
+browser sends.
 """
 
 from __future__ import annotations
@@ -65,14 +66,28 @@ ACTIONS = {
     "retry_all": Action("Retry all failed jobs", confirm=True, needs_ids=False),
     "purge": Action("Purge the list", confirm=True, needs_ids=False),
     "sweep": Action("Run a reclaim sweep", confirm=False, needs_ids=False),
+    # Asks first when one of the jobs is running (its claim is revoked): see ActionView._running().
+    "requeue_now": Action("Requeue now", confirm=False, needs_ids=True),
+    "pause": Action("Pause", confirm=False, needs_ids=False),
+    "resume": Action("Resume", confirm=False, needs_ids=False),
 }
 # The actions on selected rows each list offers.
 LIST_ACTIONS = {
-    "scheduled": ("delete",),
+    "scheduled": ("requeue_now", "delete"),
     "pending": ("delete",),
-    "processing": (),
+    "processing": ("requeue_now",),
     "completed": ("requeue", "delete"),
     "failed": ("retry", "delete"),
+}
+
+
+# pause / resume: what each direction stops, and what each state means.
+PAUSE_DIRECTIONS = {"all": "enqueueing and claiming", "in": "enqueueing", "out": "claiming"}
+PAUSED_STATES = {
+    "none": "running",
+    "in": "paused for enqueueing (workers still claim)",
+    "out": "paused for claiming (enqueue still adds jobs)",
+    "all": "paused for enqueueing and claiming",
 }
 
 
@@ -167,7 +182,12 @@ class OverviewJSON(AdminPage):
 
 def summary_data(queue: RedisJobQueue) -> dict[str, Any]:
     stats = queue.stats()
-    return {"queue_name": queue.queue_name, "stats": stats, "depths": [(w, stats[f"{w}_depth"]) for w in inspect.LISTS]}
+    return {
+        "queue_name": queue.queue_name,
+        "stats": stats,
+        "depths": [(w, stats[f"{w}_depth"]) for w in inspect.LISTS],
+        "paused": stats.get("paused", "none"),
+    }
 
 
 class ListPage(AdminPage):
@@ -197,7 +217,8 @@ class SummaryJSON(AdminPage):
         q = self.queue(queue)
         which = request.GET.get("list", "")
         context = {**summary_data(q), "which": which if which in inspect.LISTS else ""}
-        return JsonResponse({"parts": {"tabs": render_to_string(TEMPLATES + "_tabs.html", context, request)}})
+        parts = {name: render_to_string(f"{TEMPLATES}_{name}.html", context, request) for name in ("tabs", "paused")}
+        return JsonResponse({"parts": parts})
 
 
 # ------------------------------------------------------------------ jobs
@@ -217,16 +238,17 @@ def job_context(queue: RedisJobQueue, fields: dict[str, str]) -> dict[str, Any]:
         "other_fields": sorted(
             (k, v) for k, v in fields.items() if k not in SHOWN_FIELDS and not k.endswith(("_at_ms", "_until_ms"))
         ),
+        # (action, button label, destructive)
         "job_actions": [
-            a
-            for a, ok in (
-                ("retry", status in ("failed", "expired")),
-                ("requeue", status == "completed"),
-                ("delete", status != "processing"),
+            (a, ACTIONS[a].label + ("…" if confirm else ""), a == "delete")
+            for a, ok, confirm in (
+                ("retry", status in ("failed", "expired"), False),
+                ("requeue", status == "completed", False),
+                ("requeue_now", status in ("scheduled", "processing"), status == "processing"),
+                ("delete", status != "processing", True),
             )
             if ok
         ],
-        "actions": ACTIONS,
     }
 
 
@@ -282,10 +304,14 @@ class ActionView(AdminPage):
         which = request.POST.get("list", "")
         which = which if which in inspect.LISTS else ""
         ids = [i for i in request.POST.getlist("ids") if inspect.valid_job_id(i)][:MAX_IDS_PER_POST]
+        direction = request.POST.get("direction", "all")
         back = self._back(request, queue, which, ids)
         action = ACTIONS.get(name)
         if action is None:
             messages.error(request, "Unknown action.")
+            return HttpResponseRedirect(back)
+        if name in ("pause", "resume") and direction not in PAUSE_DIRECTIONS:
+            messages.error(request, "Unknown direction: pause or resume enqueueing (in), claiming (out) or both (all).")
             return HttpResponseRedirect(back)
         if action.needs_ids and not ids:
             messages.warning(request, "Select the jobs to act on first.")
@@ -293,7 +319,8 @@ class ActionView(AdminPage):
         if name == "purge" and which not in inspect.PURGEABLE:
             messages.error(request, "That list cannot be purged: its jobs are running.")
             return HttpResponseRedirect(back)
-        if action.confirm and request.POST.get("confirm") != "yes":
+        running = self._running(q, name, ids)
+        if (action.confirm or running) and request.POST.get("confirm") != "yes":
             context = self.context(
                 request,
                 title="Are you sure?",
@@ -305,10 +332,11 @@ class ActionView(AdminPage):
                 back_to=request.POST.get("back", ""),
                 back_url=back,
                 count=len(ids) if action.needs_ids else self._count(q, name, which),
+                running=running,
                 retry_all_limit=RETRY_ALL_LIMIT,
             )
             return TemplateResponse(request, TEMPLATES + "confirm.html", context)
-        self._run(request, q, name, which, ids)
+        self._run(request, q, name, which, ids, direction)
         if name == "delete" and request.POST.get("back") == "job":
             back = reverse("admin:django_jobqueue_list", args=[queue, which or "pending"])
         return HttpResponseRedirect(back)
@@ -322,23 +350,33 @@ class ActionView(AdminPage):
         return reverse("admin:django_jobqueue_jobqueue_changelist")
 
     @staticmethod
+    def _running(queue: RedisJobQueue, name: str, ids: list[str]) -> int:
+        """How many of the jobs requeue_now would take from a worker: those ask first."""
+        if name != "requeue_now":
+            return 0
+        return sum(1 for status in inspect.statuses(queue, ids).values() if status == "processing")
+
+    @staticmethod
     def _count(queue: RedisJobQueue, name: str, which: str) -> int:
         if name == "retry_all":
             return inspect.list_length(queue, "failed")
         return inspect.list_length(queue, which) if which else 0
 
     @staticmethod
-    def _run(request: HttpRequest, q: RedisJobQueue, name: str, which: str, ids: list[str]) -> None:
+    def _run(request: HttpRequest, q: RedisJobQueue, name: str, which: str, ids: list[str], direction: str) -> None:
         where = q.queue_name
-        if name in ("retry", "requeue", "delete"):
-            outcomes = inspect.apply(q, "delete" if name == "delete" else "retry", ids)
+        if name in ("retry", "requeue", "requeue_now", "delete"):
+            # The engine call: retry (also "run a completed job again"), requeue_now, delete.
+            op = {"retry": "retry", "requeue": "retry", "requeue_now": "requeue", "delete": "delete"}[name]
+            outcomes = inspect.apply(q, op, ids)
             done = len(outcomes.get(Outcome.OK, []))
-            verb = {"retry": "Retried", "requeue": "Requeued", "delete": "Deleted"}[name]
-            messages.success(request, f"{verb} {done} job(s) of {where}.")
+            verb = {"retry": "Retried", "requeue": "Requeued", "requeue_now": "Requeued", "delete": "Deleted"}[name]
+            now = " to run now" if name == "requeue_now" else ""
+            messages.success(request, f"{verb} {done} job(s) of {where}{now}.")
             refused = outcomes.get(Outcome.NOT_OWNER, [])
             missing = outcomes.get(Outcome.MISSING, [])
             if refused:
-                why = "running" if name == "delete" else "not finished"
+                why = {"delete": "running", "requeue_now": "already finished"}.get(name, "not finished")
                 messages.warning(request, f"{len(refused)} job(s) left alone: {why} ({', '.join(refused[:10])}).")
             if missing:
                 messages.warning(request, f"{len(missing)} job(s) no longer exist ({', '.join(missing[:10])}).")
@@ -354,6 +392,11 @@ class ActionView(AdminPage):
             messages.success(request, f"Purged the {which} list of {where}: {result.done} job(s) deleted.")
             if result.skipped:
                 messages.info(request, f"{result.skipped} stale id(s) without a matching job were dropped too.")
+        elif name in ("pause", "resume"):
+            state = q.pause(direction) if name == "pause" else q.resume(direction)
+            verb = "Paused" if name == "pause" else "Resumed"
+            now_is = PAUSED_STATES.get(state, state)
+            messages.success(request, f"{verb} {PAUSE_DIRECTIONS[direction]} on {where}: the queue is now {now_is}.")
         elif name == "sweep":
             sweep = q.sweep()
             messages.success(

@@ -18,6 +18,8 @@ from .queue import RedisJobQueue
 from .registry import JobDefinition, get_definition
 
 _queues: dict[str, RedisJobQueue] = {}
+# job name -> (its definition, its options when enqueue() is given none, its queue)
+_prepared: dict[str, tuple[JobDefinition, EnqueueOptions, RedisJobQueue]] = {}
 _queues_lock = threading.Lock()
 
 
@@ -55,6 +57,7 @@ def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
 def reset_queues() -> None:
     with _queues_lock:
         _queues.clear()
+        _prepared.clear()
 
 
 def resolve(name_or_function: str | Callable[..., Any] | JobDefinition) -> JobDefinition:
@@ -70,9 +73,17 @@ def resolve(name_or_function: str | Callable[..., Any] | JobDefinition) -> JobDe
 
 
 def _prepare(definition: JobDefinition, options: dict[str, Any]) -> tuple[EnqueueOptions, RedisJobQueue]:
+    if not options:
+        # The common call, enqueue(name, payload): its options depend only on
+        # the definition and the settings, so they are checked once.
+        prepared = _prepared.get(definition.name)
+        if prepared is not None and prepared[0] is definition:
+            return prepared[1], prepared[2]
     opts = validate({**definition.defaults, **options})
-    queue_name = opts.queue or definition.queue
-    return opts, get_queue(queue_name)
+    queue = get_queue(opts.queue or definition.queue)
+    if not options:
+        _prepared[definition.name] = (definition, opts, queue)
+    return opts, queue
 
 
 def _replication(opts: EnqueueOptions, queue: RedisJobQueue) -> dict[str, int]:

@@ -192,6 +192,14 @@ def find_job(queues: Iterable[RedisJobQueue], job_id: str) -> list[str]:
     return [q.queue_name for q, found in zip(queues, pipe.execute(), strict=True) if found]
 
 
+def statuses(queue: RedisJobQueue, ids: Sequence[str]) -> dict[str, str | None]:
+    """Each job's status (None when its hash is gone), in one round trip."""
+    pipe = queue.client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(queue.keys.job(job_id), "status")
+    return {i: None if v is None else _s(v) for i, v in zip(ids, pipe.execute() if ids else [], strict=True)}
+
+
 def decode_errors(text: str | None) -> list[dict[str, Any]]:
     """The job's ``errors`` field (a JSON list of {attempt, error, ts_ms})."""
     if not text:

@@ -50,3 +50,13 @@ make_venv() {
   fi
   echo "$want" > "$stamp"
 }
+
+# ensure_chromium: tests/test_browser.py drives Debian's Chromium (Playwright never downloads one).
+# Installed when missing and we may (root, apt-get); otherwise that test skips, saying why.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ] \
+      && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's chromium for tests/test_browser.py"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+}

@@ -11,6 +11,7 @@ py6=$(find_python 3 12 13) || { echo "error: no Python 3.12+ found (needed for D
 
 make_venv .venv/dj52 "$py52" "django>=5.2,<5.3"
 make_venv .venv/dj6 "$py6" "django>=6.0,<7"
+ensure_chromium
 
 echo "==> ruff"
 .venv/dj52/bin/ruff check .

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from django_jobqueue import enqueue, get_queue, inspect
+from django_jobqueue import QueuePaused, enqueue, get_queue, inspect
 from django_jobqueue.keys import GlobalKeys, QueueKeys
 
 pytestmark = pytest.mark.django_db
@@ -395,6 +395,106 @@ def test_unknown_action_and_nothing_selected(manager, jobs):
     assert "Select the jobs to act on first." in body(post(manager, "jobs", action="retry", list="failed"))
 
 
+# ------------------------------------------------------- pause and resume
+
+
+def paused_badge(html: str) -> str | None:
+    """The data-paused value of the first pause badge in a page, or None."""
+    marker = 'data-paused="'
+    if marker not in html:
+        return None
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+def test_pause_and_resume_each_direction_from_the_overview(r, manager):
+    page = body(manager.get(OVERVIEW))
+    assert 'name="action" value="pause"' in page and 'name="direction"' in page
+    assert paused_badge(page) is None  # nothing is paused: no badge
+
+    done = post(manager, "jobs", action="pause", direction="in")
+    assert "Paused enqueueing on jobs: the queue is now paused for enqueueing" in body(done)
+    assert done.redirect_chain[-1][0] == OVERVIEW
+    assert r.get("queue:jobs:paused") == "in" and get_queue("jobs").stats()["paused"] == "in"
+    assert paused_badge(body(done)) == "in" and "enqueue paused" in body(done)
+    with pytest.raises(QueuePaused):
+        enqueue("add", {"a": 1, "b": 1})
+
+    post(manager, "jobs", action="pause", direction="out")
+    assert r.get("queue:jobs:paused") == "all"
+    post(manager, "jobs", action="resume", direction="in")
+    assert r.get("queue:jobs:paused") == "out"
+    assert paused_badge(manager.get(url("overview_json")).json()["parts"]["queues"]) == "out"
+    assert r.get("queue:high:paused") is None  # only the queue in the URL
+
+    done = post(manager, "jobs", action="resume", direction="all")
+    assert "the queue is now running" in body(done)
+    assert r.get("queue:jobs:paused") is None
+    enqueue("add", {"a": 1, "b": 1})
+
+
+def test_the_queue_pages_show_the_pause_state_and_come_back_to_the_list(r, manager, viewer):
+    assert paused_badge(body(viewer.get(url("list", "jobs", "pending")))) == "none"
+    done = post(manager, "jobs", action="pause", direction="all", list="failed")
+    assert done.redirect_chain[-1][0] == url("list", "jobs", "failed")
+    assert paused_badge(body(done)) == "all"
+    page = body(viewer.get(url("list", "jobs", "pending")))
+    assert paused_badge(page) == "all" and ">paused<" in page
+    assert 'value="pause"' not in page  # a viewer sees the state, not the buttons
+    assert paused_badge(viewer.get(url("summary_json", "jobs")).json()["parts"]["paused"]) == "all"
+    assert paused_badge(body(viewer.get(url("list", "high", "pending")))) == "none"
+
+
+def test_an_unknown_pause_direction_changes_nothing(r, manager):
+    done = post(manager, "jobs", action="pause", direction="sideways")
+    assert "Unknown direction" in body(done) and r.get("queue:jobs:paused") is None
+
+
+# ----------------------------------------------------------- requeue now
+
+
+def test_requeue_now_runs_a_scheduled_job_next(r, manager, jobs):
+    page = body(manager.get(url("list", "jobs", "scheduled")))
+    assert '<option value="requeue_now">Requeue now selected</option>' in page
+    assert "Requeue now<" in body(manager.get(url("job", "jobs", jobs["scheduled"])))  # no "…": no question
+
+    done = post(manager, "jobs", action="requeue_now", list="scheduled", ids=[jobs["scheduled"]])
+    assert "Requeued 1 job(s) of jobs to run now." in body(done)
+    assert status_of(r, jobs["scheduled"]) == "pending" and r.zcard("queue:jobs:scheduled") == 0
+    # At the head of the line, before the two jobs that were already waiting.
+    assert get_queue("jobs").claim_nowait("w2").id == jobs["scheduled"]
+
+
+def test_requeue_now_of_a_running_job_asks_first_and_revokes_its_claim(r, manager):
+    q = get_queue("jobs")
+    job_id = enqueue("sleepy", {"seconds": 1})
+    claimed = q.claim_nowait("w1")
+    assert claimed.id == job_id
+    assert "Requeue now…" in body(manager.get(url("job", "jobs", job_id)))
+    assert '<option value="requeue_now">' in body(manager.get(url("list", "jobs", "processing")))
+
+    before = snapshot(r)
+    confirm = manager.post(url("action", "jobs"), {"action": "requeue_now", "list": "processing", "ids": [job_id]})
+    assert confirm.status_code == 200 and "Are you sure?" in body(confirm)
+    assert "1 of them is running: its claim is revoked" in body(confirm)
+    assert snapshot(r) == before  # asking changed nothing
+
+    done = post(manager, "jobs", action="requeue_now", ids=[job_id], back="job", confirm="yes")
+    assert done.redirect_chain[-1][0] == url("job", "jobs", job_id)
+    assert "Requeued 1 job(s) of jobs to run now." in body(done)
+    assert status_of(r, job_id) == "pending" and r.llen("queue:jobs:processing") == 0
+    assert r.hget(f"queue:jobs:job:{job_id}", "additional_deliveries") == "1"
+    assert q.complete(claimed, {"late": True}) is False  # the old claim can change nothing
+    assert status_of(r, job_id) == "pending"
+
+
+def test_requeue_now_leaves_finished_jobs_alone(r, manager, jobs):
+    done = post(manager, "jobs", action="requeue_now", ids=[jobs["completed"], jobs["failed"]])
+    assert "Requeued 0 job(s)" in body(done) and "2 job(s) left alone: already finished" in body(done)
+    assert status_of(r, jobs["completed"]) == "completed" and status_of(r, jobs["failed"]) == "failed"
+    assert "Requeue now" not in body(manager.get(url("job", "jobs", jobs["completed"])))
+
+
 # ------------------------------------------------------------ permissions
 
 
@@ -425,10 +525,12 @@ def test_staff_without_our_permission_get_403(r, staff_without_permission, jobs)
     before = snapshot(r)
     for page in [*PAGES, url("job", "jobs", jobs["failed"])]:
         assert staff_without_permission.get(page).status_code == 403, page
-    response = staff_without_permission.post(
-        url("action", "jobs"), {"action": "purge", "list": "pending", "confirm": "yes"}
-    )
-    assert response.status_code == 403
+    for data in (
+        {"action": "purge", "list": "pending", "confirm": "yes"},
+        {"action": "pause", "direction": "all"},
+        {"action": "requeue_now", "ids": [jobs["processing"]], "confirm": "yes"},
+    ):
+        assert staff_without_permission.post(url("action", "jobs"), data).status_code == 403, data
     assert snapshot(r) == before
 
 
@@ -436,6 +538,10 @@ def test_view_only_users_see_everything_and_change_nothing(r, viewer, jobs):
     page = body(viewer.get(url("list", "jobs", "failed")))
     assert jobs["failed"] in page and "Purge" not in page and 'name="ids"' not in page
     assert "Retry" not in body(viewer.get(url("job", "jobs", jobs["failed"])))
+    for job in (jobs["scheduled"], jobs["processing"]):
+        assert "Requeue now" not in body(viewer.get(url("job", "jobs", job)))
+    assert 'value="pause"' not in body(viewer.get(OVERVIEW))
+    get_queue("jobs").pause("in")
     before = snapshot(r)
     for data in (
         {"action": "retry", "ids": [jobs["failed"]]},
@@ -443,6 +549,10 @@ def test_view_only_users_see_everything_and_change_nothing(r, viewer, jobs):
         {"action": "purge", "list": "failed", "confirm": "yes"},
         {"action": "retry_all", "list": "failed", "confirm": "yes"},
         {"action": "sweep"},
+        {"action": "pause", "direction": "all"},
+        {"action": "resume", "direction": "all"},
+        {"action": "requeue_now", "ids": [jobs["scheduled"]]},
+        {"action": "requeue_now", "ids": [jobs["processing"]], "confirm": "yes"},
     ):
         assert viewer.post(url("action", "jobs"), data).status_code == 403
     assert snapshot(r) == before
@@ -451,8 +561,13 @@ def test_view_only_users_see_everything_and_change_nothing(r, viewer, jobs):
 def test_post_without_a_csrf_token_is_refused(r, django_user_model, jobs):
     client = logged_in(make_user(django_user_model, "careful", perms=("manage_jobs",)), enforce_csrf_checks=True)
     before = snapshot(r)
-    response = client.post(url("action", "jobs"), {"action": "purge", "list": "pending", "confirm": "yes"})
-    assert response.status_code == 403 and snapshot(r) == before
+    for data in (
+        {"action": "purge", "list": "pending", "confirm": "yes"},
+        {"action": "pause", "direction": "all"},
+        {"action": "requeue_now", "ids": [jobs["processing"]], "confirm": "yes"},
+    ):
+        assert client.post(url("action", "jobs"), data).status_code == 403, data
+    assert snapshot(r) == before
     client.get(url("list", "jobs", "pending"))  # sets the CSRF cookie, as a browser would
     token = client.cookies["csrftoken"].value
     data = {"action": "purge", "list": "pending", "confirm": "yes", "csrfmiddlewaretoken": token}
@@ -468,8 +583,13 @@ def test_get_never_changes_state(r, manager, jobs):
     pages += [url("job_json", "jobs", jobs["failed"])]
     for page in pages:
         assert manager.get(page).status_code in (200, 302), page
-    action = manager.get(url("action", "jobs") + "?action=purge&list=pending&confirm=yes")
-    assert action.status_code == 405
+    for query in (
+        "action=purge&list=pending&confirm=yes",
+        "action=pause&direction=all",
+        f"action=requeue_now&ids={jobs['processing']}&confirm=yes",
+        f"action=requeue_now&ids={jobs['scheduled']}",
+    ):
+        assert manager.get(url("action", "jobs") + "?" + query).status_code == 405, query
     assert snapshot(r) == before
 
 
@@ -503,6 +623,7 @@ def test_hostile_strings_are_shown_escaped_everywhere(r, manager):
         "completed job": body(manager.get(url("job", "jobs", done))),
         "status.json": manager.get(url("job_json", "jobs", running)).json()["parts"]["status"],
         "confirm": body(manager.post(url("action", "jobs"), {"action": "delete", "ids": [failed]})),
+        "requeue now": body(manager.post(url("action", "jobs"), {"action": "requeue_now", "ids": [running]})),
     }
     for where, html in pages.items():
         assert "<script>alert" not in html, where
