@@ -16,9 +16,9 @@ on the primary that serves it. Two things need more than redis-py's
   channel carries a hash tag, i.e. in cluster mode (lua/_lib.lua). A sharded
   message stays on the shard that owns the channel's slot instead of being
   broadcast to every node, so pub/sub cost does not grow with the cluster.
-  :func:`subscribe` and :func:`get_message` subscribe and read the matching
-  way, and turn a shard that moved away (failover) into a ConnectionError, so
-  a listener subscribes again on the new primary.
+  :func:`pubsub` gives a listener the matching subscriber, which turns a
+  shard that moved away (failover) into a ConnectionError, so the listener
+  subscribes again on the new primary.
 """
 
 from __future__ import annotations
@@ -156,44 +156,105 @@ class ShardMoved(RedisConnectionError):
     subscriber must subscribe again, on the new owner."""
 
 
-def subscribe(pubsub: Any, client: Any, channels: Sequence[str]) -> None:
-    """Subscribe ``pubsub`` (from ``client.pubsub()``) to events channels:
-    SSUBSCRIBE on a cluster (matching the Lua SPUBLISH), SUBSCRIBE otherwise."""
-    if not is_cluster(client):
-        pubsub.subscribe(*channels)
-        return
-    try:
-        pubsub.ssubscribe(*channels)
-    except (RedisConnectionError, RedisTimeoutError):
-        _refresh(client)
-        raise
+def pubsub(client: Any) -> Any:
+    """A pub/sub object for events channels: ``client.pubsub()`` on one Redis,
+    a :class:`ShardedPubSub` on a cluster. Both offer what a listener needs:
+    ``subscribe(*channels)``, ``get_message(timeout=...)`` (message types
+    ``subscribe`` and ``message``) and ``close()``."""
+    if is_cluster(client):
+        return ShardedPubSub(client)
+    return client.pubsub(ignore_subscribe_messages=False)
 
 
-_KINDS = {"ssubscribe": "subscribe", "sunsubscribe": "unsubscribe", "smessage": "message"}
+class ShardedPubSub:
+    """SSUBSCRIBE to shard channels on the primaries that own them: one plain
+    pub/sub connection per node, of our own.
 
-
-def get_message(pubsub: Any, client: Any, timeout: float) -> dict[str, Any] | None:
-    """The next message of a :func:`subscribe` d ``pubsub``, or None after
-    ``timeout`` seconds. Sharded message types are given their classic names
-    (``subscribe``, ``message``), so callers handle one kind of message.
-
-    On a cluster, a shard channel dropped by the server (its slot moved: Redis
-    sends ``sunsubscribe``) or a lost node raises a ConnectionError after the
-    slot table is refreshed: subscribe again (a new ``pubsub``) to follow it.
+    Not redis-py's ClusterPubSub: its ``get_sharded_message`` waits the whole
+    timeout on each node in turn (a quiet node holds up a busy one), and it
+    moves subscriptions in the background when the topology changes, where we
+    want the change to be loud. Here a channel the server drops (its slot
+    moved: Redis sends ``sunsubscribe``) or a lost node raises a
+    ConnectionError (after the slot table is refreshed), and the caller
+    subscribes again with a new object, on the new owner, then reads what it
+    missed from the events log.
     """
-    if not is_cluster(client):
-        return pubsub.get_message(timeout=timeout)
-    try:
-        message = pubsub.get_sharded_message(timeout=timeout)
-    except (RedisConnectionError, RedisTimeoutError):
-        _refresh(client)
-        raise
-    if message is None:
-        return None
-    kind = message["type"]
-    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-    if kind == "sunsubscribe":
-        _refresh(client)
-        raise ShardMoved(f"shard channel {message.get('channel')!r} moved to another node")
-    message["type"] = _KINDS.get(kind, kind)
-    return message
+
+    # Each node's connection is polled for at most this long in turn.
+    SLICE_S = 0.05
+    _KINDS = {"ssubscribe": "subscribe", "smessage": "message"}
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._nodes: dict[str, Any] = {}  # node name -> redis-py PubSub on that node
+        self._turn = 0
+
+    def subscribe(self, *channels: str) -> None:
+        by_node: dict[str, tuple[Any, list[str]]] = {}
+        for channel in channels:
+            node = self.client.get_node_from_key(channel)
+            by_node.setdefault(node.name, (node, []))[1].append(channel)
+        try:
+            for name, (node, names) in by_node.items():
+                node_client = self.client.get_redis_connection(node)
+                if name not in self._nodes:
+                    self._nodes[name] = node_client.pubsub(ignore_subscribe_messages=False)
+                self._nodes[name].ssubscribe(*names)
+                for channel in names:
+                    # Checked after subscribing: a node that serves the slot now
+                    # tells us (sunsubscribe) when it stops. A stale slot table
+                    # can name a replica, which takes SSUBSCRIBE too but misses
+                    # messages while it re-syncs: refuse it and let the caller retry.
+                    try:
+                        node_client.exists(channel)
+                    except (AskError, ClusterDownError, TryAgainError) as exc:  # MOVED is an AskError
+                        _refresh(self.client)
+                        raise ShardMoved(f"{name} does not serve shard channel {channel!r} (yet)") from exc
+        except (RedisConnectionError, RedisTimeoutError):
+            _refresh(self.client)
+            raise
+
+    def get_message(self, timeout: float = 0.0, **_ignored: Any) -> dict[str, Any] | None:
+        """The next message from any node, or None after ``timeout`` seconds.
+
+        Every node is first asked without waiting (a busy node must not make
+        the others wait, nor starve them: each call starts at the next node);
+        only when none has a message does it wait, a short slice on each in turn.
+        """
+        deadline = time.monotonic() + timeout
+        nodes = list(self._nodes.values())
+        if not nodes:
+            return None
+        self._turn = (self._turn + 1) % len(nodes)
+        nodes = nodes[self._turn :] + nodes[: self._turn]
+        waiting = False
+        while True:
+            for ps in nodes:
+                wait = max(0.0, min(self.SLICE_S, deadline - time.monotonic())) if waiting else 0.0
+                try:
+                    message = ps.get_message(timeout=wait)
+                except (RedisConnectionError, RedisTimeoutError):
+                    _refresh(self.client)
+                    raise
+                if message is not None:
+                    return self._classic(message)
+            if time.monotonic() >= deadline:
+                return None
+            waiting = True
+
+    def _classic(self, message: dict[str, Any]) -> dict[str, Any]:
+        kind = message["type"]
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind == "sunsubscribe":
+            _refresh(self.client)
+            raise ShardMoved(f"shard channel {message.get('channel')!r} moved to another node")
+        message["type"] = self._KINDS.get(kind, kind)
+        return message
+
+    def close(self) -> None:
+        for ps in self._nodes.values():
+            try:
+                ps.close()
+            except Exception as exc:  # noqa: BLE001 - closing a dead connection must not raise
+                logger.debug("closing a shard pub/sub connection failed: %s", exc)
+        self._nodes.clear()
