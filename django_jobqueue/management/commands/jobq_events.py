@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from typing import Any
@@ -9,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_jobqueue.events import EventsListener
 from django_jobqueue.exceptions import JobQueueError
+from django_jobqueue.management import logsetup
 
 
 class Command(BaseCommand):
@@ -28,15 +28,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        verbosity = options["verbosity"]
-        level = logging.WARNING if verbosity == 0 else logging.DEBUG if verbosity >= 2 else logging.INFO
-        log = logging.getLogger("django_jobqueue")
-        if not log.handlers:
-            handler = logging.StreamHandler(self.stderr._out)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
-            log.propagate = False
-        log.setLevel(level)
+        logsetup.setup(options["verbosity"], self.stderr._out)
         try:
             listener = EventsListener(options["queues"])
         except (JobQueueError, LookupError, ValueError) as exc:

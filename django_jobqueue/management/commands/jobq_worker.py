@@ -1,31 +1,12 @@
 from __future__ import annotations
 
-import logging
-import threading
-from logging.handlers import MemoryHandler
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from django_jobqueue.exceptions import JobQueueError
+from django_jobqueue.management import logsetup
 from django_jobqueue.worker import Worker
-
-
-class _Flusher(threading.Thread):
-    """Flushes the buffered log handler twice a second."""
-
-    def __init__(self, handler: MemoryHandler) -> None:
-        super().__init__(name="jobq-log-flush", daemon=True)
-        self.handler = handler
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(0.5):
-            self.handler.flush()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.handler.flush()
 
 
 class Command(BaseCommand):
@@ -53,21 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--worker-id", help="a stable name for this worker (default: host.pid)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        verbosity = options["verbosity"]
-        level = logging.WARNING if verbosity == 0 else logging.DEBUG if verbosity >= 2 else logging.INFO
-        log = logging.getLogger("django_jobqueue")
-        flusher = None
-        if not log.handlers:
-            stream = logging.StreamHandler(self.stderr._out)
-            stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            # One line per job, written in batches: a write per line costs a
-            # system call per job. Warnings go out at once, the rest within 0.5 s.
-            handler = MemoryHandler(capacity=500, flushLevel=logging.WARNING, target=stream)
-            log.addHandler(handler)
-            log.propagate = False
-            flusher = _Flusher(handler)
-            flusher.start()
-        log.setLevel(level)
+        flusher = logsetup.setup(options["verbosity"], self.stderr._out, buffered=True)
         for name in ("concurrency", "max_jobs"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
