@@ -132,7 +132,14 @@ class Fetcher:
                 item = None
         if item is not None:
             if stale:
-                self._send(stale, None)
+                try:
+                    self._send(stale, None)
+                except Exception:
+                    # The job is ours (tracked, its lease renewed): keep it for
+                    # the next runner, or it would be held here forever.
+                    with self._cond:
+                        self._ready.appendleft(item)
+                    raise
             return item, False
         with self._cond:
             if self._ready:
@@ -170,7 +177,15 @@ class Fetcher:
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
         for i, queue in enumerate(self.queues):  # strict priority: the first queue first
             need = want - len(got)
-            jobs = self._send(acks, queue, need) if i == 0 else queue.claim_many(need, self.worker_id)
+            try:
+                jobs = self._send(acks, queue, need) if i == 0 else queue.claim_many(need, self.worker_id)
+            except Exception:
+                if got:
+                    # Jobs claimed (and tracked, so their leases are renewed)
+                    # from an earlier queue must still run: losing them here
+                    # would hold them forever. The error comes back next fetch.
+                    return got
+                raise
             got += self._track(queue, jobs)
             if len(got) >= want:
                 return got
