@@ -175,20 +175,24 @@ class Fetcher:
 
     def _fetch(self, want: int, acks: list[Ack]) -> list[tuple[RedisJobQueue, ClaimedJob]]:
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
+        failure: Exception | None = None
         for i, queue in enumerate(self.queues):  # strict priority: the first queue first
             need = want - len(got)
             try:
                 jobs = self._send(acks, queue, need) if i == 0 else queue.claim_many(need, self.worker_id)
-            except Exception:
-                if got:
-                    # Jobs claimed (and tracked, so their leases are renewed)
-                    # from an earlier queue must still run: losing them here
-                    # would hold them forever. The error comes back next fetch.
-                    return got
-                raise
+            except Exception as exc:
+                # One queue's Redis (a cluster node) failing must not stop the
+                # others; jobs claimed already (tracked, their leases renewed)
+                # must still run. The error is raised if nothing was claimed.
+                failure = failure or exc
+                continue
             got += self._track(queue, jobs)
             if len(got) >= want:
                 return got
+        if failure is not None:
+            if got:
+                return got
+            raise failure
         if not got and self.block:
             claimed = self.queues[0].claim(self.block_ms, self.worker_id)
             if claimed is not None:
