@@ -31,7 +31,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster, key_slot
 
-from django_jobqueue.devserver import RedisServer, find_server_binary, free_port
+from django_jobqueue.devserver import RedisServer, find_server_binary, free_port, terminate
 
 # Fast failure detection: a primary that does not answer for this long is
 # failed over by its replica (cluster), or declared down (sentinel).
@@ -412,13 +412,7 @@ class SentinelProcess:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
