@@ -445,16 +445,23 @@ class Worker:
     def _maintenance_loop(self) -> None:
         interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
         while not self._stopped.is_set():
-            try:
-                self._fetcher.flush_stale()
-                self._heartbeat()
-                self._renew_leases()
-                self._sweep()
+            # Each step on its own: with a cluster, the node of the worker
+            # registry (heartbeat) or of one queue may be down while the others
+            # are up, and the leases there must still be renewed.
+            down: Exception | None = None
+            for step in (self._fetcher.flush_stale, self._heartbeat, self._renew_leases, self._sweep):
+                try:
+                    step()
+                except CONNECTION_ERRORS as exc:
+                    down = down or exc
+                except Exception:  # noqa: BLE001 - maintenance must keep going
+                    logger.exception("maintenance failed")
+            if down is None:
                 self._redis_up()
-            except CONNECTION_ERRORS as exc:
-                self._redis_down(exc)
-            except Exception:  # noqa: BLE001 - maintenance must keep going
-                logger.exception("maintenance failed")
+            elif self._redis_down_since is None:
+                # Logged once; no backoff here: renewals must keep their pace.
+                self._redis_down_since = time.monotonic()
+                logger.error("Redis unavailable: %s; retrying", down)
             self._stopped.wait(interval)
 
     def _job_list(self) -> str:
@@ -563,12 +570,20 @@ class Worker:
         self._last_renew = now
         with self._lock:
             running = list(self._running.values())
+        down: Exception | None = None
         for r in running:
-            if r.queue.touch(r.claimed) is None:
+            try:
+                lease = r.queue.touch(r.claimed)
+            except CONNECTION_ERRORS as exc:
+                down = down or exc  # that job's node: renew the others anyway
+                continue
+            if lease is None:
                 with self._lock:
                     if self._running.get(r.claimed.id) is not r:
                         continue  # it finished here meanwhile: nothing was lost
                 logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
+        if down is not None:
+            raise down
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -578,10 +593,14 @@ class Worker:
         client = get_client()
         lock_ms = int(self.settings.sweep_interval_seconds * 3000)
         for queue in self.queues:
-            # Any worker may sweep; the lock only spares Redis the duplicate work.
-            if not client.set(queue.keys.sweep_lock, self.worker_id, nx=True, px=lock_ms):
+            try:
+                # Any worker may sweep; the lock only spares Redis the duplicate work.
+                if not client.set(queue.keys.sweep_lock, self.worker_id, nx=True, px=lock_ms):
+                    continue
+                result = queue.sweep()
+            except CONNECTION_ERRORS as exc:
+                logger.debug("sweep of %s skipped: %s", queue.queue_name, exc)
                 continue
-            result = queue.sweep()
             for job_id in result.dead_lettered:
                 self._exhausted_by_reclaim(queue, job_id)
             if result.reclaimed or result.dead_lettered or result.expired:
