@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import scripts, serialization
+from . import serialization
 from .api import get_queue
 from .conf import get_settings
 from .connection import describe, get_client
@@ -40,7 +40,7 @@ from .context import Job
 from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
 from .fetcher import Ack, Fetcher
-from .keys import GlobalKeys
+from .presence import Presence
 from .queue import ClaimedJob, Outcome, RedisJobQueue
 from .registry import JobDefinition, get_definition
 
@@ -115,7 +115,6 @@ class Worker:
         self.grace_seconds = settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.worker_id = worker_id or default_worker_id()
         self.settings = settings
-        self.keys = GlobalKeys(settings.key_prefix, settings.cluster)
         self.stats = WorkerStats()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -129,7 +128,7 @@ class Worker:
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
-        self._record: list[str] = [self.worker_id]  # worker id, then the static fields of its record
+        self._presence = Presence(self.worker_id, self.queues, self.concurrency, self._job_list)
         self._fetcher = Fetcher(
             self.queues,
             self.worker_id,
@@ -229,7 +228,7 @@ class Worker:
             # another worker runs it now rather than after the lease runs out.
             outcome = self._release(running.queue, claimed)
             logger.warning("job %s %s handed back at shutdown (%s)", claimed.id, claimed.name, outcome)
-        self._with_redis(self._deregister, "removing the worker record", attempts=3)
+        self._with_redis(self._presence.deregister, "removing the worker record", attempts=3)
         if self._events is not None:
             self._events.stop(timeout=2)
         self._stopped.set()
@@ -470,11 +469,7 @@ class Worker:
         return json.dumps(jobs)
 
     def _heartbeat(self) -> None:
-        state = "stopping" if self._stopping.is_set() else "running"
-        # The whole record every time: if a sweeper took it for lapsed while we
-        # were paused, the next beat puts back all of it, not just the state.
-        fields = [*self._record, "state", state, "jobs", self._job_list()]
-        scripts.get("heartbeat")(get_client(), [self.keys.workers, self.keys.worker(self.worker_id)], [0, *fields])
+        self._presence.beat(stopping=self._stopping.is_set())
 
     def _startup(self) -> None:
         if self.settings.durable:
@@ -483,82 +478,7 @@ class Worker:
             problem = persistence_problem(get_client())
             if problem:
                 logger.warning("DURABLE is on, but %s", problem)
-        self._recover_own_orphans()
-        self._record = [
-            self.worker_id,
-            "id",
-            self.worker_id,
-            "host",
-            socket.gethostname(),
-            "pid",
-            str(os.getpid()),
-            "queues",
-            json.dumps([q.queue_name for q in self.queues]),
-            "concurrency",
-            str(self.concurrency),
-            "started_at_ms",
-            str(int(time.time() * 1000)),
-        ]
-        self._heartbeat()
-
-    def _recover_own_orphans(self) -> None:
-        """Jobs left running by an earlier process of this worker (same id, or
-        a dead pid on this host): back to pending now, or dead-lettered when the
-        queue says not to retry jobs that were running before a restart."""
-        client = get_client()
-        host = socket.gethostname()
-        for wid in client.zrange(self.keys.workers, 0, -1):
-            wid = wid.decode() if isinstance(wid, bytes) else wid
-            record = client.hgetall(self.keys.worker(wid))
-            record = {
-                (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                for k, v in record.items()
-            }
-            mine = wid == self.worker_id
-            if not mine and record.get("host") == host and record.get("pid", "").isdigit():
-                mine = int(record["pid"]) != os.getpid() and not _pid_alive(int(record["pid"]))
-            if not mine:
-                continue
-            self._reclaim_worker_jobs(wid, record.get("queues", ""), restarted=True)
-            client.zrem(self.keys.workers, wid)
-            client.delete(self.keys.worker(wid))
-
-    def _reclaim_worker_jobs(self, wid: str, queues_json: str, *, restarted: bool) -> None:
-        """Hand back (or, after a restart with RETRY_JOBS_RUNNING_BEFORE_RESTART
-        off, dead-letter) every job the worker ``wid`` was running."""
-        try:
-            names = json.loads(queues_json)
-            assert isinstance(names, list) and all(isinstance(n, str) for n in names)
-        except (ValueError, AssertionError):
-            logger.error("worker %s left an unreadable queue list %r; checking every queue", wid, queues_json[:200])
-            names = list(self.settings.queues)
-        for qname in names:
-            try:
-                queue = get_queue(qname)
-                qs = self.settings.queue(qname)
-            except LookupError:
-                continue
-            if restarted and not qs.retry_jobs_running_before_restart:
-                dead = 0
-                for job_id in queue.client.smembers(queue.keys.worker_jobs(wid)):
-                    fields = queue.get_fields(job_id.decode() if isinstance(job_id, bytes) else job_id)
-                    if fields and fields.get("worker") == wid and fields.get("status") == "processing":
-                        claimed = ClaimedJob.from_fields(fields)
-                        queue.fail_outcome(claimed, "worker restarted while the job was running", terminal=True)
-                        dead += 1
-                if dead:
-                    logger.warning("worker %s restarted: %d running job(s) of %s dead-lettered", wid, dead, qname)
-                continue
-            ids = queue.reclaim_worker_jobs([wid])
-            if ids:
-                logger.warning(
-                    "worker %s lost: %d job(s) of %s back to pending: %s", wid, len(ids), qname, ", ".join(ids)
-                )
-
-    def _deregister(self) -> None:
-        client = get_client()
-        client.zrem(self.keys.workers, self.worker_id)
-        client.delete(self.keys.worker(self.worker_id))
+        self._presence.register()
 
     def _renew_leases(self) -> None:
         """Extend the lease of every running job a third of the way through it,
@@ -617,14 +537,7 @@ class Worker:
             # wait out a backoff). Give them time to beat again before taking
             # any for lost; leases still bring back the jobs of a dead one.
             return
-        lapse_ms = int(self.settings.worker_timeout_seconds * 1000)
-        taken = scripts.get("lapsed")(client, [self.keys.workers, self.keys.worker_prefix], [0, lapse_ms, 50])
-        it = iter(taken)
-        for wid, queues in zip(it, it, strict=True):
-            wid = wid.decode() if isinstance(wid, bytes) else wid
-            if wid == self.worker_id:
-                continue  # our own beat was late (a pause); the next beat re-registers us
-            self._reclaim_worker_jobs(wid, queues.decode() if isinstance(queues, bytes) else queues, restarted=False)
+        self._presence.reclaim_lapsed()
 
     # ------------------------------------------------------------ redis down
 
@@ -657,13 +570,3 @@ class Worker:
             logger.warning("Redis is back after %.1f s", time.monotonic() - self._redis_down_since)
             self._redis_down_since = None
             self._redis_back_at = time.monotonic()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
