@@ -23,7 +23,14 @@ JOBQUEUE = {
     **JOBQUEUE,
     "CLUSTER": os.environ.get("JOBQUEUE_TEST_CLUSTER") == "1",
     "DEFAULT_QUEUE": _queues[0],
-    "QUEUES": {q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0} for q in _queues},
+    # PREFETCH 0: the failover tests tell an explained duplicate from an unexplained
+    # one by whether the job first ran before the new primary was announced; a
+    # prefetched job claimed from the old primary may first run after that, so
+    # with prefetch the ledger could not tell the two apart.
+    "QUEUES": {
+        q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0, "PREFETCH": 0}
+        for q in _queues
+    },
 }
 if os.environ.get("JOBQUEUE_TEST_SENTINELS"):
     JOBQUEUE["SENTINELS"] = [
