@@ -55,7 +55,8 @@ fi
 
 password=$("$PY" -c "import secrets; print(secrets.token_urlsafe(9))")
 cd testproject
-"$PY" manage.py demo_setup --username admin --password "$password"
+# --password=...: a generated password may start with "-".
+"$PY" manage.py demo_setup --username admin --password="$password"
 "$PY" manage.py check --fail-level ERROR >/dev/null
 
 "$PY" manage.py jobq_worker --queue jobs --concurrency 4 &

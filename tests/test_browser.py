@@ -123,7 +123,8 @@ class Demo:
 
     def start(self) -> None:
         setup = subprocess.run(
-            [sys.executable, "manage.py", "demo_setup", "--username", "admin", "--password", self.password],
+            # "--password=...": a generated password may start with "-".
+            [sys.executable, "manage.py", "demo_setup", "--username", "admin", f"--password={self.password}"],
             cwd=PROJECT,
             env=self.env,
             capture_output=True,
