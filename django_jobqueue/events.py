@@ -1,9 +1,10 @@
 """The events listener: the Redis events channels -> the Django signals.
 
 Every state change a Lua script makes is published on ``<prefix>:<queue>:events``
-and appended to a capped stream beside it, the events log
+and, while a listener has announced itself in the last LISTENING_TTL_S,
+appended to a capped stream beside it, the events log
 (``<prefix>:<queue>:events:log``, about the last 10 000 events). The published
-message carries its log entry's id as ``log_id``.
+message then carries its log entry's id as ``log_id``.
 
 Delivery, in short (docs/signals.md says more):
 
@@ -48,6 +49,11 @@ CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, T
 POLL_SECONDS = 0.5
 # Log entries read per XRANGE while catching up.
 CATCH_UP_BATCH = 500
+# The scripts write the events log only while `<events>:listening` exists: a
+# listener sets it with this TTL and refreshes it every LISTENING_REFRESH_S,
+# so the log goes on through a disconnect or restart of up to about this long.
+LISTENING_TTL_S = 600
+LISTENING_REFRESH_S = 60
 
 
 def _s(value: Any) -> str:
@@ -129,6 +135,7 @@ class EventsListener:
         self._seen_subscribe: set[str] = set()
         self._down_since: float | None = None
         self._delay = reconnect_min_seconds
+        self._announced = float("-inf")  # when the events log was last asked for
 
     @property
     def client(self) -> Any:
@@ -177,6 +184,7 @@ class EventsListener:
     def _listen(self) -> None:
         client = self.client
         if self.catch_up:
+            self._announce(client)
             for queue in self.queues:
                 if queue not in self._last:
                     # The baseline, read before subscribing: events after it are
@@ -186,6 +194,8 @@ class EventsListener:
         try:
             pubsub.subscribe(*self._by_channel)
             while not self._stop.is_set():
+                if self.catch_up and time.monotonic() - self._announced >= LISTENING_REFRESH_S:
+                    self._announce(client)
                 message = pubsub.get_message(timeout=POLL_SECONDS)
                 if message is None:
                     continue
@@ -258,6 +268,12 @@ class EventsListener:
         self.fired += 1
 
     # --------------------------------------------------------------- the log
+
+    def _announce(self, client: Any) -> None:
+        """Ask the scripts to keep the events log (see LISTENING_TTL_S)."""
+        for keys in self.keys.values():
+            client.set(keys.events_listening, "1", ex=LISTENING_TTL_S)
+        self._announced = time.monotonic()
 
     def _latest_id(self, client: Any, queue: str) -> str:
         try:

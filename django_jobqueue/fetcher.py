@@ -1,15 +1,23 @@
 """How a worker's runner threads get jobs and report completions, in few round trips.
 
 Leader and followers: a runner that needs a job and finds none ready becomes
-the leader. It claims, in one script call, as many jobs as there are runners
-waiting (itself included), so no job waits in this process behind a busy
-runner, and hands the extra ones to the waiting followers. While it is at it,
-the same pipeline carries the completions other runners have left for it.
+the leader. It claims, in one script call, as many jobs as there are idle
+runners (itself included) plus the prefetch, keeps the first and leaves the
+rest ready. While it is at it, the same pipeline carries the completions other
+runners have left for it.
+
+Runners that have just finished a job take the next ready one at once. Idle
+runners stay asleep unless work waits: one of them keeps watch and joins in
+when a ready job has waited HELP_AFTER_S, or no fetch has happened for that
+long, then hands the watch to another. Short jobs thus run back to back on one
+or two threads (each extra busy thread costs GIL hand-offs and system calls),
+and slow jobs still spread over every runner within milliseconds.
 
 Completions of jobs whose handler simply returned are sent that way, batched
 with the next claim, instead of one round trip each. A completion waits at
-most until the next fetch; a runner that has left one and finds another runner
-fetching (perhaps blocked in BLMOVE on an idle queue) sends it itself. Until a
+most until the next fetch; one left while the leader waits in BLMOVE on an
+idle queue is sent by its runner at once (and the leader sends those left
+during its pipeline before it starts waiting). Until a
 completion is acknowledged the job stays tracked as running, so its lease is
 renewed and a shutdown sends it before handing anything back.
 """
@@ -27,8 +35,10 @@ from .queue import ClaimedJob, Outcome, RedisJobQueue
 
 # Most jobs one claim takes: bounds one script's run time inside Redis.
 MAX_BATCH = 32
-# How long a follower waits for the leader before looking again (and at shutdown).
+# How long an idle runner sleeps before looking again (and at shutdown).
 FOLLOW_WAIT_S = 0.5
+# An idle runner joins in when a ready job, or the next fetch, has waited this long.
+HELP_AFTER_S = 0.002
 # A completion waits at most about this long for a fetch to carry it.
 ACK_DELAY_S = 0.02
 
@@ -67,12 +77,18 @@ class Fetcher:
         self.prefetch = prefetch
         self._on_claimed = on_claimed
         self._on_acked = on_acked
-        self._cond = threading.Condition()
-        self._ready: deque[tuple[RedisJobQueue, ClaimedJob]] = deque()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # Jobs claimed for runners not yet free: (queue, job, when made ready).
+        self._ready: deque[tuple[RedisJobQueue, ClaimedJob, float]] = deque()
+        self._standby = threading.Condition(lock)  # wakes the watching runner
         self._acks: list[Ack] = []
         self._acks_since = 0.0  # when the oldest waiting completion was left
         self._fetching = False
-        self._waiting = 0
+        self._blocking = False  # the fetch in progress waits in BLMOVE for a job
+        self._waiting = 0  # idle runners
+        self._watching = False  # one idle runner waits on _standby, the rest on _cond
+        self._last_take = 0.0  # when a runner last took a job
 
     # ------------------------------------------------------------ completions
 
@@ -99,7 +115,14 @@ class Fetcher:
 
     def _send(self, acks: list[Ack], claim: RedisJobQueue | None, want: int = 0) -> list[ClaimedJob]:
         """One pipeline: the completions, then (optionally) a claim of ``want`` jobs."""
-        calls = [a.queue.complete_call(a.claimed, None, a.keep_result, result_json=a.result_json) for a in acks]
+        # One script call per queue completes all of that queue's jobs.
+        by_queue: dict[int, tuple[RedisJobQueue, list[Ack]]] = {}
+        for a in acks:
+            by_queue.setdefault(id(a.queue), (a.queue, []))[1].append(a)
+        groups = list(by_queue.values())
+        calls = [
+            q.complete_batch_call([(a.claimed, a.result_json, a.keep_result) for a in group]) for q, group in groups
+        ]
         if claim is not None:
             calls.append(claim.claim_many_call(want, self.worker_id))
         if not calls:
@@ -112,25 +135,49 @@ class Fetcher:
             with self._cond:
                 self._acks[:0] = acks
             raise
-        for ack, code in zip(acks, replies, strict=False):
-            self._on_acked(ack, {1: Outcome.OK, 0: Outcome.MISSING}.get(int(code), Outcome.NOT_OWNER))
+        for (_queue, group), codes in zip(groups, replies, strict=False):
+            for ack, outcome in zip(group, RedisJobQueue.outcomes(codes), strict=True):
+                self._on_acked(ack, outcome)
         return RedisJobQueue.parse_claim_many(replies[-1]) if claim is not None else []
 
     # ----------------------------------------------------------------- claims
 
-    def next_job(self) -> tuple[tuple[RedisJobQueue, ClaimedJob] | None, bool]:
+    def next_job(self, eager: bool = True) -> tuple[tuple[RedisJobQueue, ClaimedJob] | None, bool]:
         """(a job for the calling runner, or None; whether the queues were
-        found empty). None with False: waited for another runner's fetch; the
-        caller loops, checking for shutdown."""
+        found empty). None with False: waited; the caller loops, checking for
+        shutdown, and calls again with ``eager=False``.
+
+        ``eager``: the runner has just finished a job (or just found the queues
+        empty as the leader), so it takes the next ready job, or fetches, at
+        once. An idle runner (``eager=False``) joins in only when work has waited
+        HELP_AFTER_S: a ready job nobody took, or no fetch while the busy runners
+        are all held up. So short jobs run back to back on one or two threads
+        (every extra thread costs GIL hand-offs and system calls), while slow
+        ones spread over every runner within a few milliseconds each.
+        """
         with self._cond:
-            if self._ready:
-                item = self._ready.popleft()
+            now = time.monotonic()
+            take = bool(self._ready) and (eager or now - self._ready[0][2] >= HELP_AFTER_S)
+            if take:
+                queue, claimed, _ready_at = self._ready.popleft()
+                self._last_take = now
+                if not eager:
+                    self._cond.notify()  # someone else keeps watch now
                 stale: list[Ack] = []
-                if self._acks and time.monotonic() - self._acks_since > ACK_DELAY_S:
+                if self._acks and now - self._acks_since > ACK_DELAY_S:
                     stale, self._acks = self._acks, []
+            elif not self._ready and not self._fetching and (eager or now - self._last_take >= HELP_AFTER_S):
+                self._fetching = True
+                want = min(MAX_BATCH, self._waiting + 1 + self.prefetch)
+                acks, self._acks = self._acks, []
             else:
-                item = None
-        if item is not None:
+                own: list[Ack] = []
+                if self._blocking:
+                    # The fetch in progress waits in BLMOVE: it would carry
+                    # this runner's completions only after a job arrives.
+                    own, self._acks = self._acks, []
+                return self._wait(own, now)
+        if take:
             if stale:
                 try:
                     self._send(stale, None)
@@ -138,40 +185,49 @@ class Fetcher:
                     # The job is ours (tracked, its lease renewed): keep it for
                     # the next runner, or it would be held here forever.
                     with self._cond:
-                        self._ready.appendleft(item)
+                        self._ready.appendleft((queue, claimed, now))
                     raise
-            return item, False
-        with self._cond:
-            if self._ready:
-                return self._ready.popleft(), False
-            if self._fetching:
-                own, self._acks = self._acks, []
-                leader_busy = True
-            else:
-                self._fetching = True
-                leader_busy = False
-                want = min(MAX_BATCH, self._waiting + 1 + max(0, self.prefetch - len(self._ready)))
-                acks, self._acks = self._acks, []
-        if leader_busy:
-            if own:
-                self._send(own, None)
-            with self._cond:
-                self._waiting += 1
-                try:
-                    if not self._ready:
-                        self._cond.wait(FOLLOW_WAIT_S)
-                finally:
-                    self._waiting -= 1
-                return (self._ready.popleft() if self._ready else None), False
+            return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
         try:
             got = self._fetch(want, acks)
         finally:
             with self._cond:
                 self._fetching = False
-                self._ready.extend(got[1:])
-                self._cond.notify_all()
+                now = time.monotonic()
+                if got:
+                    self._last_take = now
+                self._ready.extend((q, c, now) for q, c in got[1:])
+                self._standby.notify()  # restart the watch on the new state
         return (got[0], False) if got else (None, True)
+
+    def _wait(self, own: list[Ack], now: float) -> tuple[None, bool]:
+        """Wait as an idle runner (called holding the lock; returns None)."""
+        if own:
+            self._cond.release()
+            try:
+                self._send(own, None)
+            finally:
+                self._cond.acquire()
+        self._waiting += 1
+        try:
+            if self._watching:
+                self._cond.wait(FOLLOW_WAIT_S)
+                return None, False
+            # The one watching runner: wakes when the oldest ready job, or the
+            # last take, is HELP_AFTER_S old; a fetch in progress wakes it.
+            self._watching = True
+            if self._ready:
+                timeout = HELP_AFTER_S - (now - self._ready[0][2])
+            elif self._fetching:
+                timeout = FOLLOW_WAIT_S
+            else:
+                timeout = HELP_AFTER_S - (now - self._last_take)
+            self._standby.wait(min(FOLLOW_WAIT_S, max(timeout, 0.0001)))
+        finally:
+            self._waiting -= 1
+        self._watching = False
+        return None, False
 
     def _fetch(self, want: int, acks: list[Ack]) -> list[tuple[RedisJobQueue, ClaimedJob]]:
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
@@ -194,7 +250,16 @@ class Fetcher:
                 return got
             raise failure
         if not got and self.block:
-            claimed = self.queues[0].claim(self.block_ms, self.worker_id)
+            with self._cond:
+                self._blocking = True
+                late, self._acks = self._acks, []  # left while the pipeline ran
+            try:
+                if late:
+                    self._send(late, None)
+                claimed = self.queues[0].claim(self.block_ms, self.worker_id)
+            finally:
+                with self._cond:
+                    self._blocking = False
             if claimed is not None:
                 got += self._track(self.queues[0], [claimed])
         return got
@@ -207,10 +272,11 @@ class Fetcher:
     def take_unstarted(self) -> list[tuple[RedisJobQueue, ClaimedJob]]:
         """Claimed jobs no runner has taken yet (at shutdown: to hand back)."""
         with self._cond:
-            left = list(self._ready)
+            left = [(q, c) for q, c, _t in self._ready]
             self._ready.clear()
             return left
 
     def wake_all(self) -> None:
         with self._cond:
             self._cond.notify_all()
+            self._standby.notify_all()

@@ -79,6 +79,16 @@ class QueueKeys:
         return f"{self.events}:log"
 
     @property
+    def events_listening(self) -> str:
+        """String with a TTL: set (and kept fresh) by every events listener.
+
+        The scripts append to the events log only while it exists: with no
+        listener to catch up, the log would cost every event a write and memory
+        for nothing. Derived from ``events`` in lua/_lib.lua too.
+        """
+        return f"{self.events}:listening"
+
+    @property
     def job_prefix(self) -> str:
         return f"{self.base}:job:"
 
@@ -163,6 +173,7 @@ class QueueKeys:
             self.paused,
             self.sweep_lock,
             self.events_log,
+            self.events_listening,
             self.stats_samples,
         ]
 

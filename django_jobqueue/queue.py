@@ -341,10 +341,14 @@ class RedisJobQueue:
         """Complete several claimed jobs in one round trip: (job, result,
         keep_result) each, results already JSON-checked or not. Each completion
         is its own atomic, token-checked script."""
-        calls = [self.complete_call(job, result, keep) for job, result, keep in finished]
-        if not calls:
+        if not finished:
             return []
-        return [_CODES[int(code)] for code in scripts.run_pipeline(self.client, calls)]
+        batch = [
+            (job, serialization.dumps(result, what="result", max_bytes=self.max_payload_bytes), keep)
+            for job, result, keep in finished
+        ]
+        script, keys, args = self.complete_batch_call(batch)
+        return self.outcomes(script(self.client, keys, args))
 
     def claim(self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
         """Claim the next pending job, blocking up to ``timeout_ms`` for one.
@@ -393,39 +397,43 @@ class RedisJobQueue:
         self, job: ClaimedJob, result: Any, keep_result: bool = True, *, result_json: str | None = None
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         """The script call that completes ``job``, for callers that batch calls
-        in one pipeline (scripts.run_pipeline). ``result_json``: the result,
-        already encoded and size-checked."""
-        k = self.keys
+        in one pipeline (scripts.run_pipeline); its reply is a list of one code.
+        ``result_json``: the result, already encoded and size-checked."""
         if result_json is None:
             result_json = serialization.dumps(result, what="result", max_bytes=self.max_payload_bytes)
-        return (
-            scripts.get("complete"),
-            [
-                k.job(job.id),
-                k.processing,
-                k.completed,
-                k.leases,
-                k.deadlines,
-                k.unique,
-                k.stats,
-                k.events,
-                k.worker_jobs_prefix,
-            ],
-            [
-                self._now(),
-                job.id,
-                job.claim_token,
-                result_json,
-                self.completed_ttl_s,
-                self.history,
-                "1" if keep_result else "0",
-                self.result_event_bytes,
-            ],
-        )
+        return self.complete_batch_call([(job, result_json, keep_result)])
+
+    def complete_batch_call(
+        self, finished: Sequence[tuple[ClaimedJob, str, bool]]
+    ) -> tuple[scripts.Script, list[str], list[Any]]:
+        """One script call completing several jobs: (job, result JSON already
+        size-checked, keep_result) each. Each job is token-checked on its own;
+        the reply is one code per job (parse with :meth:`outcomes`)."""
+        k = self.keys
+        args: list[Any] = [self._now(), self.completed_ttl_s, self.history, self.result_event_bytes]
+        for job, result_json, keep in finished:
+            args += (job.id, job.claim_token, result_json, "1" if keep else "0")
+        keys = [
+            k.job_prefix,
+            k.processing,
+            k.completed,
+            k.leases,
+            k.deadlines,
+            k.unique,
+            k.stats,
+            k.events,
+            k.worker_jobs_prefix,
+        ]
+        return scripts.get("complete"), keys, args
+
+    @staticmethod
+    def outcomes(codes: Sequence[Any]) -> list[Outcome]:
+        """The Outcome of each job of a complete_batch_call() reply."""
+        return [_CODES[int(code)] for code in codes]
 
     def complete_outcome(self, job: ClaimedJob, result: Any = None, *, keep_result: bool = True) -> Outcome:
         script, keys, args = self.complete_call(job, result, keep_result)
-        return _CODES[int(script(self.client, keys, args))]
+        return self.outcomes(script(self.client, keys, args))[0]
 
     def complete(self, job: ClaimedJob, result: Any = None) -> bool:
         """Mark the job completed with ``result``. False: the claim is no longer ours."""

@@ -20,6 +20,8 @@ _encoder = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_na
 
 def dumps(value: Any, *, what: str = "payload", max_bytes: int | None = None) -> str:
     """Encode ``value`` as compact JSON text, or raise PayloadError saying why."""
+    if value is None:
+        return "null"  # most results: skip the encoder
     try:
         text = _encoder.encode(value)
     except RecursionError:

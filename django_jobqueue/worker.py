@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,6 +36,7 @@ from .api import get_queue
 from .conf import get_settings
 from .connection import describe, get_client
 from .context import Job
+from .dbconn import close_stale_connections
 from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
 from .fetcher import Ack, Fetcher
@@ -238,13 +238,14 @@ class Worker:
     def _runner_loop(self) -> None:
         idle = POLL_MIN_S
         idle_since = time.monotonic()
+        eager = True  # just ran a job, or leads the fetching: look for the next at once
         while not self._stopping.is_set():
             if self.max_jobs is not None:
                 with self._lock:
                     if self.stats.processed + len(self._busy) >= self.max_jobs:
                         return
             try:
-                found, empty = self._fetcher.next_job()
+                found, empty = self._fetcher.next_job(eager)
             except CONNECTION_ERRORS as exc:
                 self._redis_down(exc)
                 continue
@@ -256,6 +257,7 @@ class Worker:
                 logger.exception("claim failed")
                 time.sleep(1)
                 continue
+            eager = found is not None or empty
             if found is None:
                 if empty and self.burst:
                     return
@@ -274,7 +276,7 @@ class Worker:
                 return
             if time.monotonic() - idle_since > 1.0:
                 # Waited a while: a database connection may have gone stale meanwhile.
-                close_old_connections()
+                close_stale_connections()
             with self._lock:
                 self._busy.add(threading.get_ident())
             self._process(queue, claimed)
@@ -378,7 +380,7 @@ class Worker:
                 return job.outcome
             return self._fail(job, definition, exc)
         finally:
-            close_old_connections()
+            close_stale_connections()
         if job.outcome is not None:
             return self._explicit_outcome(job, definition)
         try:

@@ -207,7 +207,27 @@ def test_garbage_on_the_channel_is_logged_and_skipped(r, listener, recorder, eve
     assert "unexpected message" in warnings_in(events_log)
 
 
+def announce_a_listener(r, queue="jobs"):
+    """What a listener does on connecting: ask the scripts to keep the events log."""
+    r.set(QueueKeys("queue", queue).events_listening, "1", ex=600)
+
+
+def test_the_events_log_is_kept_only_while_a_listener_has_announced_itself(r):
+    queue = RedisJobQueue(r, "jobs")
+    queue.enqueue({})
+    assert r.xlen("queue:jobs:events:log") == 0  # nobody would catch up from it
+    thread = start_listener_thread(["jobs"])
+    try:
+        assert thread.listener.ready.wait(10)
+        assert 0 < r.ttl("queue:jobs:events:listening") <= 600
+        queue.enqueue({})
+        assert r.xlen("queue:jobs:events:log") == 1
+    finally:
+        assert thread.stop(timeout=10)
+
+
 def test_the_published_message_names_its_events_log_entry(r):
+    announce_a_listener(r)
     pubsub = r.pubsub()
     pubsub.subscribe("queue:jobs:events")
     wait_for(lambda: pubsub.get_message(timeout=1), what="subscribed")
@@ -221,11 +241,13 @@ def test_the_published_message_names_its_events_log_entry(r):
 
 
 def test_the_events_log_is_capped(r):
+    announce_a_listener(r)
     RedisJobQueue(r, "jobs").enqueue_many([{}] * 12_000)
     assert 10_000 <= r.xlen("queue:jobs:events:log") < 11_000
 
 
 def test_a_log_that_cannot_be_written_never_fails_the_state_change(r):
+    announce_a_listener(r)
     r.set("queue:jobs:events:log", "a string, not a stream")
     job_id = RedisJobQueue(r, "jobs").enqueue({})
     assert r.hget(f"queue:jobs:job:{job_id}", "status") == "pending"

@@ -17,13 +17,27 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- Every event is also appended to a capped Redis Stream, the events log
+-- Events are also appended to a capped Redis Stream, the events log
 -- `<channel>:log` (keys.py: QueueKeys.events_log), so a listener that was
 -- disconnected can read what pub/sub dropped. Its key is derived from the
 -- channel here, the one place that writes it, so every script keeps its KEYS
 -- layout; it shares the channel's prefix (and hash tag in cluster mode), so it
 -- sits in the slot of the script's other keys. MAXLEN ~ trims whole nodes: cheap.
 local EVENTS_LOG_MAXLEN = 10000
+
+-- The log is written only while an events listener has said, within the last
+-- few minutes, that it reads it (`<channel>:listening`, set with a TTL by
+-- events.py): with nobody to catch up, it would cost every event a write and
+-- memory for nothing. Looked up once per script run.
+local log_wanted = {}
+local function wants_log(channel)
+  local w = log_wanted[channel]
+  if w == nil then
+    w = redis.call('EXISTS', channel .. ':listening') == 1
+    log_wanted[channel] = w
+  end
+  return w
+end
 
 -- Publish a state change. `meta` is {name, queue, attempts} read from the hash
 -- before it changed; `raw` is optional pre-encoded JSON members appended as-is
@@ -42,12 +56,14 @@ local function emit(channel, id, event, status, meta, ts, extra, raw)
   if raw and raw ~= '' then
     body = string.sub(body, 1, -2) .. ',' .. raw .. '}'
   end
-  -- pcall: the log must never fail a state change that is already written.
-  local log_id = redis.pcall('XADD', channel .. ':log', 'MAXLEN', '~', EVENTS_LOG_MAXLEN, '*', 'data', body)
-  if type(log_id) == 'string' then
-    body = string.sub(body, 1, -2) .. ',"log_id":"' .. log_id .. '"}'
-  else
-    redis.log(redis.LOG_WARNING, 'jobqueue: events log not written: ' .. tostring(log_id.err))
+  if wants_log(channel) then
+    -- pcall: the log must never fail a state change that is already written.
+    local log_id = redis.pcall('XADD', channel .. ':log', 'MAXLEN', '~', EVENTS_LOG_MAXLEN, '*', 'data', body)
+    if type(log_id) == 'string' then
+      body = string.sub(body, 1, -2) .. ',"log_id":"' .. log_id .. '"}'
+    else
+      redis.log(redis.LOG_WARNING, 'jobqueue: events log not written: ' .. tostring(log_id.err))
+    end
   end
   -- A channel with a {hash tag} means cluster mode (keys.py): sharded pub/sub (Redis 7+)
   -- keeps the message on the queue's own shard instead of broadcasting it to every
@@ -55,6 +71,23 @@ local function emit(channel, id, event, status, meta, ts, extra, raw)
   if not string.find(channel, '{', 1, true) or type(redis.pcall('SPUBLISH', channel, body)) ~= 'number' then
     redis.call('PUBLISH', channel, body)
   end
+end
+
+-- Redis does not undo what a script wrote before one of its commands failed,
+-- so a key of the wrong type (written by hand) met half way through could
+-- leave a job in no list. Scripts that move jobs check the types of the shared
+-- keys they write first, and change nothing when one is wrong. `spec` is
+-- {key, type, key, type, ...}; a key that does not exist yet is fine. Returns
+-- an error reply for the caller to return, or nil.
+local function check_types(spec)
+  for i = 1, #spec, 2 do
+    local t = redis.call('TYPE', spec[i])['ok']
+    if t ~= 'none' and t ~= spec[i + 1] then
+      return redis.error_reply('WRONGTYPE ' .. spec[i] .. ' holds a ' .. t .. ', not a ' .. spec[i + 1]
+        .. ': nothing was changed')
+    end
+  end
+  return nil
 end
 
 local function read_meta(job_key)

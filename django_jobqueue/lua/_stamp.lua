@@ -49,11 +49,11 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
     emit(KEYS[7], id, 'expired', 'expired', meta, now)
     return false
   end
-  local attempts = redis.call('HINCRBY', job_key, 'attempts', 1)
+  local attempts = (tonumber(fields[5]) or 0) + 1
   local deadline = now + visibility
   redis.call('HSET', job_key,
     'status', 'processing', 'claim_token', token, 'claimed_at_ms', int(now),
-    'lease_until_ms', int(deadline), 'worker', worker)
+    'lease_until_ms', int(deadline), 'worker', worker, 'attempts', attempts)
   redis.call('ZADD', KEYS[3], deadline, id)
   if worker ~= '' then redis.call('SADD', KEYS[12] .. worker, id) end
   meta[3] = attempts

@@ -20,6 +20,7 @@
   empty list) when nothing is pending, or {"paused"} when the queue is paused
   for claiming. Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
+  A shared key of the wrong type is an error before anything is changed.
   Events: promoted, started; expired for jobs dropped by TTL.
 ]]
 --@include _lib
@@ -27,6 +28,9 @@
 --@include _stamp
 
 if claims_paused() then return {'paused'} end
+local bad = check_types({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset',
+  KEYS[5], 'zset', KEYS[6], 'hash', KEYS[9], 'hash'})
+if bad then return bad end
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[7]) or 0
 promote(KEYS[4], KEYS[1], KEYS[7], KEYS[8], now, tonumber(ARGV[5]) or 100)

@@ -1,56 +1,79 @@
 --[[
-  Complete a claimed job: check the claim token, take the id off the
-  processing list and the lease set, store the result, push the id onto the
-  capped completed history, set the hash's cleanup TTL, count, publish.
+  Complete claimed jobs, one or a batch (a worker sends the jobs its runners
+  finished since its last claim in one call). For each job: check its claim
+  token, take the id off the processing list and the lease set, store the
+  result, push the id onto the capped completed history, set the hash's
+  cleanup TTL, count, publish. Each job is checked and changed on its own: a
+  stale token refuses that job and leaves the others to complete.
 
-  KEYS[1] job hash   KEYS[2] processing  KEYS[3] completed  KEYS[4] leases
+  KEYS[1] job prefix (a job's hash is prefix .. id)
+  KEYS[2] processing  KEYS[3] completed  KEYS[4] leases
   KEYS[5] deadlines  KEYS[6] unique      KEYS[7] stats      KEYS[8] events
   KEYS[9] worker-jobs prefix
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
-  ARGV[4] result JSON                ARGV[5] hash TTL seconds (0 = keep)
-  ARGV[6] history length             ARGV[7] "1" keep the hash, "0" delete it
-                                      (fast acknowledgement)
-  ARGV[8] largest result, in bytes, copied into the event
+  ARGV[1] now ms (0 = server clock)  ARGV[2] hash TTL seconds (0 = keep)
+  ARGV[3] history length             ARGV[4] largest result, in bytes, copied
+                                      into the event
+  then, per job, four values from ARGV[5] on:
+    id, claim token, result JSON, "1" keep the hash / "0" delete it (fast
+    acknowledgement)
 
-  Returns 1 completed, 0 no such job, -1 the token is not the current claim's
-  (the job was reclaimed, finished, or claimed by another worker): nothing changed.
+  Returns one code per job, in order: 1 completed, 0 no such job, -1 the token
+  is not the current claim's (the job was reclaimed, finished, or claimed by
+  another worker): nothing changed for that job.
+  A shared key of the wrong type is an error before anything is changed.
   Events: completed (with "result" when it is small enough).
 ]]
 --@include _lib
 
-local job_key = KEYS[1]
-local id = ARGV[2]
-local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts')
-if not cur[1] then return 0 end
-if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
-
+local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
+  KEYS[6], 'hash', KEYS[7], 'hash'})
+if bad then return bad end
 local now = now_ms(ARGV[1])
-local meta = {cur[3], cur[4], cur[5]}
--- Scan from the tail: the oldest claims sit there and finish first.
-redis.call('LREM', KEYS[2], -1, id)
-redis.call('ZREM', KEYS[4], id)
-redis.call('ZREM', KEYS[5], id)
-drop_owner(KEYS[9], job_key, id)
-release_unique(KEYS[6], job_key, id)
-redis.call('HINCRBY', KEYS[7], 'completed', 1)
+local ttl = tonumber(ARGV[2]) or 0
+local cap = tonumber(ARGV[3]) or 0
+local event_bytes = tonumber(ARGV[4]) or 0
+local codes = {}
+local done = 0
 
-if ARGV[7] == '0' then
-  redis.call('DEL', job_key)
-else
-  redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', int(now),
-    'result', ARGV[4], 'claim_token', '')
-  redis.call('HDEL', job_key, 'lease_until_ms')
-  local cap = tonumber(ARGV[6]) or 0
-  if cap > 0 then
-    redis.call('LPUSH', KEYS[3], id)
-    redis.call('LTRIM', KEYS[3], 0, cap - 1)
+for i = 5, #ARGV - 3, 4 do
+  local id, token, result, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local job_key = KEYS[1] .. id
+  -- One read for everything below: each redis.call costs about as much as
+  -- the work it does, so the fields are fetched once, not one HGET each.
+  local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts',
+    'worker', 'unique_key', 'expires_at_ms')
+  if not cur[1] then
+    table.insert(codes, 0)
+  elseif cur[1] ~= 'processing' or cur[2] ~= token then
+    table.insert(codes, -1)
+  else
+    -- Scan from the tail: the oldest claims sit there and finish first.
+    redis.call('LREM', KEYS[2], -1, id)
+    redis.call('ZREM', KEYS[4], id)
+    if cur[8] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
+    if cur[6] and cur[6] ~= '' then redis.call('SREM', KEYS[9] .. cur[6], id) end
+    if cur[7] and cur[7] ~= '' and redis.call('HGET', KEYS[6], cur[7]) == id then
+      redis.call('HDEL', KEYS[6], cur[7])
+    end
+    if keep == '0' then
+      redis.call('DEL', job_key)
+    else
+      redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', int(now),
+        'result', result, 'claim_token', '')
+      redis.call('HDEL', job_key, 'lease_until_ms')
+      if cap > 0 then
+        redis.call('LPUSH', KEYS[3], id)
+        redis.call('LTRIM', KEYS[3], 0, cap - 1)
+      end
+      if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+    end
+    local raw = nil
+    if #result <= event_bytes then raw = '"result":' .. result end
+    emit(KEYS[8], id, 'completed', 'completed', {cur[3], cur[4], cur[5]}, now, nil, raw)
+    table.insert(codes, 1)
+    done = done + 1
   end
-  local ttl = tonumber(ARGV[5]) or 0
-  if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
 end
-
-local raw = nil
-if #ARGV[4] <= (tonumber(ARGV[8]) or 0) then raw = '"result":' .. ARGV[4] end
-emit(KEYS[8], id, 'completed', 'completed', meta, now, nil, raw)
-return 1
+if done > 0 then redis.call('HINCRBY', KEYS[7], 'completed', done) end
+return codes
