@@ -430,3 +430,35 @@ def test_prefetch_zero_claims_only_for_idle_runners(r, jobq_settings):
     worker.run(install_signals=False)
     assert job_hash(r, ids[0])["status"] == "completed"
     assert all(job_hash(r, i)["attempts"] == "0" for i in ids[1:])
+
+
+def test_slow_jobs_spread_over_every_runner(r):
+    # Idle runners join in only when work waits, so short jobs run on few
+    # threads; jobs that take time must still run side by side.
+    from tests.testapp.jobs import TOGETHER, together_barrier
+
+    together_barrier.reset()
+    ids = [enqueue("together", {}) for _ in range(TOGETHER)]
+    drain("jobs", concurrency=TOGETHER)
+    hashes = [job_hash(r, job_id) for job_id in ids]
+    assert [h["status"] for h in hashes] == ["completed"] * TOGETHER, [h.get("last_error") for h in hashes]
+    assert len({h["result"] for h in hashes}) == TOGETHER  # one thread each
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stale_database_connections_are_closed_after_jobs_that_used_one(r, monkeypatch):
+    # As Django does around a request: close_old_connections() drops a
+    # connection past CONN_MAX_AGE or left unusable. Jobs that never touched
+    # the database skip it (it costs more than a short job).
+    from django_jobqueue import dbconn
+
+    calls = []
+    real = dbconn.close_old_connections
+    monkeypatch.setattr(dbconn, "close_old_connections", lambda: calls.append(1) or real())
+    enqueue("add", {"a": 1, "b": 1})
+    drain("jobs", concurrency=1)
+    assert calls == []
+    ids = [enqueue("uses_db", {}) for _ in range(3)]
+    drain("jobs", concurrency=1)
+    assert [job_hash(r, i)["status"] for i in ids] == ["completed"] * 3
+    assert len(calls) >= 3  # after each of them

@@ -4,6 +4,7 @@ what ran in this process and in worker processes."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from django_jobqueue import job
@@ -118,3 +119,24 @@ def once(payload, job):
 def nacker(payload, job):
     record(job)
     job.nack("not ready")
+
+
+# Jobs that can only all finish when this many run at the same time.
+TOGETHER = 6
+together_barrier = threading.Barrier(TOGETHER)
+
+
+@job(name="together")
+def together(payload, job):
+    # Raises BrokenBarrierError (failing the job) unless TOGETHER runners hold one at once.
+    together_barrier.wait(timeout=20)
+    return threading.get_ident()
+
+
+@job(name="uses_db")
+def uses_db(payload, job):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return threading.get_ident()
