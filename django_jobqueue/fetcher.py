@@ -128,7 +128,8 @@ class Fetcher:
         if not calls:
             return []
         try:
-            replies = scripts.run_pipeline(claim.client if claim is not None else acks[0].queue.client, calls)
+            client = claim.client if claim is not None else acks[0].queue.client
+            replies = scripts.run_pipeline(client, calls, retry=False)
         except Exception:
             # Not sent (or not known to be): keep them for the next try; a
             # completion sent twice is refused by its token the second time.

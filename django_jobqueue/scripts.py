@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from . import cluster as _cluster
 
@@ -56,15 +56,23 @@ def get(name: str) -> Script:
     return Script(name)
 
 
-def run_pipeline(client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+def run_pipeline(
+    client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]], *, retry: bool = True
+) -> list[Any]:
     """Run script calls in one pipeline (one round trip when the scripts are cached).
 
     The pipeline is not a transaction: each call is atomic on its own. Calls
     refused with NOSCRIPT did nothing, so they alone are sent again once the
     scripts are loaded; calls that ran are never repeated. Other errors are
     raised after every call has had its turn.
+
+    ``retry=False`` (the worker's claims and completions): written straight on
+    a pooled connection, without redis-py's pipeline bookkeeping (it costs more
+    than the worker's own work per job) and without its retry on a connection
+    error, since a claim sent again after a lost reply would claim other jobs
+    while the first ones wait out their lease. The worker retries after a pause.
     """
-    results, _acked = _execute(client, calls, None)
+    results, _acked = _execute(client, calls, None, retry)
     return results
 
 
@@ -74,11 +82,14 @@ def run_pipeline_and_wait(
     """run_pipeline(), then Redis WAIT in the same pipeline: WAIT counts the
     replicas that have every write made so far on its connection, and a
     pipeline is one connection. Returns (results, replicas that acknowledged)."""
-    return _execute(client, calls, (replicas, timeout_ms))
+    return _execute(client, calls, (replicas, timeout_ms), True)
 
 
 def _execute(
-    client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]], wait: tuple[int, int] | None
+    client: Any,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
+    wait: tuple[int, int] | None,
+    retry: bool,
 ) -> tuple[list[Any], int]:
     if _cluster.is_cluster(client):  # ClusterPipeline refuses EVALSHA: one pipeline per primary
         results, acked = _cluster.run_calls(client, calls, wait)
@@ -88,12 +99,17 @@ def _execute(
         return results, acked
 
     def send(indexes: Sequence[int]) -> tuple[list[Any], int]:
-        pipe = client.pipeline(transaction=False)
-        for i in indexes:
-            calls[i][0].queue_in(pipe, calls[i][1], calls[i][2])
-        if wait is not None:
-            pipe.execute_command("WAIT", *wait)
-        out = pipe.execute(raise_on_error=False)
+        if retry:
+            pipe = client.pipeline(transaction=False)
+            for i in indexes:
+                calls[i][0].queue_in(pipe, calls[i][1], calls[i][2])
+            if wait is not None:
+                pipe.execute_command("WAIT", *wait)
+            out = pipe.execute(raise_on_error=False)
+        else:
+            out = _send_commands(
+                client, [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in indexes]
+            )
         acked = int(out.pop()) if wait is not None and not isinstance(out[-1], Exception) else 0
         return out, acked
 
@@ -110,3 +126,32 @@ def _execute(
         if isinstance(r, Exception):
             raise r
     return results, acked
+
+
+def _send_commands(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Write the commands on one pooled connection at once, read every reply.
+
+    What ``client.pipeline(transaction=False).execute(raise_on_error=False)``
+    does, minus its per-command bookkeeping and its retry. Error replies come
+    back as exceptions in the list; a connection error is raised after the
+    connection is dropped.
+    """
+    pool = client.connection_pool
+    try:
+        conn = pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        conn = pool.get_connection("EVALSHA")
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        out: list[Any] = []
+        for _ in commands:
+            try:
+                out.append(conn.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+        return out
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)

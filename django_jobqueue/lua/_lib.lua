@@ -39,12 +39,30 @@ local function wants_log(channel)
   return w
 end
 
+-- Whether anyone would see an event: a listener that wants the log, or a
+-- subscriber to the channel. Nobody: emit() skips encoding and publishing,
+-- which changes nothing anyone can see (Redis drops a message published to no
+-- subscriber) and spares the worker's hot path most of an event's cost. In
+-- cluster mode (a channel with a {hash tag}) a classic subscriber may sit on
+-- another node, where this node cannot count it: there it always publishes.
+local audience = {}
+local function has_audience(channel)
+  local a = audience[channel]
+  if a == nil then
+    a = wants_log(channel) or string.find(channel, '{', 1, true) ~= nil
+      or redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
+    audience[channel] = a
+  end
+  return a
+end
+
 -- Publish a state change. `meta` is {name, queue, attempts} read from the hash
 -- before it changed; `raw` is optional pre-encoded JSON members appended as-is
 -- (results are stored JSON already, so they are spliced in, not re-encoded).
 -- The published message carries the log entry's id as "log_id", so a listener
 -- can tell which log entries it has already seen.
 local function emit(channel, id, event, status, meta, ts, extra, raw)
+  if not has_audience(channel) then return end
   local msg = {
     id = id, queue = meta[2] or '', name = meta[1] or '', event = event,
     status = status, attempts = tonumber(meta[3]) or 0, ts_ms = ts,

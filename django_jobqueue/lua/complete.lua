@@ -62,10 +62,7 @@ for i = 5, #ARGV - 3, 4 do
       redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', int(now),
         'result', result, 'claim_token', '')
       redis.call('HDEL', job_key, 'lease_until_ms')
-      if cap > 0 then
-        redis.call('LPUSH', KEYS[3], id)
-        redis.call('LTRIM', KEYS[3], 0, cap - 1)
-      end
+      if cap > 0 then redis.call('LPUSH', KEYS[3], id) end
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     end
     local raw = nil
@@ -75,5 +72,9 @@ for i = 5, #ARGV - 3, 4 do
     done = done + 1
   end
 end
-if done > 0 then redis.call('HINCRBY', KEYS[7], 'completed', done) end
+if done > 0 then
+  -- Trimmed once for the batch: the history is back at its cap when the script ends.
+  if cap > 0 then redis.call('LTRIM', KEYS[3], 0, cap - 1) end
+  redis.call('HINCRBY', KEYS[7], 'completed', done)
+end
 return codes
