@@ -14,11 +14,13 @@ import threading
 from django.db import close_old_connections
 from django.db.backends.signals import connection_created
 
-_local = threading.local()
+# Idents of threads that have opened a connection. An ident reused by a later
+# thread costs that thread only a needless close_old_connections().
+_opened_in: set[int] = set()
 
 
 def _opened(sender: object, **kwargs: object) -> None:
-    _local.opened = True
+    _opened_in.add(threading.get_ident())
 
 
 connection_created.connect(_opened, dispatch_uid="django_jobqueue.dbconn")
@@ -26,5 +28,5 @@ connection_created.connect(_opened, dispatch_uid="django_jobqueue.dbconn")
 
 def close_stale_connections() -> None:
     """close_old_connections(), if this thread has ever opened a connection."""
-    if getattr(_local, "opened", False):
+    if threading.get_ident() in _opened_in:
         close_old_connections()

@@ -221,7 +221,7 @@ class RedisJobQueue:
             (added, job_id), = self._write_and_wait([call], replicas, replication_timeout_ms)
         else:
             script, keys, args = call
-            added, job_id = script(self.client, keys, args)
+            added, job_id = script.call_idempotent(self.client, keys, args)
         if int(added) == -1:
             raise QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing")
         return _s(job_id)
