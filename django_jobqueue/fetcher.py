@@ -89,6 +89,7 @@ class Fetcher:
         self._waiting = 0  # idle runners
         self._watching = False  # one idle runner waits on _standby, the rest on _cond
         self._last_take = 0.0  # when a runner last took a job
+        self._last_empty = -1.0  # when a fetch last found the queues empty
 
     # ------------------------------------------------------------ completions
 
@@ -167,10 +168,14 @@ class Fetcher:
                 stale: list[Ack] = []
                 if self._acks and now - self._acks_since > ACK_DELAY_S:
                     stale, self._acks = self._acks, []
-            elif not self._ready and not self._fetching and (eager or now - self._last_take >= HELP_AFTER_S):
+            elif not self._ready and not self._fetching and (eager or self._stalled(now)):
                 self._fetching = True
                 want = min(MAX_BATCH, self._waiting + 1 + self.prefetch)
                 acks, self._acks = self._acks, []
+            elif not eager and not self._ready and not self._fetching and self._last_empty > self._last_take:
+                # The last fetch found the queues empty: say so (a burst ends;
+                # with several queues the runner polls again after a pause).
+                return None, True
             else:
                 own: list[Ack] = []
                 if self._blocking:
@@ -198,9 +203,18 @@ class Fetcher:
                 now = time.monotonic()
                 if got:
                     self._last_take = now
+                else:
+                    self._last_empty = now
+                    self._cond.notify_all()  # idle runners learn it (a burst ends)
                 self._ready.extend((q, c, now) for q, c in got[1:])
                 self._standby.notify()  # restart the watch on the new state
         return (got[0], False) if got else (None, True)
+
+    def _stalled(self, now: float) -> bool:
+        """No job taken for HELP_AFTER_S although the last fetch found some: the
+        busy runners are all held up, so an idle one should fetch. (After a
+        fetch that found the queues empty, its runner alone goes on looking.)"""
+        return self._last_take > self._last_empty and now - self._last_take >= HELP_AFTER_S
 
     def _wait(self, own: list[Ack], now: float) -> tuple[None, bool]:
         """Wait as an idle runner (called holding the lock; returns None)."""
@@ -220,7 +234,7 @@ class Fetcher:
             self._watching = True
             if self._ready:
                 timeout = HELP_AFTER_S - (now - self._ready[0][2])
-            elif self._fetching:
+            elif self._fetching or self._last_empty > self._last_take:
                 timeout = FOLLOW_WAIT_S
             else:
                 timeout = HELP_AFTER_S - (now - self._last_take)
