@@ -598,3 +598,25 @@ def test_complete_many_checks_every_token(q):
     forged = ClaimedJob(id=second.id, payload=None, attempts=1, claim_token=first.claim_token)
     assert q.complete_many([(first, 1, True), (forged, 2, True)]) == [Outcome.OK, Outcome.NOT_OWNER]
     assert q.complete(second, 3) is True
+
+
+def test_a_long_processing_list_gives_up_ids_from_the_nearer_end(q, r, clock):
+    # LREM scans from one end; the scripts pick the end by the job's claim time,
+    # so a job claimed last costs a few steps, not the whole list.
+    q.enqueue_many([{}] * 200)
+    claimed = []
+    for _ in range(200):
+        claimed.append(q.claim_nowait("w"))
+        clock.advance(0.001)
+    newest, middle, oldest = claimed[-1], claimed[100], claimed[0]
+    assert q.complete(newest) and q.complete(oldest) and q.complete(middle)
+    processing = r.lrange("queue:jobs:processing", 0, -1)
+    assert len(processing) == 197
+    assert not {newest.id, middle.id, oldest.id} & set(processing)
+    assert processing == [c.id for c in reversed(claimed) if c not in (newest, middle, oldest)]
+    # The lease of the newest claims runs out first when theirs is shorter: reclaimed from the head.
+    q.touch(claimed[-2], lease_ms=1)
+    clock.advance(0.01)
+    assert q.reclaim_stuck() == [claimed[-2].id]
+    assert claimed[-2].id not in r.lrange("queue:jobs:processing", 0, -1)
+    assert r.lrange("queue:jobs:pending", 0, -1) == [claimed[-2].id]

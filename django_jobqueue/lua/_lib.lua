@@ -120,6 +120,23 @@ local function release_unique(unique_key, job_key, id)
   end
 end
 
+-- Take a claimed job's id off the processing list. LREM scans from one end,
+-- O(distance to the id); claims are pushed at the head (LMOVE ... LEFT), so the
+-- list runs newest to oldest and the job's claim time tells which end is
+-- nearer: the oldest claims (the usual ones to finish or lapse) from the tail,
+-- a job claimed recently from the head. Short lists skip the look-up.
+local function remove_processing(list, job_prefix, id, claimed_at)
+  local from = -1
+  local c = tonumber(claimed_at)
+  if c and redis.call('LLEN', list) > 64 then
+    local ends = {redis.call('LINDEX', list, 0), redis.call('LINDEX', list, -1)}
+    local head = ends[1] and tonumber(redis.call('HGET', job_prefix .. ends[1], 'claimed_at_ms'))
+    local tail = ends[2] and tonumber(redis.call('HGET', job_prefix .. ends[2], 'claimed_at_ms'))
+    if head and tail and head - c < c - tail then from = 1 end
+  end
+  return redis.call('LREM', list, from, id)
+end
+
 -- Forget which worker held a job (the per-worker set of its running jobs).
 local function drop_owner(owners_prefix, job_key, id)
   local worker = redis.call('HGET', job_key, 'worker')

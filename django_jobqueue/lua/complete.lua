@@ -42,14 +42,13 @@ for i = 5, #ARGV - 3, 4 do
   -- One read for everything below: each redis.call costs about as much as
   -- the work it does, so the fields are fetched once, not one HGET each.
   local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts',
-    'worker', 'unique_key', 'expires_at_ms')
+    'worker', 'unique_key', 'expires_at_ms', 'claimed_at_ms')
   if not cur[1] then
     table.insert(codes, 0)
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
     table.insert(codes, -1)
   else
-    -- Scan from the tail: the oldest claims sit there and finish first.
-    redis.call('LREM', KEYS[2], -1, id)
+    remove_processing(KEYS[2], KEYS[1], id, cur[9])
     redis.call('ZREM', KEYS[4], id)
     if cur[8] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
     if cur[6] and cur[6] ~= '' then redis.call('SREM', KEYS[9] .. cur[6], id) end

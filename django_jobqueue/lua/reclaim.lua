@@ -66,7 +66,7 @@ end
 
 local function reclaim_claimed(id, reason)
   local job_key = KEYS[11] .. id
-  redis.call('LREM', KEYS[2], -1, id)
+  remove_processing(KEYS[2], KEYS[11], id, redis.call('HGET', job_key, 'claimed_at_ms'))
   redis.call('ZREM', KEYS[3], id)
   drop_owner(KEYS[12], job_key, id)
   local meta = redis.call('HMGET', job_key, 'name', 'queue', 'attempts', 'status')
