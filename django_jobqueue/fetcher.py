@@ -90,6 +90,7 @@ class Fetcher:
         self._watching = False  # one idle runner waits on _standby, the rest on _cond
         self._last_take = 0.0  # when a runner last took a job
         self._last_empty = -1.0  # when a fetch last found the queues empty
+        self._empty_began = -1.0  # when that fetch began
 
     # ------------------------------------------------------------ completions
 
@@ -144,7 +145,9 @@ class Fetcher:
 
     # ----------------------------------------------------------------- claims
 
-    def next_job(self, eager: bool = True) -> tuple[tuple[RedisJobQueue, ClaimedJob] | None, bool]:
+    def next_job(
+        self, eager: bool = True, idle_since: float = float("inf")
+    ) -> tuple[tuple[RedisJobQueue, ClaimedJob] | None, bool]:
         """(a job for the calling runner, or None; whether the queues were
         found empty). None with False: waited; the caller loops, checking for
         shutdown, and calls again with ``eager=False``.
@@ -156,6 +159,9 @@ class Fetcher:
         are all held up. So short jobs run back to back on one or two threads
         (every extra thread costs GIL hand-offs and system calls), while slow
         ones spread over every runner within a few milliseconds each.
+        ``idle_since``: when the runner finished its last job. A fetch that
+        found the queues empty speaks for it only if it began after that: a
+        job the runner requeued meanwhile must not be missed (and end a burst).
         """
         with self._cond:
             now = time.monotonic()
@@ -168,13 +174,18 @@ class Fetcher:
                 stale: list[Ack] = []
                 if self._acks and now - self._acks_since > ACK_DELAY_S:
                     stale, self._acks = self._acks, []
-            elif not self._ready and not self._fetching and (eager or self._stalled(now)):
+            elif (
+                not self._ready
+                and not self._fetching
+                and (eager or self._stalled(now) or self._empty_is_stale(idle_since))
+            ):
                 self._fetching = True
                 want = min(MAX_BATCH, self._waiting + 1 + self.prefetch)
                 acks, self._acks = self._acks, []
             elif not eager and not self._ready and not self._fetching and self._last_empty > self._last_take:
-                # The last fetch found the queues empty: say so (a burst ends;
-                # with several queues the runner polls again after a pause).
+                # The last fetch, begun after this runner's last job ended, found
+                # the queues empty: say so (a burst ends; with several queues the
+                # runner polls again after a pause).
                 return None, True
             else:
                 own: list[Ack] = []
@@ -195,6 +206,7 @@ class Fetcher:
                     raise
             return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
+        began = time.monotonic()
         try:
             got = self._fetch(want, acks)
         finally:
@@ -204,7 +216,7 @@ class Fetcher:
                 if got:
                     self._last_take = now
                 else:
-                    self._last_empty = now
+                    self._last_empty, self._empty_began = now, began
                     self._cond.notify_all()  # idle runners learn it (a burst ends)
                 self._ready.extend((q, c, now) for q, c in got[1:])
                 self._standby.notify()  # restart the watch on the new state
@@ -215,6 +227,11 @@ class Fetcher:
         busy runners are all held up, so an idle one should fetch. (After a
         fetch that found the queues empty, its runner alone goes on looking.)"""
         return self._last_take > self._last_empty and now - self._last_take >= HELP_AFTER_S
+
+    def _empty_is_stale(self, idle_since: float) -> bool:
+        """The last fetch found the queues empty, but began before the runner's
+        last job ended (which may have requeued a job): it must look again."""
+        return self._last_empty > self._last_take and self._empty_began < idle_since
 
     def _wait(self, own: list[Ack], now: float) -> tuple[None, bool]:
         """Wait as an idle runner (called holding the lock; returns None)."""

@@ -4,14 +4,74 @@ from __future__ import annotations
 
 import logging
 import threading
-from logging.handlers import MemoryHandler
+import time
 from typing import IO
 
 
-class _Flusher(threading.Thread):
-    """Flushes a buffered log handler twice a second."""
+class BatchHandler(logging.Handler):
+    """Writes log lines in batches: one write (one system call) per batch.
 
-    def __init__(self, handler: MemoryHandler) -> None:
+    A worker logs a line per job; written one by one, that is a system call
+    per job, which costs more than a short job. Records at ``flush_level`` and
+    above go out at once (with everything before them), the rest when
+    :meth:`flush` is called (by the flusher thread, every half second) or when
+    ``capacity`` lines are waiting.
+    """
+
+    def __init__(self, stream: IO[str], *, capacity: int = 500, flush_level: int = logging.WARNING) -> None:
+        super().__init__()
+        self.stream = stream
+        self.capacity = capacity
+        self.flush_level = flush_level
+        self._records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Formatted at flush time, off the runner threads' path. A record's
+        # arguments are the worker's own immutable values, so nothing changes
+        # meanwhile; the time shown is the record's own.
+        with self.lock:  # type: ignore[union-attr]  # set by Handler.__init__
+            self._records.append(record)
+            full = len(self._records) >= self.capacity
+        if full or record.levelno >= self.flush_level:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            records, self._records = self._records, []
+            if not records:
+                return
+            lines = []
+            for record in records:
+                try:
+                    lines.append(self.format(record) + "\n")
+                except Exception:  # noqa: BLE001 - as logging.Handler does: report, never raise
+                    self.handleError(record)
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: nothing to do
+                pass
+
+
+class _Formatter(logging.Formatter):
+    """The default format, with the date and time text made once a second."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._text, self._second = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)), second
+        return f"{self._text},{int(record.msecs):03d}"
+
+
+class _Flusher(threading.Thread):
+    """Flushes a batching log handler twice a second."""
+
+    def __init__(self, handler: logging.Handler) -> None:
         super().__init__(name="jobq-log-flush", daemon=True)
         self.handler = handler
         self._stop_event = threading.Event()
@@ -30,20 +90,18 @@ def setup(verbosity: int, stream: IO[str], *, buffered: bool = False) -> _Flushe
     ``--verbosity`` asks for (0: warnings and errors), unless the project's
     LOGGING already gave them a handler.
 
-    ``buffered``: write lines in batches (a worker logs a line per job, and a
-    write per line costs a system call per job); warnings go out at once, the
-    rest within half a second. Returns the flusher to stop at exit.
+    ``buffered``: write lines in batches (BatchHandler); warnings go out at
+    once, the rest within half a second. Returns the flusher to stop at exit.
     """
     level = logging.WARNING if verbosity == 0 else logging.DEBUG if verbosity >= 2 else logging.INFO
     log = logging.getLogger("django_jobqueue")
     log.setLevel(level)
     if log.handlers:
         return None
-    handler: logging.Handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler: logging.Handler = BatchHandler(stream) if buffered else logging.StreamHandler(stream)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
     flusher = None
     if buffered:
-        handler = MemoryHandler(capacity=500, flushLevel=logging.WARNING, target=handler)
         flusher = _Flusher(handler)
         flusher.start()
     log.addHandler(handler)
