@@ -132,3 +132,37 @@ def test_jobq_jobs_retry_requeue_purge_pause(r):
     assert r.llen("queue:jobs:pending") == 0
     assert "paused out" in run("jobq_jobs", "pause", "out")
     assert "paused none" in run("jobq_jobs", "resume")
+
+
+def test_the_worker_log_writes_lines_in_batches_and_warnings_at_once():
+    import io
+    import logging
+
+    from django_jobqueue.management.logsetup import BatchHandler
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, text):
+            self.writes += 1
+            return super().write(text)
+
+    stream = CountingStream()
+    handler = BatchHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("tests.batch")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        for n in range(3):
+            log.info("job %d", n)
+        assert stream.getvalue() == ""  # waiting for the flusher
+        log.warning("trouble")  # goes out at once, after what came before it
+        assert stream.getvalue() == "INFO job 0\nINFO job 1\nINFO job 2\nWARNING trouble\n"
+        assert stream.writes == 1
+        log.info("later")
+        handler.flush()
+        assert stream.getvalue().endswith("WARNING trouble\nINFO later\n") and stream.writes == 2
+    finally:
+        log.removeHandler(handler)
