@@ -7,10 +7,12 @@ the last 10 with a 1 ms lease, let it run out, and time ``RedisJobQueue.sweep()`
 checking that it handed back exactly those 10.
 
 Where the due ids sit in the processing list matters (reclaim takes each one
-off with LREM from the tail, the oldest end): "oldest" puts them at the tail,
-where a lease normally runs out first; "newest" leaves them at the head, where
-the claim put them (the worst case: a worker that died holding fresh claims).
-"none due" times a sweep that finds nothing to do.
+off with LREM from the nearer end, judged by its claim time against the
+claims at both ends): "oldest" makes them the oldest claims (moved to the tail,
+their claim time set before every other's), whose lease normally runs out
+first; "newest" leaves them at the head, where the claim put them (a worker
+that died holding fresh claims). "none due" times a sweep that finds nothing
+to do.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def measure(r: Any, sizes: tuple[int, ...], repeats: int, log: Callable[[str], N
                         for job_id in ids:
                             pipe.lrem(q.keys.processing, 1, job_id)
                             pipe.rpush(q.keys.processing, job_id)
+                            pipe.hset(q.keys.job(job_id), "claimed_at_ms", 1)
                         pipe.execute()
                     time.sleep(0.005)
                 t = time.perf_counter()
