@@ -21,6 +21,9 @@ from .keys import QueueKeys
 # Bulk enqueue sends this many scripts per pipeline: large enough to amortise
 # the round trip, small enough to keep Redis responsive to other clients.
 BULK_CHUNK = 1000
+# Jobs per enqueue_many.lua call: one call holds Redis for its whole batch, so
+# batches stay small (about a millisecond); a round trip carries several.
+BULK_SCRIPT_JOBS = 100
 # Claim blocks at most this long per BLMOVE, so a worker loop notices a
 # shutdown request (and runs its sweep) at least this often.
 MAX_BLOCK_MS = 2000
@@ -258,31 +261,58 @@ class RedisJobQueue:
         """Add many jobs, pipelined in chunks. Every payload is encoded (and
         checked) before anything is written; each job is added atomically."""
         encoded = [serialization.dumps(p, max_bytes=self.max_payload_bytes) for p in payloads]
+        now = self.clock() if self.clock else None
+        jobs = [(new_job_id(now), text) for text in encoded]
         ids: list[str] = []
-        for start in range(0, len(encoded), BULK_CHUNK):
+        for start in range(0, len(jobs), BULK_CHUNK):
+            chunk = jobs[start : start + BULK_CHUNK]
+            batches = [chunk[i : i + BULK_SCRIPT_JOBS] for i in range(0, len(chunk), BULK_SCRIPT_JOBS)]
             calls = [
-                self._enqueue_call(
-                    text,
-                    name=name,
-                    delay_ms=delay_ms,
-                    ttl_ms=ttl_ms,
-                    unique_key="",
-                    max_attempts=max_attempts,
-                    extra=extra,
+                self._enqueue_many_call(
+                    batch, name=name, delay_ms=delay_ms, ttl_ms=ttl_ms, max_attempts=max_attempts, extra=extra
                 )
-                for text in encoded[start : start + BULK_CHUNK]
+                for batch in batches
             ]
             if replicas:
                 results = self._write_and_wait(calls, replicas, replication_timeout_ms)
             else:
                 results = scripts.run_pipeline(self.client, calls)
-            if any(int(r[0]) == -1 for r in results):
-                written = ids + [_s(r[1]) for r in results if int(r[0]) == 1]
-                exc = QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing ({len(written)} job(s) written)")
-                exc.job_ids = written  # type: ignore[attr-defined]
-                raise exc
-            ids += [_s(r[1]) for r in results]
+            for batch, codes in zip(batches, results, strict=True):
+                if codes == -1:  # paused: this batch wrote nothing
+                    exc = QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing ({len(ids)} job(s) written)")
+                    exc.job_ids = ids  # type: ignore[attr-defined]
+                    raise exc
+                ids += [job_id for job_id, _text in batch]
         return ids
+
+    def _enqueue_many_call(
+        self,
+        batch: Sequence[tuple[str, str]],
+        *,
+        name: str,
+        delay_ms: int,
+        ttl_ms: int,
+        max_attempts: int | None,
+        extra: Mapping[str, str] | None,
+    ) -> tuple[scripts.Script, list[str], list[Any]]:
+        """One enqueue_many.lua call adding ``batch``: (id, payload JSON) each."""
+        k = self.keys
+        pairs = list((extra or {}).items())
+        args: list[Any] = [
+            self._now(),
+            int(delay_ms),
+            int(ttl_ms),
+            self.queue_name,
+            name,
+            self.max_attempts if max_attempts is None else int(max_attempts),
+            len(pairs),
+        ]
+        for key, value in pairs:
+            args += (key, value)
+        for job_id, text in batch:
+            args += (job_id, text)
+        keys = [k.pending, k.scheduled, k.deadlines, k.stats, k.events, k.job_prefix, k.paused]
+        return scripts.get("enqueue_many"), keys, args
 
     # -------------------------------------------------------------------- claim
 

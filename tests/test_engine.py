@@ -620,3 +620,30 @@ def test_a_long_processing_list_gives_up_ids_from_the_nearer_end(q, r, clock):
     assert q.reclaim_stuck() == [claimed[-2].id]
     assert claimed[-2].id not in r.lrange("queue:jobs:processing", 0, -1)
     assert r.lrange("queue:jobs:pending", 0, -1) == [claimed[-2].id]
+
+
+def test_enqueue_many_writes_what_enqueue_writes_in_order_and_in_atomic_batches(q, r, clock):
+    one = q.enqueue({"n": 0}, name="add", ttl_ms=60_000, extra={"origin": "test"})
+    many = q.enqueue_many([{"n": n} for n in range(1, 251)], name="add", ttl_ms=60_000, extra={"origin": "test"})
+    single, batched = r.hgetall(f"queue:jobs:job:{one}"), r.hgetall(f"queue:jobs:job:{many[0]}")
+    assert set(single) == set(batched)
+    assert {k: v for k, v in single.items() if k not in ("id", "payload")} == {
+        k: v for k, v in batched.items() if k not in ("id", "payload")
+    }
+    assert r.zcard("queue:jobs:deadlines") == 251 and int(r.hget("queue:jobs:stats", "enqueued")) == 251
+    assert [q.claim_nowait("w").payload["n"] for _ in range(251)] == list(range(251))  # first in, first out
+
+    # A batch resent after its reply was lost adds nothing twice.
+    from django_jobqueue.queue import BULK_SCRIPT_JOBS
+
+    batch = [("01resent0000000000000000000000000001", "{}")]
+    script, keys, args = q._enqueue_many_call(batch, name="add", delay_ms=0, ttl_ms=0, max_attempts=None, extra=None)
+    assert script(r, keys, args) == [1] and script(r, keys, args) == [0]
+    assert r.llen("queue:jobs:pending") == 1
+
+    # A shared key of the wrong type stops a batch before it writes anything.
+    r.delete("queue:jobs:pending")
+    r.set("queue:jobs:scheduled", "not a sorted set")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        q.enqueue_many([{}] * (BULK_SCRIPT_JOBS + 1))
+    assert r.llen("queue:jobs:pending") == 0
