@@ -271,9 +271,17 @@ class EventsListener:
 
     def _announce(self, client: Any) -> None:
         """Ask the scripts to keep the events log (see LISTENING_TTL_S)."""
-        for keys in self.keys.values():
-            client.set(keys.events_listening, "1", ex=LISTENING_TTL_S)
         self._announced = time.monotonic()
+        for queue, keys in self.keys.items():
+            try:
+                client.set(keys.events_listening, "1", ex=LISTENING_TTL_S)
+            except ResponseError as exc:  # e.g. an ACL user without SET: signals still fire live
+                logger.warning(
+                    "events listener: cannot ask for the events log of %s (%s): events published "
+                    "while this listener is disconnected will not be caught up",
+                    queue,
+                    exc,
+                )
 
     def _latest_id(self, client: Any, queue: str) -> str:
         try:

@@ -491,3 +491,23 @@ def test_jobq_events_rejects_an_unknown_queue(redis_server):
         timeout=60,
     )
     assert done.returncode != 0 and "unknown queue 'nope'" in done.stderr
+
+
+def test_a_listener_that_may_not_ask_for_the_log_still_fires_live_events(redis_server, r, recorder, events_log):
+    # An ACL user for the listener with read rights and pub/sub only: no SET.
+    import redis as redis_py
+
+    r.execute_command("ACL", "SETUSER", "listener", "on", ">listener-secret", "~*", "&*", "+@all", "-set")
+    limited = redis_py.Redis(
+        host="127.0.0.1", port=redis_server.port, username="listener", password="listener-secret", decode_responses=True
+    )
+    thread = start_listener_thread(["jobs"], client=limited)
+    try:
+        assert thread.listener.ready.wait(10)
+        job_id = enqueue("add", {"a": 1, "b": 1})
+        wait_for(lambda: recorder.of("job_enqueued", job_id), what="the live event")
+    finally:
+        assert thread.stop(timeout=10)
+        limited.close()
+        r.execute_command("ACL", "DELUSER", "listener")
+    assert "cannot ask for the events log of jobs" in warnings_in(events_log)
