@@ -446,7 +446,10 @@ class Worker:
             # registry (heartbeat) or of one queue may be down while the others
             # are up, and the leases there must still be renewed.
             down: Exception | None = None
-            for step in (self._fetcher.flush_stale, self._heartbeat, self._renew_leases, self._sweep):
+            # Leases first: a step held up by a node that is down (a cluster
+            # client retries before it gives up) must not hold up the renewal
+            # of jobs whose nodes are fine.
+            for step in (self._renew_leases, self._heartbeat, self._fetcher.flush_stale, self._sweep):
                 try:
                     step()
                 except CONNECTION_ERRORS as exc:
@@ -489,11 +492,15 @@ class Worker:
         with self._lock:
             running = list(self._running.values())
         down: Exception | None = None
+        unreachable: set[int] = set()  # queues whose node failed this round
         for r in running:
+            if id(r.queue) in unreachable:
+                continue  # one failed call per queue and round: each can take a while
             try:
                 lease = r.queue.touch(r.claimed)
             except CONNECTION_ERRORS as exc:
                 down = down or exc  # that job's node: renew the others anyway
+                unreachable.add(id(r.queue))
                 continue
             if lease is None:
                 with self._lock:
