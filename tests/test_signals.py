@@ -253,15 +253,20 @@ def test_a_log_that_cannot_be_written_never_fails_the_state_change(r):
     assert r.hget(f"queue:jobs:job:{job_id}", "status") == "pending"
 
 
-def test_an_unreadable_events_log_leaves_the_channel_working(r, recorder, events_log):
-    r.set("queue:jobs:events:log", "a string, not a stream")
-    thread = start_listener_thread(["jobs"])
+def assert_a_live_event_fires(recorder, **listener_options):
+    """Start a listener, enqueue a job, and see its enqueued signal fire."""
+    thread = start_listener_thread(["jobs"], **listener_options)
     try:
         assert thread.listener.ready.wait(10)
         job_id = enqueue("add", {"a": 1, "b": 1})
         wait_for(lambda: recorder.of("job_enqueued", job_id), what="the live event")
     finally:
         assert thread.stop(timeout=10)
+
+
+def test_an_unreadable_events_log_leaves_the_channel_working(r, recorder, events_log):
+    r.set("queue:jobs:events:log", "a string, not a stream")
+    assert_a_live_event_fires(recorder)
     assert "events log of jobs cannot be read" in warnings_in(events_log)
 
 
@@ -494,20 +499,16 @@ def test_jobq_events_rejects_an_unknown_queue(redis_server):
 
 
 def test_a_listener_that_may_not_ask_for_the_log_still_fires_live_events(redis_server, r, recorder, events_log):
-    # An ACL user for the listener with read rights and pub/sub only: no SET.
+    # An ACL user for the listener that may run every command but SET.
     import redis as redis_py
 
     r.execute_command("ACL", "SETUSER", "listener", "on", ">listener-secret", "~*", "&*", "+@all", "-set")
     limited = redis_py.Redis(
         host="127.0.0.1", port=redis_server.port, username="listener", password="listener-secret", decode_responses=True
     )
-    thread = start_listener_thread(["jobs"], client=limited)
     try:
-        assert thread.listener.ready.wait(10)
-        job_id = enqueue("add", {"a": 1, "b": 1})
-        wait_for(lambda: recorder.of("job_enqueued", job_id), what="the live event")
+        assert_a_live_event_fires(recorder, client=limited)
     finally:
-        assert thread.stop(timeout=10)
         limited.close()
         r.execute_command("ACL", "DELUSER", "listener")
     assert "cannot ask for the events log of jobs" in warnings_in(events_log)
