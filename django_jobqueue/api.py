@@ -18,8 +18,9 @@ from .queue import RedisJobQueue
 from .registry import JobDefinition, get_definition
 
 _queues: dict[str, RedisJobQueue] = {}
-# job name -> (its definition, its options when enqueue() is given none, its queue)
-_prepared: dict[str, tuple[JobDefinition, EnqueueOptions, RedisJobQueue]] = {}
+# job name -> (its definition, and when enqueue() is given no options: its
+# options, its queue, its replication settings)
+_prepared: dict[str, tuple[JobDefinition, EnqueueOptions, RedisJobQueue, dict[str, int]]] = {}
 _queues_lock = threading.Lock()
 
 
@@ -72,18 +73,22 @@ def resolve(name_or_function: str | Callable[..., Any] | JobDefinition) -> JobDe
     raise InvalidJobOptions(f"{name_or_function!r} is not a job: decorate it with @job or pass a job name")
 
 
-def _prepare(definition: JobDefinition, options: dict[str, Any]) -> tuple[EnqueueOptions, RedisJobQueue]:
+def _prepare(
+    definition: JobDefinition, options: dict[str, Any]
+) -> tuple[EnqueueOptions, RedisJobQueue, dict[str, int]]:
+    """(the options, the queue, the replication settings) of an enqueue call."""
     if not options:
-        # The common call, enqueue(name, payload): its options depend only on
-        # the definition and the settings, so they are checked once.
+        # The common call, enqueue(name, payload): all three depend only on
+        # the definition and the settings, so they are worked out once.
         prepared = _prepared.get(definition.name)
         if prepared is not None and prepared[0] is definition:
-            return prepared[1], prepared[2]
+            return prepared[1], prepared[2], prepared[3]
     opts = validate({**definition.defaults, **options})
     queue = get_queue(opts.queue or definition.queue)
+    replication = _replication(opts, queue)
     if not options:
-        _prepared[definition.name] = (definition, opts, queue)
-    return opts, queue
+        _prepared[definition.name] = (definition, opts, queue, replication)
+    return opts, queue, replication
 
 
 def _replication(opts: EnqueueOptions, queue: RedisJobQueue) -> dict[str, int]:
@@ -108,7 +113,7 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     QueueUnavailable; in each case nothing was written.
     """
     definition = resolve(name_or_function)
-    opts, queue = _prepare(definition, options)
+    opts, queue, replication = _prepare(definition, options)
     payload_json = serialization.dumps(payload, max_bytes=queue.max_payload_bytes)
     _check_preflight(definition, payload, queue)
     job_id = new_job_id()
@@ -124,7 +129,7 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
                 unique_key=opts.unique_key,
                 max_attempts=opts.max_attempts or definition.max_attempts,
                 extra=opts.hash_fields(),
-                **_replication(opts, queue),
+                **replication,
             )
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue job {definition.name!r}: {exc}") from exc
@@ -145,7 +150,7 @@ def enqueue_many(
     definition = resolve(name_or_function)
     if options.get("unique_key"):
         raise InvalidJobOptions("unique_key is given per job: use enqueue() for unique jobs")
-    opts, queue = _prepare(definition, options)
+    opts, queue, replication = _prepare(definition, options)
     payloads = list(payloads)
     for payload in payloads:
         _check_preflight(definition, payload, queue)
@@ -159,7 +164,7 @@ def enqueue_many(
                 ttl_ms=opts.ttl_ms,
                 max_attempts=opts.max_attempts or definition.max_attempts,
                 extra=opts.hash_fields(),
-                **_replication(opts, queue),
+                **replication,
             )
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue jobs {definition.name!r}: {exc}") from exc

@@ -47,9 +47,18 @@ ROUND_PAUSE_S = 0.1
 
 def is_cluster(client: Any) -> bool:
     """True for a redis-py ``RedisCluster`` client."""
-    from redis.cluster import RedisCluster
+    kind = type(client)
+    known = _is_cluster_type.get(kind)
+    if known is None:
+        from redis.cluster import RedisCluster
 
-    return isinstance(client, RedisCluster)
+        # Asked on every call of every script: the isinstance() check goes
+        # through typing's protocol machinery, so it is made once per class.
+        known = _is_cluster_type[kind] = isinstance(client, RedisCluster)
+    return known
+
+
+_is_cluster_type: dict[type, bool] = {}
 
 
 def _refresh(client: Any) -> None:

@@ -9,6 +9,7 @@ slot because the prefix carries the queue's hash tag in cluster mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 # Characters that would break key parsing, glob patterns or cluster hash tags.
 FORBIDDEN_NAME_CHARS = frozenset("{}:*?[] \t\r\n\\\"'")
@@ -34,6 +35,9 @@ def validate_name(kind: str, name: object) -> str:
 class QueueKeys:
     """Key names of one queue.
 
+    Frozen, so each name is built once, on first use (cached_property): the
+    engine reads several of them on every call.
+
     The default (single-node) layout is exactly the seed's ``queue:jobs:*``.
     In cluster mode the queue name is wrapped in a hash tag, ``queue:{jobs}:*``,
     so every key of the queue lives in one slot and every script runs on one node.
@@ -43,33 +47,33 @@ class QueueKeys:
     queue: str
     cluster: bool = False
 
-    @property
+    @cached_property
     def base(self) -> str:
         name = f"{{{self.queue}}}" if self.cluster else self.queue
         return f"{self.prefix}:{name}"
 
     # The seed's keys.
-    @property
+    @cached_property
     def pending(self) -> str:
         return f"{self.base}:pending"
 
-    @property
+    @cached_property
     def processing(self) -> str:
         return f"{self.base}:processing"
 
-    @property
+    @cached_property
     def completed(self) -> str:
         return f"{self.base}:completed"
 
-    @property
+    @cached_property
     def failed(self) -> str:
         return f"{self.base}:failed"
 
-    @property
+    @cached_property
     def events(self) -> str:
         return f"{self.base}:events"
 
-    @property
+    @cached_property
     def events_log(self) -> str:
         """Stream: every event also published on ``events``, capped (MAXLEN ~ 10 000).
 
@@ -78,7 +82,7 @@ class QueueKeys:
         """
         return f"{self.events}:log"
 
-    @property
+    @cached_property
     def events_listening(self) -> str:
         """String with a TTL: set (and kept fresh) by every events listener.
 
@@ -88,7 +92,7 @@ class QueueKeys:
         """
         return f"{self.events}:listening"
 
-    @property
+    @cached_property
     def job_prefix(self) -> str:
         return f"{self.base}:job:"
 
@@ -96,37 +100,37 @@ class QueueKeys:
         return f"{self.job_prefix}{job_id}"
 
     # Ours.
-    @property
+    @cached_property
     def claiming(self) -> str:
         """List BLMOVE fills; the stamp script empties it within milliseconds."""
         return f"{self.base}:claiming"
 
-    @property
+    @cached_property
     def unstamped(self) -> str:
         """Hash id -> ms a sweep first saw the id stuck in ``claiming``."""
         return f"{self.base}:unstamped"
 
-    @property
+    @cached_property
     def leases(self) -> str:
         """Sorted set id -> lease deadline (ms) of every stamped processing job."""
         return f"{self.base}:leases"
 
-    @property
+    @cached_property
     def scheduled(self) -> str:
         """Sorted set id -> due time (ms) of delayed jobs and retries in backoff."""
         return f"{self.base}:scheduled"
 
-    @property
+    @cached_property
     def deadlines(self) -> str:
         """Sorted set id -> TTL deadline (ms) of unfinished jobs that have a ttl."""
         return f"{self.base}:deadlines"
 
-    @property
+    @cached_property
     def unique(self) -> str:
         """Hash unique_key -> id of the unfinished job holding that key."""
         return f"{self.base}:unique"
 
-    @property
+    @cached_property
     def worker_jobs_prefix(self) -> str:
         """Prefix of the per-worker sets of job ids a worker holds in this queue."""
         return f"{self.base}:worker-jobs:"
@@ -135,23 +139,23 @@ class QueueKeys:
         """Set of the ids of this queue's jobs that ``worker_id`` is running."""
         return f"{self.worker_jobs_prefix}{worker_id}"
 
-    @property
+    @cached_property
     def stats(self) -> str:
         """Hash of counters shared by every process."""
         return f"{self.base}:stats"
 
-    @property
+    @cached_property
     def paused(self) -> str:
         """String "in", "out" or "all" while the queue is paused (Disque's QPAUSE)."""
         return f"{self.base}:paused"
 
-    @property
+    @cached_property
     def stats_samples(self) -> str:
         """List of JSON samples of ``stats`` taken by the admin, newest first, capped
         (its throughput figures are differences between samples)."""
         return f"{self.stats}:samples"
 
-    @property
+    @cached_property
     def sweep_lock(self) -> str:
         """String held by whichever process runs the maintenance sweep now."""
         return f"{self.base}:sweep-lock"
@@ -189,16 +193,16 @@ class GlobalKeys:
     prefix: str
     cluster: bool = False
 
-    @property
+    @cached_property
     def base(self) -> str:
         return f"{{{self.prefix}}}" if self.cluster else self.prefix
 
-    @property
+    @cached_property
     def workers(self) -> str:
         """Sorted set worker id -> last heartbeat (ms)."""
         return f"{self.base}:workers"
 
-    @property
+    @cached_property
     def worker_prefix(self) -> str:
         return f"{self.base}:worker:"
 

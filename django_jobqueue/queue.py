@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from . import scripts, serialization
 from .exceptions import CorruptJobError, QueuePaused, ReplicationError
 from .ids import new_claim_token, new_job_id
@@ -221,7 +223,7 @@ class RedisJobQueue:
         """
         call = self._enqueue_call(payload_json, **options)
         if replicas:
-            (added, job_id), = self._write_and_wait([call], replicas, replication_timeout_ms)
+            ((added, job_id),) = self._write_and_wait([call], replicas, replication_timeout_ms)
         else:
             script, keys, args = call
             added, job_id = script.call_idempotent(self.client, keys, args)
@@ -384,9 +386,10 @@ class RedisJobQueue:
         """Claim the next pending job, blocking up to ``timeout_ms`` for one.
 
         Under load this is one script call. On an empty queue it blocks in
-        BLMOVE (pending -> claiming), then stamps the job with a second script;
-        a worker dying between the two leaves the id on the claiming list, where
-        the reclaim sweep finds it.
+        BLMOVE (pending -> claiming), with the stamp script queued right behind
+        it on the same connection (one round trip; two in cluster mode, where
+        the stamp is sent once BLMOVE has returned). A worker dying between the
+        two leaves the id on the claiming list, where the reclaim sweep finds it.
         """
         job = self.claim_nowait(worker_id, lease_ms=lease_ms)
         if job is not None or timeout_ms <= 0:
@@ -403,23 +406,48 @@ class RedisJobQueue:
             if left <= 0:
                 return None
             block_s = max(0.1, min(left, MAX_BLOCK_MS / 1000))
-            job_id = self.client.blmove(self.keys.pending, self.keys.claiming, block_s, "RIGHT", "LEFT")
-            if job_id is None:
-                return None
-            res = scripts.get("stamp")(
-                self.client,
-                self._claim_keys(),
-                [self._now(), new_claim_token(), lease, worker_id, _s(job_id), self.failed_ttl_s],
-            )
+            moved, res = self._block_and_stamp(block_s, lease, worker_id)
             if _is_paused(res):
                 return None
             if res:
                 return ClaimedJob.from_fields(_pairs(res))
+            if not moved:
+                return None
             # Not ours to run (dropped orphan, expired, or reclaimed meanwhile):
             # look again without blocking, then block for what is left.
             job = self.claim_nowait(worker_id, lease_ms=lease_ms)
             if job is not None:
                 return job
+
+    def _block_and_stamp(self, block_s: float, lease: int, worker_id: str) -> tuple[bool, Any]:
+        """BLMOVE, then stamp.lua: (whether BLMOVE moved an id, the stamp's reply)."""
+        k = self.keys
+        stamp = scripts.get("stamp")
+        args = [self._now(), new_claim_token(), lease, worker_id]
+        if scripts.can_send_direct(self.client):
+            # The stamp without an id takes the head of claiming: the id this
+            # BLMOVE moved, since Redis runs it right after, before any other
+            # client's command (stamp.lua says why any id there would do).
+            keys = self._claim_keys()
+            moved, res = scripts.send_direct(
+                self.client,
+                [
+                    ("BLMOVE", k.pending, k.claiming, "RIGHT", "LEFT", block_s),
+                    ("EVALSHA", stamp.sha, len(keys), *keys, *args, "", self.failed_ttl_s),
+                ],
+            )
+            if isinstance(res, NoScriptError):
+                res = stamp(self.client, keys, [*args, "", self.failed_ttl_s])
+            if res and not isinstance(res, Exception):
+                return True, res  # a job stamped for us: ours to run, whatever BLMOVE said
+            for reply in (moved, res):
+                if isinstance(reply, Exception):
+                    raise reply
+            return moved is not None, res
+        job_id = self.client.blmove(k.pending, k.claiming, block_s, "RIGHT", "LEFT")
+        if job_id is None:
+            return False, None
+        return True, stamp(self.client, self._claim_keys(), [*args, _s(job_id), self.failed_ttl_s])
 
     # ------------------------------------------------------- after-claim changes
 
@@ -686,7 +714,7 @@ class RedisJobQueue:
         return _s(scripts.get("pause")(self.client, [self.keys.paused], [action, direction]))
 
     def paused_state(self) -> str:
-        """"none", "in", "out" or "all"."""
+        """ "none", "in", "out" or "all"."""
         value = self.client.get(self.keys.paused)
         return _s(value) if value else "none"
 

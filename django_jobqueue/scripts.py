@@ -8,18 +8,27 @@ its script cache) loads the script and retries once, so callers never see it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import threading
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from redis import BlockingConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import cluster as _cluster
+
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # redis-py's own packer is used
+    _pack_command = None
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
@@ -52,15 +61,15 @@ class Script:
         redis-py's per-command bookkeeping, which costs about as much as the
         round trip; sent once more after a connection error, as redis-py would.
         """
-        if _cluster.is_cluster(client) or not hasattr(client, "connection_pool"):
+        if not can_send_direct(client):
             return self(client, keys, args)
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            (reply,) = _send_commands(client, [command])
+            (reply,) = send_direct(client, [command])
         except (RedisConnectionError, RedisTimeoutError):
-            (reply,) = _send_commands(client, [command])
+            (reply,) = send_direct(client, [command])
         if isinstance(reply, NoScriptError):
-            (reply,) = _send_commands(client, [("EVAL", self.source, len(keys), *keys, *args)])
+            (reply,) = send_direct(client, [("EVAL", self.source, len(keys), *keys, *args)])
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -129,7 +138,7 @@ def _execute(
                 pipe.execute_command("WAIT", *wait)
             out = pipe.execute(raise_on_error=False)
         else:
-            out = _send_commands(
+            out = send_direct(
                 client, [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in indexes]
             )
         acked = int(out.pop()) if wait is not None and not isinstance(out[-1], Exception) else 0
@@ -150,7 +159,13 @@ def _execute(
     return results, acked
 
 
-def _send_commands(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+def can_send_direct(client: Any) -> bool:
+    """Whether :func:`send_direct` works with this client (a single Redis, not
+    a cluster: a cluster client routes each command to its node)."""
+    return not _cluster.is_cluster(client) and hasattr(client, "connection_pool")
+
+
+def send_direct(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Write the commands on one pooled connection at once, read every reply.
 
     What ``client.pipeline(transaction=False).execute(raise_on_error=False)``
@@ -158,22 +173,93 @@ def _send_commands(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any
     back as exceptions in the list; a connection error is raised after the
     connection is dropped.
     """
-    pool = client.connection_pool
+    conn, held = _connection(client)
     try:
-        conn = pool.get_connection()
-    except TypeError:  # redis-py before 5.3 wants a command name
-        conn = pool.get_connection("EVALSHA")
-    try:
-        conn.send_packed_command(conn.pack_commands(commands))
+        conn.send_packed_command(_pack(conn, commands))
         out: list[Any] = []
         for _ in commands:
             try:
                 out.append(conn.read_response())
             except ResponseError as exc:
                 out.append(exc)
-        return out
     except BaseException:
+        # Replies may be left unread on it: never use it again as it is.
         conn.disconnect()
+        if held:
+            _held.slot = None  # gives it back to its pool (disconnected)
         raise
     finally:
-        pool.release(conn)
+        if not held:
+            client.connection_pool.release(conn)
+    return out
+
+
+class _Held:
+    """The pooled connection one thread keeps between its calls.
+
+    Taking a connection from a redis-py pool and giving it back costs a lock,
+    a poll() system call and some bookkeeping each time: about a third of a
+    round trip on a small VM, paid by every enqueue() and every claim. So each
+    thread keeps the last one it used, checked out of the pool as far as the
+    pool knows, and gives it back when the thread ends (its thread-local slot
+    is cleared) or it moves to another pool. A forked child never uses its
+    parent's (the fork count check): they would share a socket.
+    """
+
+    __slots__ = ("conn", "forks", "pid", "pool")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.pid = os.getpid()
+        self.forks = _forks
+        self.conn = _checkout(pool)
+
+    def __del__(self) -> None:
+        if self.pid == os.getpid():
+            with contextlib.suppress(Exception):
+                self.pool.release(self.conn)
+
+
+_held = threading.local()
+# Forks this process descends from: cheaper to compare on every call than
+# os.getpid(), a system call.
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _connection(client: Any) -> tuple[Any, bool]:
+    """(a connection for the calling thread, whether it is held between calls)."""
+    pool = client.connection_pool
+    if isinstance(pool, BlockingConnectionPool):
+        # A capped pool: a connection kept idle by one thread could starve
+        # the others. Taken and given back each time.
+        return _checkout(pool), False
+    slot = getattr(_held, "slot", None)
+    if slot is None or slot.pool is not pool or slot.forks != _forks:
+        slot = _held.slot = _Held(pool)
+    return slot.conn, True
+
+
+def _checkout(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        return pool.get_connection("EVALSHA")
+
+
+def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
+    """The commands in Redis's protocol; with hiredis, straight from its C
+    packer (redis-py's wrapper around it costs a generator per command)."""
+    if _pack_command is None:
+        return conn.pack_commands(commands)
+    try:
+        return [b"".join(_pack_command(c) for c in commands)]
+    except TypeError as exc:
+        raise DataError(f"cannot send {exc}") from exc

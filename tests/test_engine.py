@@ -387,6 +387,37 @@ def test_a_stamp_arriving_after_the_sweep_handed_the_job_back_is_refused(r, cloc
     assert r.hget(f"queue:jobs:job:{job_id}", "claim_token") == other.claim_token
 
 
+def test_a_blocking_claim_stamps_an_id_a_dead_worker_left_on_the_claiming_list(r, clock):
+    """The stamp sent behind BLMOVE takes the head of claiming, whoever moved
+    it there: a job a worker died holding there runs without waiting for the
+    sweep, and only once."""
+    q = RedisJobQueue(r, "jobs", visibility_ms=5000, clock=clock)
+    job_id = q.enqueue({"left": "behind"})
+    r.blmove("queue:jobs:pending", "queue:jobs:claiming", 1, "RIGHT", "LEFT")
+    q.sweep()  # a sweep has seen it stuck, and started its timer
+    assert r.hexists("queue:jobs:unstamped", job_id)
+
+    job = q.claim(timeout_ms=100, worker_id="w2")  # pending is empty: BLMOVE times out
+    assert job is not None and job.id == job_id and job.payload == {"left": "behind"}
+    assert r.llen("queue:jobs:claiming") == 0
+    assert r.hlen("queue:jobs:unstamped") == 0  # the sweep will not hand it back
+    assert r.hget(f"queue:jobs:job:{job_id}", "worker") == "w2"
+    clock.advance(20)
+    assert q.sweep().reclaimed == [job_id]  # by its lease now, like any claimed job
+    # The dead worker's own stamp, had it come after all, is refused.
+    from django_jobqueue import scripts
+
+    late = scripts.get("stamp")(r, q._claim_keys(), [clock(), "late-token", 1000, "w1", job_id])
+    assert not late
+
+
+def test_a_blocking_claim_on_a_queue_paused_while_it_waited_puts_the_job_back(q, r):
+    threading.Timer(0.2, lambda: (q.pause("out"), q.enqueue({"n": 1}))).start()
+    assert q.claim(timeout_ms=3000) is None
+    assert len(r.lrange("queue:jobs:pending", 0, -1)) == 1
+    assert r.llen("queue:jobs:claiming") == 0 and r.llen("queue:jobs:processing") == 0
+
+
 def test_a_crash_after_the_handler_returned_before_complete_reruns_the_job(q, clock):
     """At-least-once: the result never reached Redis, so the job runs again."""
     job_id = q.enqueue({})

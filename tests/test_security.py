@@ -115,7 +115,7 @@ ACL_COMMANDS = (
     # strings, hashes
     "+get +set +del +exists +expire +persist +type +hget +hmget +hgetall +hset +hdel +hincrby "
     # lists, sets, sorted sets
-    "+llen +lrange +lindex +lpush +rpush +rpop +lrem +ltrim +lmove +blmove "
+    "+llen +lrange +lindex +lpush +lpop +rpush +rpop +lrem +ltrim +lmove +blmove "
     "+sadd +srem +smembers +zadd +zrem +zcard +zrange +zrevrange +zrangebyscore +zpopmin "
     # events: pub/sub and the events log (a stream)
     "+publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +pubsub|numsub "

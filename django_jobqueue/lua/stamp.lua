@@ -2,7 +2,13 @@
   Stamp a job that BLMOVE moved from pending onto the claiming list.
 
   The blocking claim cannot run inside a script, so the worker does BLMOVE
-  pending -> claiming, then this. If the worker dies in between, the id waits
+  pending -> claiming, then this. It sends this call right behind the BLMOVE on
+  the same connection, without the id (ARGV[5] = ""): Redis runs it the moment
+  BLMOVE returns, and it takes the id at the head of claiming, which is the
+  one just moved (if another client's id got there first, that one needs a
+  stamp as much, and ours is stamped by whoever pops it next, or handed back
+  by the sweep). No second round trip on the way from an idle queue to a
+  running job. If the worker dies in between, the id waits
   on the small claiming list, where reclaim.lua finds it without scanning the
   processing list, and times it from when a sweep first saw it (not from
   enqueued_at_ms, which would make a job that waited long in pending look
@@ -11,10 +17,11 @@
 
   KEYS: as claim.lua.
   ARGV[1] now ms  ARGV[2] claim token  ARGV[3] visibility ms  ARGV[4] worker id
-  ARGV[5] job id  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
+  ARGV[5] job id, or "" for the head of claiming  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
 
   Returns the job hash (flat array), false when the job is not ours to run
-  (reclaimed meanwhile, an orphan id, or expired by TTL), or {"paused"} when
+  (reclaimed meanwhile, an orphan id, or expired by TTL) or claiming is empty
+  (the BLMOVE ahead timed out), or {"paused"} when
   the queue was paused for claiming while we blocked: the id goes back to the
   head of pending.
   Events: started; expired.
@@ -24,7 +31,10 @@
 
 local now = now_ms(ARGV[1])
 local id = ARGV[5]
-if redis.call('LREM', KEYS[10], 1, id) == 0 then
+if id == '' then
+  id = redis.call('LPOP', KEYS[10])
+  if not id then return false end
+elseif redis.call('LREM', KEYS[10], 1, id) == 0 then
   return false
 end
 redis.call('HDEL', KEYS[11], id)
