@@ -38,6 +38,8 @@ from bench.systems import System
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.005  # how often the harness reads the done-counter while a drain runs
+# The steady drain rate is measured between these fractions of the jobs done.
+STEADY_FROM, STEADY_TO = 0.1, 0.9
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Plan:
     """How much of everything. The defaults take ~8 minutes on 2 busy cores."""
 
     single_n: int = 5000
-    drain_n: int = 10000
+    drain_n: int = 20000
     drain_cap_s: float = 30.0
     latency_samples: int = 100
     latency_cap_s: float = 15.0
@@ -93,7 +95,9 @@ class Drain:
     done: int = 0
     total_s: float = 0.0  # worker start to last job done
     startup_s: float | None = None  # worker start to first job done
-    steady_rate: float | None = None  # jobs/s from the first job done to the last
+    # jobs/s between the 10 % and the 90 % marks: start-up (processes that
+    # begin at different times) and the last stragglers left out
+    steady_rate: float | None = None
     capped: bool = False
     error: str | None = None
 
@@ -193,12 +197,17 @@ class Harness:
         """Poll the done-counter until ``n`` (or the time cap); fill ``d``. Returns the polls made."""
         polls = 0
         first_t = first_c = None
+        low = high = None  # (time, count) at the first poll past 10 %, and past 90 %
         while True:
             c = self.counter()
             polls += 1
             now = time.perf_counter()
             if c and first_t is None:
                 first_t, first_c = now, c
+            if low is None and c >= n * STEADY_FROM:
+                low = (now, c)
+            if high is None and c >= n * STEADY_TO:
+                high = (now, c)
             if c >= n:
                 break
             if now - started > cap_s:
@@ -217,7 +226,9 @@ class Harness:
         d.total_s = now - started
         if first_t is not None:
             d.startup_s = first_t - started
-            if now > first_t and c > first_c:
+            if low is not None and high is not None and high[0] > low[0]:
+                d.steady_rate = (high[1] - low[1]) / (high[0] - low[0])
+            elif now > first_t and c > first_c:  # capped before 90 %: from the first job on
                 d.steady_rate = (c - first_c) / (now - first_t)
         return polls
 

@@ -42,7 +42,9 @@ class System:
         """argv of each process to start for ``processes`` job-running processes."""
         py = sys.executable
         if self.key == "jobqueue":
-            cmd = [py, "-m", "django", "jobq_worker", "--concurrency", str(THREADS)]
+            # Warnings only, as every peer is run (--loglevel WARNING, --quiet):
+            # no line per job.
+            cmd = [py, "-m", "django", "jobq_worker", "--concurrency", str(THREADS), "--verbosity", "0"]
             return [cmd + (["--burst"] if burst else []) for _ in range(processes)]
         if self.key in ("rq-fork", "rq-simple"):
             cmd = [_script("rq"), "worker", "--url", url, "--path", ".", "--logging_level", "WARNING"]
@@ -83,7 +85,7 @@ SYSTEMS = [
         "jobqueue",
         "django-jobqueue",
         ("django-jobqueue", "django", "redis", "hiredis"),
-        f"`jobq_worker --concurrency {THREADS}`: {THREADS} runner threads per process",
+        f"`jobq_worker --concurrency {THREADS} --verbosity 0`: {THREADS} runner threads per process, warnings only",
         "django_jobqueue",
         "enqueue_many() (pipelined, 1 000 scripts per round trip)",
         True,

@@ -60,6 +60,9 @@ def _is_paused(res: Any) -> bool:
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     it = iter(flat)
+    if flat and isinstance(flat[0], str):
+        # decode_responses: every field and value of a hash is text already.
+        return dict(zip(it, it, strict=True))
     return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
 
 

@@ -113,7 +113,7 @@ ACL_COMMANDS = (
     # connecting, scripts
     "+ping +hello +evalsha +eval +script|load +wait "
     # strings, hashes
-    "+get +set +del +exists +expire +persist +type +hget +hmget +hgetall +hset +hdel +hincrby "
+    "+get +mget +set +del +exists +expire +persist +type +hget +hmget +hgetall +hset +hdel +hincrby "
     # lists, sets, sorted sets
     "+llen +lrange +lindex +lpush +lpop +rpush +rpop +lrem +ltrim +lmove +blmove "
     "+sadd +srem +smembers +zadd +zrem +zcard +zrange +zrevrange +zrangebyscore +zpopmin "

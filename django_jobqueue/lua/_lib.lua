@@ -125,10 +125,12 @@ end
 -- list runs newest to oldest and the job's claim time tells which end is
 -- nearer: the oldest claims (the usual ones to finish or lapse) from the tail,
 -- a job claimed recently from the head. Short lists skip the look-up.
-local function remove_processing(list, job_prefix, id, claimed_at)
+-- `len`: the list's length when the caller knows it (a batch reads it once).
+-- Returns what LREM removed.
+local function remove_processing(list, job_prefix, id, claimed_at, len)
   local from = -1
   local c = tonumber(claimed_at)
-  if c and redis.call('LLEN', list) > 64 then
+  if c and (len or redis.call('LLEN', list)) > 64 then
     local ends = {redis.call('LINDEX', list, 0), redis.call('LINDEX', list, -1)}
     local head = ends[1] and tonumber(redis.call('HGET', job_prefix .. ends[1], 'claimed_at_ms'))
     local tail = ends[2] and tonumber(redis.call('HGET', job_prefix .. ends[2], 'claimed_at_ms'))

@@ -23,22 +23,30 @@ end
 
 local function stamp(id, now, token, visibility, worker, expired_ttl)
   local job_key = KEYS[8] .. id
-  local fields = redis.call('HMGET', job_key, 'status', 'expires_at_ms', 'name', 'queue', 'attempts')
-  if not fields[1] then
+  -- One read: the whole hash, which goes back to the worker (patched below
+  -- with what this stamp writes), and from which the checks take their fields.
+  local flat = redis.call('HGETALL', job_key)
+  if #flat == 0 then
     -- An id with no hash (deleted by hand, or expired by CLEANUP while listed).
     redis.call('LREM', KEYS[2], 1, id)
     redis.call('HINCRBY', KEYS[6], 'orphans', 1)
     redis.log(redis.LOG_WARNING, 'jobqueue: dropped id without a job hash: ' .. id)
     return false
   end
-  local meta = {fields[3], fields[4], fields[5]}
-  if fields[1] ~= 'pending' then
+  local at = {}  -- field -> index of its value in flat
+  for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+  local function field(name)
+    local i = at[name]
+    return i and flat[i]
+  end
+  local meta = {field('name'), field('queue'), field('attempts')}
+  if field('status') ~= 'pending' then
     -- A stale second entry for a job that has moved on (expired, deleted,
     -- already claimed): never hand it out twice.
     redis.call('LREM', KEYS[2], 1, id)
     return false
   end
-  local expires = tonumber(fields[2])
+  local expires = tonumber(field('expires_at_ms'))
   if expires and expires <= now then
     redis.call('LREM', KEYS[2], 1, id)
     redis.call('ZREM', KEYS[5], id)
@@ -49,14 +57,25 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
     emit(KEYS[7], id, 'expired', 'expired', meta, now)
     return false
   end
-  local attempts = (tonumber(fields[5]) or 0) + 1
+  local attempts = (tonumber(meta[3]) or 0) + 1
   local deadline = now + visibility
-  redis.call('HSET', job_key,
+  local changes = {
     'status', 'processing', 'claim_token', token, 'claimed_at_ms', int(now),
-    'lease_until_ms', int(deadline), 'worker', worker, 'attempts', attempts)
+    'lease_until_ms', int(deadline), 'worker', worker, 'attempts', int(attempts),
+  }
+  redis.call('HSET', job_key, unpack(changes))
   redis.call('ZADD', KEYS[3], deadline, id)
   if worker ~= '' then redis.call('SADD', KEYS[12] .. worker, id) end
   meta[3] = attempts
   emit(KEYS[7], id, 'started', 'processing', meta, now, {worker = worker})
-  return redis.call('HGETALL', job_key)
+  for i = 1, #changes, 2 do
+    local j = at[changes[i]]
+    if j then
+      flat[j] = changes[i + 1]
+    else
+      flat[#flat + 1] = changes[i]
+      flat[#flat + 1] = changes[i + 1]
+    end
+  end
+  return flat
 end

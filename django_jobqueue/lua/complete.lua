@@ -35,6 +35,7 @@ local cap = tonumber(ARGV[3]) or 0
 local event_bytes = tonumber(ARGV[4]) or 0
 local codes = {}
 local done = 0
+local processing_len = nil  -- read once, kept up to date below
 
 for i = 5, #ARGV - 3, 4 do
   local id, token, result, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -48,7 +49,8 @@ for i = 5, #ARGV - 3, 4 do
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
     table.insert(codes, -1)
   else
-    remove_processing(KEYS[2], KEYS[1], id, cur[9])
+    processing_len = processing_len or redis.call('LLEN', KEYS[2])
+    processing_len = processing_len - remove_processing(KEYS[2], KEYS[1], id, cur[9], processing_len)
     redis.call('ZREM', KEYS[4], id)
     if cur[8] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
     if cur[6] and cur[6] ~= '' then redis.call('SREM', KEYS[9] .. cur[6], id) end

@@ -23,8 +23,12 @@
 ]]
 --@include _lib
 
-local paused = redis.call('GET', KEYS[9])
+-- One read for two flags: the pause state, and whether an events listener
+-- wants the events log (emit() would look that up with a call of its own).
+local flags = redis.call('MGET', KEYS[9], KEYS[7] .. ':listening')
+local paused = flags[1]
 if paused == 'in' or paused == 'all' then return {-1, ''} end
+log_wanted[KEYS[7]] = flags[2] ~= false
 
 local now = now_ms(ARGV[1])
 local id = ARGV[2]
