@@ -197,9 +197,9 @@ def send_direct(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
 class _Held:
     """The pooled connection one thread keeps between its calls.
 
-    Taking a connection from a redis-py pool and giving it back costs a lock,
-    a poll() system call and some bookkeeping each time: about a third of a
-    round trip on a small VM, paid by every enqueue() and every claim. So each
+    Taking a connection from a redis-py pool and giving it back costs locks,
+    system calls and bookkeeping each time: about a third of a round trip on a
+    small VM, paid by every enqueue() and every claim. So each
     thread keeps the last one it used, checked out of the pool as far as the
     pool knows, and gives it back when the thread ends (its thread-local slot
     is cleared) or it moves to another pool. A forked child never uses its
@@ -244,7 +244,18 @@ def _connection(client: Any) -> tuple[Any, bool]:
     slot = getattr(_held, "slot", None)
     if slot is None or slot.pool is not pool or slot.forks != _forks:
         slot = _held.slot = _Held(pool)
-    return slot.conn, True
+        return slot.conn, True
+    # What the pool checks on every checkout, kept: a socket with something to
+    # read before we sent anything was closed by the server (a restart, a
+    # failover, an idle timeout), so reconnect now rather than fail the call.
+    conn = slot.conn
+    try:
+        stale = conn.can_read()
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        stale = True
+    if stale:
+        conn.disconnect()
+    return conn, True
 
 
 def _checkout(pool: Any) -> Any:

@@ -678,3 +678,68 @@ def test_enqueue_many_writes_what_enqueue_writes_in_order_and_in_atomic_batches(
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         q.enqueue_many([{}] * (BULK_SCRIPT_JOBS + 1))
     assert r.llen("queue:jobs:pending") == 0
+
+
+# ---------------------------------------------- the connection each thread keeps
+
+
+def test_a_thread_keeps_its_connection_between_calls_and_survives_a_redis_restart():
+    """Direct sends (enqueue, the worker's claims) reuse the calling thread's
+    pooled connection; one the server closed meanwhile is reconnected before
+    anything is sent, so the call after a restart succeeds at once."""
+    from django_jobqueue import scripts
+    from django_jobqueue.devserver import RedisServer
+
+    server = RedisServer().start()
+    client = redis.Redis(port=server.port, decode_responses=True)
+    try:
+        q = RedisJobQueue(client, "jobs")
+        first = q.enqueue({"n": 1})
+        assert len(client.connection_pool._in_use_connections) == 1  # held by this thread
+        q.enqueue({"n": 2})
+        assert len(client.connection_pool._in_use_connections) == 1  # the same one
+        server.restart(kill=True)
+        # No resend to hide a failure here: a claim is never sent twice.
+        assert scripts.send_direct(client, [("PING",)]) == ["PONG"]
+        assert q.claim_many(5) == []  # the restart lost the jobs (no persistence)
+        assert q.enqueue({"n": 3}) != first
+    finally:
+        client.close()
+        server.cleanup()
+
+
+def test_a_connection_kept_by_a_thread_goes_back_to_the_pool_when_the_thread_ends(r):
+    pool = redis.ConnectionPool(port=r.connection_pool.connection_kwargs["port"], decode_responses=True)
+    client = redis.Redis(connection_pool=pool)
+    q = RedisJobQueue(client, "jobs")
+    t = threading.Thread(target=lambda: q.enqueue({}))
+    t.start()
+    t.join()
+    del t
+    import gc
+
+    gc.collect()
+    assert len(pool._in_use_connections) == 0 and len(pool._available_connections) == 1
+    pool.disconnect()
+
+
+def test_a_forked_child_never_uses_the_connection_its_parent_keeps(r):
+    import os
+
+    from django_jobqueue import scripts
+
+    q = RedisJobQueue(r, "jobs")
+    q.enqueue({"who": "parent"})
+    parents = scripts._held.slot.conn
+    pid = os.fork()
+    if pid == 0:  # the child: enqueue on a connection of its own, then leave at once
+        code = 1
+        try:
+            q.enqueue({"who": "child"})
+            code = 0 if scripts._held.slot.conn is not parents else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    q.enqueue({"who": "parent again"})  # the parent's connection was not disturbed
+    assert r.llen("queue:jobs:pending") == 3
