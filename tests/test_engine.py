@@ -743,3 +743,18 @@ def test_a_forked_child_never_uses_the_connection_its_parent_keeps(r):
     assert os.waitstatus_to_exitcode(status) == 0
     q.enqueue({"who": "parent again"})  # the parent's connection was not disturbed
     assert r.llen("queue:jobs:pending") == 3
+
+
+def test_a_capped_pool_gets_its_connection_back_after_every_call(r):
+    """With a BlockingConnectionPool a kept connection could starve other
+    threads: there every call takes one and gives it back."""
+    port = r.connection_pool.connection_kwargs["port"]
+    pool = redis.BlockingConnectionPool(port=port, max_connections=1, timeout=2, decode_responses=True)
+    q = RedisJobQueue(redis.Redis(connection_pool=pool), "jobs")
+    q.enqueue({"thread": "main"})
+    other = threading.Thread(target=lambda: q.enqueue({"thread": "other"}))
+    other.start()
+    other.join(timeout=10)
+    assert not other.is_alive()  # it was not left waiting for the only connection
+    assert r.llen("queue:jobs:pending") == 2
+    pool.disconnect()
