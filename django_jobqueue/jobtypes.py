@@ -1,0 +1,105 @@
+"""The values the engine hands back, and the helpers that read Redis replies into them.
+
+Outcome (what a token-checked operation did), ClaimedJob (a job a worker
+holds), SweepResult (what a sweep did), and the small decoders that turn the
+scripts' replies into those. They live apart from queue.py because every part
+of the engine uses them (the hot path in queue.py, the by-id and whole-queue
+operations in queue_ops.py, the worker, the admin), while none of them needs
+RedisJobQueue itself, so the modules that split the engine can share them
+without importing each other. queue.py still re-exports every name.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import serialization
+from .exceptions import CorruptJobError
+
+
+class Outcome(enum.Enum):
+    """What a token-checked operation did."""
+
+    OK = "ok"  # done (completed, requeued, touched, deleted)
+    RETRYING = "retrying"  # fail(): the job will run again
+    FAILED = "failed"  # fail(): the job is dead-lettered on the failed list
+    MISSING = "missing"  # no such job hash
+    NOT_OWNER = "not_owner"  # the claim token is not the current claim's
+
+    def __bool__(self) -> bool:
+        return self in (Outcome.OK, Outcome.RETRYING, Outcome.FAILED)
+
+
+_CODES = {1: Outcome.OK, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
+_FAIL_CODES = {1: Outcome.RETRYING, 2: Outcome.FAILED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _is_paused(res: Any) -> bool:
+    return isinstance(res, list) and len(res) == 1 and _s(res[0]) == "paused"
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    it = iter(flat)
+    if flat and isinstance(flat[0], str):
+        # decode_responses: every field and value of a hash is text already.
+        return dict(zip(it, it, strict=True))
+    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+
+def _int(fields: Mapping[str, str], key: str, default: int = 0) -> int:
+    try:
+        return int(fields.get(key) or default)
+    except ValueError:
+        return default
+
+
+@dataclass
+class ClaimedJob:
+    """A job this worker holds. ``claim_token`` is its proof of ownership."""
+
+    id: str
+    payload: Any
+    attempts: int
+    claim_token: str
+    name: str = ""
+    queue: str = ""
+    max_attempts: int = 0
+    fields: dict[str, str] = field(default_factory=dict, repr=False)
+    # Set when the stored payload could not be decoded; payload is then None.
+    payload_error: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> ClaimedJob:
+        payload, error = None, None
+        try:
+            payload = serialization.loads(fields.get("payload"))
+        except CorruptJobError as exc:
+            error = str(exc)
+        return cls(
+            id=fields.get("id", ""),
+            payload=payload,
+            attempts=_int(fields, "attempts"),
+            claim_token=fields.get("claim_token", ""),
+            name=fields.get("name", ""),
+            queue=fields.get("queue", ""),
+            max_attempts=_int(fields, "max_attempts"),
+            fields=fields,
+            payload_error=error,
+        )
+
+
+@dataclass
+class SweepResult:
+    promoted: int = 0
+    reclaimed: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    # ms until the next scheduled job is due, or None when none is scheduled.
+    next_due_ms: int | None = None

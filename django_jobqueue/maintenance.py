@@ -1,0 +1,227 @@
+"""WorkerMaintenance: the worker's upkeep, apart from running jobs.
+
+The maintenance thread's loop and each of its steps: renewing the leases of
+running jobs, the heartbeat (the worker's presence record, registered at
+startup), the sweep of the queues (and taking lapsed workers' jobs back), and
+the bookkeeping of Redis going down and coming back, which the runner threads
+and the shutdown share. None of this claims or runs a job, so it lives apart
+from worker.py's claim -> run -> finish path, as a mixin Worker inherits:
+callers still see one class.
+
+This module must not import worker.py at run time (worker.py imports it): it
+works on the attributes Worker.__init__ sets, declared below for type checkers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .connection import get_client
+from .context import Job
+from .exceptions import UnknownJobError
+from .jobtypes import ClaimedJob
+from .registry import get_definition
+
+if TYPE_CHECKING:
+    from .conf import QueueSettings, Settings
+    from .fetcher import Fetcher
+    from .presence import Presence
+    from .queue import RedisJobQueue
+    from .worker import Running
+
+logger = logging.getLogger("django_jobqueue.worker")
+
+# Redis cannot serve us now: wait (logging), retry. A read-only replica may be
+# promoted by a failover, a full Redis (noeviction) may be emptied.
+CONNECTION_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+)
+
+
+class WorkerMaintenance:
+    """Leases, heartbeat, sweeps and Redis outages of a Worker (a mixin: use Worker)."""
+
+    # Set by Worker.__init__.
+    settings: Settings
+    queues: list[RedisJobQueue]
+    queue_settings: list[QueueSettings]
+    worker_id: str
+    _stopping: threading.Event
+    _stopped: threading.Event
+    _running: dict[str, Running]
+    _lock: threading.Lock
+    _signals: int
+    _last_renew: float
+    _last_sweep: float
+    _redis_down_since: float | None
+    _redis_back_at: float
+    _presence: Presence
+    _fetcher: Fetcher
+
+    # ------------------------------------------------------------ maintenance
+
+    def _maintenance_loop(self) -> None:
+        interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
+        while not self._stopped.is_set():
+            # Each step on its own: with a cluster, the node of the worker
+            # registry (heartbeat) or of one queue may be down while the others
+            # are up, and the leases there must still be renewed.
+            down: Exception | None = None
+            # Leases first: a step held up by a node that is down (a cluster
+            # client retries before it gives up) must not hold up the renewal
+            # of jobs whose nodes are fine.
+            for step in (self._renew_leases, self._heartbeat, self._fetcher.flush_stale, self._sweep):
+                try:
+                    step()
+                except CONNECTION_ERRORS as exc:
+                    down = down or exc
+                except Exception:  # noqa: BLE001 - maintenance must keep going
+                    logger.exception("maintenance failed")
+            if down is None:
+                self._redis_up()
+            elif self._redis_down_since is None:
+                # Logged once; no backoff here: renewals must keep their pace.
+                self._redis_down_since = time.monotonic()
+                logger.error("Redis unavailable: %s; retrying", down)
+            self._stopped.wait(interval)
+
+    def _job_list(self) -> str:
+        with self._lock:
+            jobs = [[r.queue.queue_name, r.claimed.id, r.claimed.claim_token] for r in self._running.values()]
+        return json.dumps(jobs)
+
+    def _heartbeat(self) -> None:
+        self._presence.beat(stopping=self._stopping.is_set())
+
+    def _startup(self) -> None:
+        if self.settings.durable:
+            from .durability import persistence_problem
+
+            problem = persistence_problem(get_client())
+            if problem:
+                logger.warning("DURABLE is on, but %s", problem)
+        self._presence.register()
+
+    def _renew_leases(self) -> None:
+        """Extend the lease of every running job a third of the way through it,
+        so a slow job is never taken for a dead one."""
+        now = time.monotonic()
+        period = min(qs.visibility_ms for qs in self.queue_settings) / 3000
+        if now - self._last_renew < period:
+            return
+        self._last_renew = now
+        with self._lock:
+            running = list(self._running.values())
+        down: Exception | None = None
+        unreachable: set[int] = set()  # queues whose node failed this round
+        for r in running:
+            if id(r.queue) in unreachable:
+                continue  # one failed call per queue and round: each can take a while
+            try:
+                lease = r.queue.touch(r.claimed)
+            except CONNECTION_ERRORS as exc:
+                down = down or exc  # that job's node: renew the others anyway
+                unreachable.add(id(r.queue))
+                continue
+            if lease is None:
+                with self._lock:
+                    if self._running.get(r.claimed.id) is not r:
+                        continue  # it finished here meanwhile: nothing was lost
+                logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
+        if down is not None:
+            raise down
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < self.settings.sweep_interval_seconds:
+            return
+        self._last_sweep = now
+        client = get_client()
+        lock_ms = int(self.settings.sweep_interval_seconds * 3000)
+        for queue in self.queues:
+            try:
+                # Any worker may sweep; the lock only spares Redis the duplicate work.
+                if not client.set(queue.keys.sweep_lock, self.worker_id, nx=True, px=lock_ms):
+                    continue
+                result = queue.sweep()
+            except CONNECTION_ERRORS as exc:
+                logger.debug("sweep of %s skipped: %s", queue.queue_name, exc)
+                continue
+            for job_id in result.dead_lettered:
+                self._exhausted_by_reclaim(queue, job_id)
+            if result.reclaimed or result.dead_lettered or result.expired:
+                logger.warning(
+                    "sweep of %s: %d reclaimed, %d dead-lettered, %d expired",
+                    queue.queue_name,
+                    len(result.reclaimed),
+                    len(result.dead_lettered),
+                    len(result.expired),
+                )
+        if time.monotonic() - self._redis_back_at < 2 * self.settings.worker_timeout_seconds:
+            # Just back from an outage (a failover, a restart): the other
+            # workers' beats look old too, through no fault of theirs (and may
+            # wait out a backoff). Give them time to beat again before taking
+            # any for lost; leases still bring back the jobs of a dead one.
+            return
+        self._presence.reclaim_lapsed()
+
+    def _exhausted_by_reclaim(self, queue: RedisJobQueue, job_id: str) -> None:
+        """A job whose last attempt died with its worker: call its hook here,
+        since no runner will."""
+        fields = queue.get_fields(job_id)
+        if not fields:
+            return
+        try:
+            definition = get_definition(fields.get("name", ""))
+        except UnknownJobError:
+            return
+        if definition.on_max_attempts_exhausted is not None:
+            try:
+                definition.on_max_attempts_exhausted(Job(queue, ClaimedJob.from_fields(fields), definition))
+            except Exception:  # noqa: BLE001
+                logger.exception("job %s: on_max_attempts_exhausted raised", job_id)
+
+    # ------------------------------------------------------------ redis down
+
+    def _with_redis(self, fn: Any, what: str, attempts: int | None = None) -> Any:
+        """Call ``fn`` until Redis answers (or ``attempts`` run out), with backoff."""
+        delay, tried = 0.2, 0
+        while True:
+            try:
+                return fn()
+            except CONNECTION_ERRORS as exc:
+                tried += 1
+                if attempts is not None and tried >= attempts:
+                    logger.error("%s failed, giving up: %s", what, exc)
+                    return None
+                logger.warning("%s: Redis unavailable (%s); retrying in %.1f s", what, exc, delay)
+                if self._stopping.wait(delay) and attempts is None and self._signals:
+                    return None
+                delay = min(delay * 2, 10.0)
+
+    def _redis_down(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._redis_down_since is None:
+            self._redis_down_since = now
+            logger.error("Redis unavailable: %s; retrying", exc)
+        waited = now - self._redis_down_since
+        self._stopping.wait(min(10.0, 0.2 * (2 ** min(6, int(waited)))))
+
+    def _redis_up(self) -> None:
+        if self._redis_down_since is not None:
+            logger.warning("Redis is back after %.1f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+            self._redis_back_at = time.monotonic()
