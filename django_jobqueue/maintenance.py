@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_jobqueue.worker")
 
+# How often the renewal thread looks whether a third of the shortest lease has passed.
+RENEW_CHECK_S = 0.1
+
 # Redis cannot serve us now: wait (logging), retry. A read-only replica may be
 # promoted by a failover, a full Redis (noeviction) may be emptied.
 CONNECTION_ERRORS = (
@@ -65,6 +68,7 @@ class WorkerMaintenance:
     _lock: threading.Lock
     _signals: int
     _last_renew: float
+    _renew_failed: set[int]  # id() of the queues whose renewal failed last round
     _last_sweep: float
     _redis_down_since: float | None
     _redis_back_at: float
@@ -73,17 +77,29 @@ class WorkerMaintenance:
 
     # ------------------------------------------------------------ maintenance
 
+    def _renewal_loop(self) -> None:
+        """Lease renewal, on a thread of its own: with a cluster, a step of the
+        maintenance loop may wait seconds on a node that is down (a cluster
+        client retries before it gives up), and that must never hold up the
+        renewal of jobs whose nodes are fine: their leases would run out and
+        they would run twice."""
+        while not self._stopped.is_set():
+            try:
+                self._renew_leases()
+            except CONNECTION_ERRORS as exc:
+                logger.debug("lease renewal: %s", exc)  # the maintenance loop reports outages
+            except Exception:  # noqa: BLE001 - renewal must keep going
+                logger.exception("lease renewal failed")
+            self._stopped.wait(RENEW_CHECK_S)
+
     def _maintenance_loop(self) -> None:
         interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
         while not self._stopped.is_set():
             # Each step on its own: with a cluster, the node of the worker
             # registry (heartbeat) or of one queue may be down while the others
-            # are up, and the leases there must still be renewed.
+            # are up. (Leases are renewed by _renewal_loop.)
             down: Exception | None = None
-            # Leases first: a step held up by a node that is down (a cluster
-            # client retries before it gives up) must not hold up the renewal
-            # of jobs whose nodes are fine.
-            for step in (self._renew_leases, self._heartbeat, self._fetcher.flush_stale, self._sweep):
+            for step in (self._heartbeat, self._fetcher.flush_stale, self._sweep):
                 try:
                     step()
                 except CONNECTION_ERRORS as exc:
@@ -125,8 +141,13 @@ class WorkerMaintenance:
         self._last_renew = now
         with self._lock:
             running = list(self._running.values())
+        # Queues whose node failed last round go last: a failing call can take
+        # a while, and the others' renewals must not wait behind it.
+        failed_before = self._renew_failed
+        running.sort(key=lambda r: id(r.queue) in failed_before)
         down: Exception | None = None
         unreachable: set[int] = set()  # queues whose node failed this round
+        self._renew_failed = unreachable
         for r in running:
             if id(r.queue) in unreachable:
                 continue  # one failed call per queue and round: each can take a while

@@ -120,6 +120,7 @@ class Worker(WorkerMaintenance):
         self._runners: list[threading.Thread] = []
         self._signals = 0
         self._last_renew = 0.0
+        self._renew_failed: set[int] = set()
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
@@ -153,6 +154,8 @@ class Worker(WorkerMaintenance):
         self._with_redis(self._startup, "registering the worker")
         maintenance = threading.Thread(target=self._maintenance_loop, name="jobq-maintenance", daemon=True)
         maintenance.start()
+        renewal = threading.Thread(target=self._renewal_loop, name="jobq-renewal", daemon=True)
+        renewal.start()
         if self.settings.worker_events_listener:
             self._events = start_listener_thread()
         for i in range(self.concurrency):
@@ -165,6 +168,7 @@ class Worker(WorkerMaintenance):
         finally:
             self._shutdown()
         maintenance.join(timeout=2)
+        renewal.join(timeout=2)
         return 0
 
     def stop(self) -> None:

@@ -360,6 +360,40 @@ def test_long_job_with_lease_renewal_is_not_run_twice(r, redis_server):
     assert job_hash(r, job_id, "fast")["attempts"] == "1"
 
 
+def test_a_heartbeat_held_up_for_seconds_does_not_hold_up_lease_renewal(r, redis_server):
+    """With a cluster, the heartbeat (or a sweep) can wait seconds on a node
+    that is down; the leases of jobs on the nodes that are up must still be
+    renewed, or the sweep hands them back and they run twice."""
+    import threading
+
+    job_id = enqueue("sleepy", {"seconds": 3}, queue="fast")  # 2.5 x its 1.2 s lease
+    worker = Worker(["fast"], burst=True, concurrency=1)
+    beat = worker._presence.beat
+    stuck = threading.Event()
+
+    def slow_beat(**kwargs):
+        if not stuck.is_set() and runs(r, job_id, "start"):
+            # The first beat once the job runs hangs, like a call to a dead node.
+            stuck.set()
+            time.sleep(4)
+        return beat(**kwargs)
+
+    worker._presence.beat = slow_beat
+    def sweeps():  # another worker's, handing back whatever lease runs out
+        for _ in range(25):
+            get_queue("fast").sweep()
+            time.sleep(0.2)
+
+    sweeper = threading.Thread(target=sweeps)
+    sweeper.start()
+    worker.run(install_signals=False)
+    sweeper.join()
+    assert stuck.is_set()
+    assert len(runs(r, job_id, "start")) == 1
+    h = job_hash(r, job_id, "fast")
+    assert h["status"] == "completed" and h["attempts"] == "1"
+
+
 def test_redis_restarted_under_a_running_worker(r, redis_server, tmp_path):
     """The worker logs, waits, and carries on when Redis is back."""
     from django_jobqueue.devserver import RedisServer
