@@ -199,11 +199,11 @@ class _Held:
 
     Taking a connection from a redis-py pool and giving it back costs locks,
     system calls and bookkeeping each time: about a third of a round trip on a
-    small VM, paid by every enqueue() and every claim. So each
-    thread keeps the last one it used, checked out of the pool as far as the
-    pool knows, and gives it back when the thread ends (its thread-local slot
-    is cleared) or it moves to another pool. A forked child never uses its
-    parent's (the fork count check): they would share a socket.
+    small VM, paid by every enqueue() and every claim. So each thread keeps the
+    last one it used, checked out of the pool as far as the pool knows, and
+    gives it back when the thread ends (its thread-local slot is cleared) or
+    it moves to another pool. A forked child never uses its parent's (the fork
+    count check): they would share a socket.
     """
 
     __slots__ = ("conn", "forks", "pid", "pool")
