@@ -206,17 +206,16 @@ class _Held:
     count check): they would share a socket.
     """
 
-    __slots__ = ("conn", "forks", "pid", "pool")
+    __slots__ = ("conn", "forks", "pool")
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
-        self.pid = os.getpid()
         self.forks = _forks
         self.conn = _checkout(pool)
 
     def __del__(self) -> None:
-        if self.pid == os.getpid():
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # also at interpreter exit
+            if self.forks == _forks:  # a parent's connection is not the child's to give back
                 self.pool.release(self.conn)
 
 

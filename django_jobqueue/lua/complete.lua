@@ -66,9 +66,11 @@ for i = 5, #ARGV - 3, 4 do
       if cap > 0 then redis.call('LPUSH', KEYS[3], id) end
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     end
-    local raw = nil
-    if #result <= event_bytes then raw = '"result":' .. result end
-    emit(KEYS[8], id, 'completed', 'completed', {cur[3], cur[4], cur[5]}, now, nil, raw)
+    if has_audience(KEYS[8]) then  -- else the result would be copied for nothing
+      local raw = nil
+      if #result <= event_bytes then raw = '"result":' .. result end
+      emit(KEYS[8], id, 'completed', 'completed', {cur[3], cur[4], cur[5]}, now, nil, raw)
+    end
     table.insert(codes, 1)
     done = done + 1
   end
