@@ -12,6 +12,7 @@ jobtypes.py (re-exported here).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from .jobtypes import SweepResult as SweepResult
 from .jobtypes import _int as _int
 from .keys import QueueKeys
 from .queue_ops import QueueOperations
+
+logger = logging.getLogger("django_jobqueue")
 
 # Bulk enqueue sends this many scripts per pipeline: large enough to amortise
 # the round trip, small enough to keep Redis responsive to other clients.
@@ -295,7 +298,13 @@ class RedisJobQueue(QueueOperations):
     def parse_claim_many(reply: Any) -> list[ClaimedJob]:
         if not reply or _is_paused(reply):
             return []
-        return [ClaimedJob.from_fields(_pairs(job)) for job in reply]
+        jobs = []
+        for job in reply:
+            if isinstance(job, list):
+                jobs.append(ClaimedJob.from_fields(_pairs(job)))
+            else:  # a job key of the wrong type, dropped by the claim (claim.lua)
+                logger.error("claim: %s", _s(job))
+        return jobs
 
     def complete_many(self, finished: Sequence[tuple[ClaimedJob, Any, bool]]) -> list[Outcome]:
         """Complete several claimed jobs in one round trip: (job, result,

@@ -323,6 +323,32 @@ def test_a_job_hash_of_the_wrong_type_is_reported_and_the_worker_goes_on(r, work
     assert "WRONGTYPE" in worker_log.text()
 
 
+def test_a_wrong_typed_job_key_in_a_batch_claim_drops_that_id_and_claims_the_rest(r, caplog):
+    q = get_queue()
+    first, bad, last = (q.enqueue({"n": n}) for n in range(3))
+    r.delete(f"queue:jobs:job:{bad}")
+    r.set(f"queue:jobs:job:{bad}", "not a hash")
+    with caplog.at_level(logging.ERROR, logger="django_jobqueue"):
+        claimed = q.claim_many(3, "w1")
+    assert [job.id for job in claimed] == [first, last]
+    assert "WRONGTYPE" in caplog.text and bad in caplog.text
+    # The bad id is on no list; both claimed jobs hold a lease and sit in the worker's set.
+    assert r.lrange("queue:jobs:pending", 0, -1) == []
+    assert r.lrange("queue:jobs:processing", 0, -1) == [last, first]  # newest claim at the head
+    assert set(r.zrange("queue:jobs:leases", 0, -1)) == {first, last}
+    assert r.smembers("queue:jobs:worker-jobs:w1") == {first, last}
+    assert r.get(f"queue:jobs:job:{bad}") == "not a hash"  # left for a person to look at
+    assert r.hget("queue:jobs:stats", "orphans") == "1"
+    # One at a time, the same key is an error reply; the next claim goes past it.
+    bad = q.enqueue({})
+    r.delete(f"queue:jobs:job:{bad}")
+    r.set(f"queue:jobs:job:{bad}", "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        q.claim_nowait("w1")
+    good = q.enqueue({})
+    assert q.claim_nowait("w1").id == good
+
+
 def test_pending_of_the_wrong_type_refuses_enqueue_and_writes_nothing(r):
     r.set("queue:jobs:pending", "not a list")
     with pytest.raises(QueueUnavailable, match="WRONGTYPE"):

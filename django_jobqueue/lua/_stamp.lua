@@ -9,11 +9,14 @@
 --   KEYS[13] paused (string: "in", "out" or "all" when paused)
 --
 -- stamp(id, now, token, visibility, worker, expired_ttl) is called once the id
--- sits at the head of the processing list. It returns the job hash (flat
+-- sits near the head of the processing list. It returns the job hash (flat
 -- HGETALL) when the job is ours to run, or false when the id had to be dropped
--- (no hash: the entry is an orphan; a status other than pending: a stale entry)
--- or was expired by its TTL (its hash then gets expired_ttl seconds to live, as
--- expire.lua gives it; 0 = keep); the caller then tries the next.
+-- (no hash, or a key of another type: the entry is an orphan; a status other
+-- than pending: a stale entry) or was expired by its TTL (its hash then gets
+-- expired_ttl seconds to live, as expire.lua gives it; 0 = keep); the caller
+-- then tries the next. The caller then calls hold() with the ids it stamped:
+-- their leases and their worker's set are written once for a whole batch,
+-- one command each instead of two per job.
 
 -- True when the queue is paused for claiming (QPAUSE out / all).
 local function claims_paused()
@@ -21,16 +24,27 @@ local function claims_paused()
   return p == 'out' or p == 'all'
 end
 
+-- The error of the last job key stamp() found holding another type than a
+-- hash: the caller reports it (a worker logs it) rather than fail the claim.
+local dropped = nil
+
 local function stamp(id, now, token, visibility, worker, expired_ttl)
   local job_key = KEYS[8] .. id
   -- One read: the whole hash, which goes back to the worker (patched below
   -- with what this stamp writes), and from which the checks take their fields.
-  local flat = redis.call('HGETALL', job_key)
-  if #flat == 0 then
-    -- An id with no hash (deleted by hand, or expired by CLEANUP while listed).
+  -- pcall: a key of another type written by hand must not stop the claim
+  -- half way (Redis keeps what a script wrote before an error).
+  local flat = redis.pcall('HGETALL', job_key)
+  if flat.err or #flat == 0 then
+    -- An id with no hash (deleted by hand, or expired by CLEANUP while
+    -- listed), or whose key holds another type: dropped, and the latter
+    -- reported to the worker (see `dropped` above).
     redis.call('LREM', KEYS[2], 1, id)
     redis.call('HINCRBY', KEYS[6], 'orphans', 1)
-    redis.log(redis.LOG_WARNING, 'jobqueue: dropped id without a job hash: ' .. id)
+    if flat.err then
+      dropped = flat.err .. ' (job ' .. id .. ': its id was dropped from the queue)'
+    end
+    redis.log(redis.LOG_WARNING, 'jobqueue: dropped id without a job hash: ' .. id .. ' ' .. (dropped or ''))
     return false
   end
   local at = {}  -- field -> index of its value in flat
@@ -64,8 +78,6 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
     'lease_until_ms', int(deadline), 'worker', worker, 'attempts', int(attempts),
   }
   redis.call('HSET', job_key, unpack(changes))
-  redis.call('ZADD', KEYS[3], deadline, id)
-  if worker ~= '' then redis.call('SADD', KEYS[12] .. worker, id) end
   meta[3] = attempts
   emit(KEYS[7], id, 'started', 'processing', meta, now, {worker = worker})
   for i = 1, #changes, 2 do
@@ -78,4 +90,18 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
     end
   end
   return flat
+end
+
+-- The leases of the ids stamp() accepted (all taken at `now`, so one deadline
+-- and one ZADD), and their worker's set of running jobs (one SADD).
+local function hold(ids, now, visibility, worker)
+  if #ids == 0 then return end
+  local scored = {}
+  local deadline = now + visibility
+  for i, id in ipairs(ids) do
+    scored[2 * i - 1] = deadline
+    scored[2 * i] = id
+  end
+  redis.call('ZADD', KEYS[3], unpack(scored))
+  if worker ~= '' then redis.call('SADD', KEYS[12] .. worker, unpack(ids)) end
 end

@@ -1,8 +1,9 @@
 --[[
-  Claim the next pending job without blocking: promote due scheduled jobs,
-  LMOVE the oldest pending id onto the processing list, and stamp it (claim
-  token, claimed_at_ms, attempts + 1, lease) in the same script, so a claim
-  under load costs one round trip and leaves no moved-but-unstamped window.
+  Claim the next pending job(s) without blocking: promote due scheduled jobs,
+  move the oldest pending ids onto the processing list (as LMOVE RIGHT LEFT
+  would, one command for a whole batch), and stamp each (claim token,
+  claimed_at_ms, attempts + 1, lease) in the same script, so a claim under
+  load costs one round trip and leaves no moved-but-unstamped window.
   The worker falls back to BLMOVE + stamp.lua only when this finds nothing.
 
   KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] scheduled
@@ -18,7 +19,9 @@
   Returns the job hash as a flat field/value array (or, with ARGV[7], a list
   of up to that many such arrays, each with its own claim token), false (or an
   empty list) when nothing is pending, or {"paused"} when the queue is paused
-  for claiming. Ids without a hash and jobs past their TTL are dropped on the
+  for claiming. A job key that holds another type than a hash has its id
+  dropped, reported as an error reply (or, with ARGV[7], as a string among the
+  arrays), and the claim goes on past it. Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
   A shared key of the wrong type is an error before anything is changed.
   Events: promoted, started; expired for jobs dropped by TTL.
@@ -34,19 +37,46 @@ if bad then return bad end
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[7]) or 0
 promote(KEYS[4], KEYS[1], KEYS[7], KEYS[8], now, tonumber(ARGV[5]) or 100)
-local batch = {}
-for _ = 1, 100 + want do
-  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not id then break end
-  -- One random token per call, made unique per job of a batch by a suffix.
-  local token = ARGV[2]
-  if want > 0 then token = ARGV[2] .. '.' .. (#batch + 1) end
-  local job = stamp(id, now, token, tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0)
-  if job then
-    if want == 0 then return job end
-    table.insert(batch, job)
-    if #batch >= want then break end
+local visibility = tonumber(ARGV[3])
+local expired_ttl = tonumber(ARGV[6]) or 0
+local batch, held = {}, {}
+local looked, limit = 0, 100 + want
+while looked < limit do
+  -- The oldest ids (the tail of pending) go to the head of processing in the
+  -- order one LMOVE RIGHT LEFT each would leave them, in three commands
+  -- instead of one per job. Ids dropped on the way (orphans, stale entries,
+  -- expired jobs) leave room for more, up to `limit` ids in all.
+  local n = math.min(math.max(want - #held, 1), limit - looked)
+  local ids = redis.call('LRANGE', KEYS[1], -n, -1)
+  if #ids == 0 then break end
+  local oldest_first = {}
+  for i = #ids, 1, -1 do oldest_first[#oldest_first + 1] = ids[i] end
+  -- LPUSH first: on a full Redis (maxmemory) the first write of a script is
+  -- refused if it may grow memory, and then nothing at all has changed.
+  redis.call('LPUSH', KEYS[2], unpack(oldest_first))
+  redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
+  looked = looked + #ids
+  for _, id in ipairs(oldest_first) do
+    -- One random token per call, made unique per job of a batch by a suffix.
+    local token = ARGV[2]
+    if want > 0 then token = ARGV[2] .. '.' .. (#held + 1) end
+    local job = stamp(id, now, token, visibility, ARGV[4], expired_ttl)
+    if job then
+      held[#held + 1] = id
+      if want == 0 then
+        hold(held, now, visibility, ARGV[4])
+        return job
+      end
+      batch[#batch + 1] = job
+    elseif dropped then
+      if want == 0 then return redis.error_reply(dropped) end
+      -- Reported in the reply, among the jobs: a string, not a job's array.
+      table.insert(batch, dropped)
+      dropped = nil
+    end
   end
+  if #held >= want and want > 0 then break end
 end
+hold(held, now, visibility, ARGV[4])
 if want == 0 then return false end
 return batch

@@ -4,7 +4,9 @@
   token, take the id off the processing list and the lease set, store the
   result, push the id onto the capped completed history, set the hash's
   cleanup TTL, count, publish. Each job is checked and changed on its own: a
-  stale token refuses that job and leaves the others to complete.
+  stale token refuses that job and leaves the others to complete. The lease
+  set, the history and the worker's set are written once per batch (one
+  command with every id) rather than once per job.
 
   KEYS[1] job prefix (a job's hash is prefix .. id)
   KEYS[2] processing  KEYS[3] completed  KEYS[4] leases
@@ -36,24 +38,32 @@ local event_bytes = tonumber(ARGV[4]) or 0
 local codes = {}
 local done = 0
 local processing_len = nil  -- read once, kept up to date below
+-- Written once for the whole batch, one command each, after the loop:
+local unleased = {}  -- ids off the lease set
+local history = {}   -- ids onto the completed history
+local owned = {}     -- worker id -> ids off its set of running jobs
 
 for i = 5, #ARGV - 3, 4 do
   local id, token, result, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local job_key = KEYS[1] .. id
-  -- One read for everything below: each redis.call costs about as much as
-  -- the work it does, so the fields are fetched once, not one HGET each.
-  local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts',
+  -- pcall: a key of another type (written by hand) is "no such job" for this
+  -- id, and must not stop the batch half way.
+  local cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts',
     'worker', 'unique_key', 'expires_at_ms', 'claimed_at_ms')
-  if not cur[1] then
+  if type(cur) ~= 'table' or cur.err or not cur[1] then
     table.insert(codes, 0)
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
     table.insert(codes, -1)
   else
     processing_len = processing_len or redis.call('LLEN', KEYS[2])
     processing_len = processing_len - remove_processing(KEYS[2], KEYS[1], id, cur[9], processing_len)
-    redis.call('ZREM', KEYS[4], id)
+    unleased[#unleased + 1] = id
     if cur[8] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
-    if cur[6] and cur[6] ~= '' then redis.call('SREM', KEYS[9] .. cur[6], id) end
+    if cur[6] and cur[6] ~= '' then
+      local ids = owned[cur[6]]
+      if not ids then ids = {}; owned[cur[6]] = ids end
+      ids[#ids + 1] = id
+    end
     if cur[7] and cur[7] ~= '' and redis.call('HGET', KEYS[6], cur[7]) == id then
       redis.call('HDEL', KEYS[6], cur[7])
     end
@@ -63,7 +73,7 @@ for i = 5, #ARGV - 3, 4 do
       redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', int(now),
         'result', result, 'claim_token', '')
       redis.call('HDEL', job_key, 'lease_until_ms')
-      if cap > 0 then redis.call('LPUSH', KEYS[3], id) end
+      if cap > 0 then history[#history + 1] = id end
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     end
     if has_audience(KEYS[8]) then  -- else the result would be copied for nothing
@@ -76,8 +86,13 @@ for i = 5, #ARGV - 3, 4 do
   end
 end
 if done > 0 then
-  -- Trimmed once for the batch: the history is back at its cap when the script ends.
-  if cap > 0 then redis.call('LTRIM', KEYS[3], 0, cap - 1) end
+  redis.call('ZREM', KEYS[4], unpack(unleased))
+  if #history > 0 then
+    redis.call('LPUSH', KEYS[3], unpack(history))  -- the last completed ends up at the head
+    redis.call('LTRIM', KEYS[3], 0, cap - 1)
+  end
   redis.call('HINCRBY', KEYS[7], 'completed', done)
+  -- Last: the one key not type-checked above.
+  for worker, ids in pairs(owned) do redis.call('SREM', KEYS[9] .. worker, unpack(ids)) end
 end
 return codes
