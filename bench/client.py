@@ -3,6 +3,7 @@
     python -m bench.client SYSTEM single N
     python -m bench.client SYSTEM bulk N
     python -m bench.client SYSTEM latency SAMPLES TIME_CAP_SECONDS
+    python -m bench.client ping single N          (a redis-py PING loop: the floor)
 
 Each prints one JSON line. Timing covers the enqueue calls only, never the
 imports or the set-up, so every system pays its start-up cost outside it.
@@ -140,8 +141,26 @@ def latency(e: Enqueuer, samples: int, cap_s: float) -> dict[str, Any]:
     return {"samples": out}
 
 
+def ping(n: int) -> dict[str, Any]:
+    """The floor for one call at a time: PING on a default redis-py client
+    (a connection pool, hiredis when installed), like an enqueue's one round trip."""
+    import redis
+
+    from bench.common import redis_url
+
+    r = redis.Redis.from_url(redis_url())
+    r.ping()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        r.ping()
+    return {"n": n, "seconds": time.perf_counter() - t0}
+
+
 def main(argv: list[str]) -> int:
     system, op, *rest = argv
+    if system == "ping":
+        print(json.dumps(ping(int(rest[0]))))
+        return 0
     e = FACTORIES[system]()
     if op == "single":
         res = single(e, int(rest[0]))

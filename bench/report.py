@@ -143,9 +143,12 @@ def markdown(run: dict[str, Any], results: dict[str, SystemResult], systems: lis
         "",
         "— not measured (no bulk API), or not applicable. † the drain hit its time cap: the rate is over the jobs "
         "that ran. ‡ the command count hit the time cap: commands of every enqueue and of the jobs that ran, "
-        "over the jobs that ran (an overestimate). Bulk enqueue: best of two runs. Latency p99 is of at most "
-        f"{plan['latency_samples']} samples.",
+        "over the jobs that ran (an overestimate). Enqueue one at a time: best of "
+        f"{plan.get('single_rounds', 1)} run(s); drains: best of {plan.get('drain_rounds', 1)} (steady rate), every "
+        "system once per round (every run is listed below); bulk enqueue: best of the bulk enqueues the drains "
+        f"did. Latency p99 is of at most {plan['latency_samples']} samples.",
         "",
+        *_floor(run, results),
         "Latency samples taken: "
         + ", ".join(f"{s.label} {len(results[s.key].latency_ms)}" for s in systems)
         + ". Jobs counted for commands: "
@@ -159,6 +162,7 @@ def markdown(run: dict[str, Any], results: dict[str, SystemResult], systems: lis
         bulk = s.bulk or "none (the drain's jobs are enqueued one at a time, untimed)"
         idle = "blocks on Redis when idle" if s.blocking else "polls Redis when idle (backs off up to 1 s)"
         parts.append(f"- **{s.label}**: {s.concurrency}; {idle}. Bulk enqueue: {bulk}.")
+    parts += _runs(results, systems)
     errors = [(s.label, e) for s in systems for e in results[s.key].errors]
     if errors:
         parts += ["", "### Errors", ""] + [f"- {label}: {e}" for label, e in errors]
@@ -240,6 +244,49 @@ def markdown(run: dict[str, Any], results: dict[str, SystemResult], systems: lis
     if chart:
         parts += ["", f"![benchmark chart]({chart})"]
     return "\n".join(parts) + "\n"
+
+
+def _floor(run: dict[str, Any], results: dict[str, SystemResult]) -> list[str]:
+    """Our one-at-a-time enqueue against the PING loop run beside it."""
+    pings = run.get("ping_single") or []
+    ours = results.get("jobqueue")
+    if not pings or ours is None or not ours.enqueue_single:
+        return []
+    best = max(pings)
+    return [
+        f"The floor for one call at a time: a redis-py PING loop in a child process of its own, run in each round "
+        f"of the one-at-a-time enqueues ({', '.join(f'{p:,.0f}' for p in pings)} calls/s): best {best:,.0f}/s. "
+        f"Our best one-at-a-time enqueue is {ours.enqueue_single / best:.0%} of it.",
+        "",
+    ]
+
+
+def _runs(results: dict[str, SystemResult], systems: list[System]) -> list[str]:
+    """Every run of the phases that ran in rounds, so the spread is in view."""
+    if not any(len(results[s.key].enqueue_single_runs) > 1 or
+               any(len(v) > 1 for v in results[s.key].drain_runs.values()) for s in systems):  # fmt: skip
+        return []
+
+    def runs(values: list[float | None]) -> str:
+        return ", ".join(_fmt(v, ",.0f") for v in values) or "—"
+
+    out = [
+        "",
+        "### Every run",
+        "",
+        "Jobs/s of each round, in the order run (steady rate for the drains); the tables above use the best.",
+        "",
+        "| system | enqueue, one at a time | drain, 1 process | drain, 2 processes |",
+        "|---|---|---|---|",
+    ]
+    for s in systems:
+        r = results[s.key]
+        out.append(
+            f"| {s.label} | {runs(list(r.enqueue_single_runs))} "
+            f"| {runs([d.steady_rate for d in r.drain_runs.get(1, [])])} "
+            f"| {runs([d.steady_rate for d in r.drain_runs.get(2, [])])} |"
+        )
+    return out
 
 
 def chart(path: Path, results: dict[str, SystemResult], systems: list[System], reclaim: list[dict[str, Any]]) -> bool:

@@ -65,7 +65,9 @@ class Script:
             return self(client, keys, args)
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            (reply,) = send_direct(client, [command])
+            # Without the check for a connection the server closed: the call
+            # is sent again below if it was, which costs nothing when it was not.
+            (reply,) = send_direct(client, [command], check=False)
         except (RedisConnectionError, RedisTimeoutError):
             (reply,) = send_direct(client, [command])
         if isinstance(reply, NoScriptError):
@@ -165,15 +167,17 @@ def can_send_direct(client: Any) -> bool:
     return not _cluster.is_cluster(client) and hasattr(client, "connection_pool")
 
 
-def send_direct(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+def send_direct(client: Any, commands: Sequence[tuple[Any, ...]], *, check: bool = True) -> list[Any]:
     """Write the commands on one pooled connection at once, read every reply.
 
     What ``client.pipeline(transaction=False).execute(raise_on_error=False)``
     does, minus its per-command bookkeeping and its retry. Error replies come
     back as exceptions in the list; a connection error is raised after the
-    connection is dropped.
+    connection is dropped. ``check=False`` skips the look for a connection the
+    server has closed since the thread's last call (a system call), for
+    callers that send again after a connection error anyway.
     """
-    conn, held = _connection(client)
+    conn, held = _connection(client, check)
     try:
         conn.send_packed_command(_pack(conn, commands))
         out: list[Any] = []
@@ -233,7 +237,7 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _connection(client: Any) -> tuple[Any, bool]:
+def _connection(client: Any, check: bool = True) -> tuple[Any, bool]:
     """(a connection for the calling thread, whether it is held between calls)."""
     pool = client.connection_pool
     if isinstance(pool, BlockingConnectionPool):
@@ -243,6 +247,8 @@ def _connection(client: Any) -> tuple[Any, bool]:
     slot = getattr(_held, "slot", None)
     if slot is None or slot.pool is not pool or slot.forks != _forks:
         slot = _held.slot = _Held(pool)
+        return slot.conn, True
+    if not check:
         return slot.conn, True
     # What the pool checks on every checkout, kept: a socket with something to
     # read before we sent anything was closed by the server (a restart, a

@@ -703,6 +703,11 @@ def test_a_thread_keeps_its_connection_between_calls_and_survives_a_redis_restar
         assert scripts.send_direct(client, [("PING",)]) == ["PONG"]
         assert q.claim_many(5) == []  # the restart lost the jobs (no persistence)
         assert q.enqueue({"n": 3}) != first
+        server.restart(kill=True)
+        # An enqueue skips that check (a system call): its call is sent again
+        # after the connection error instead, which the script recognises.
+        job_id = q.enqueue({"n": 4})
+        assert client.lrange("queue:jobs:pending", 0, -1) == [job_id]
     finally:
         client.close()
         server.cleanup()
