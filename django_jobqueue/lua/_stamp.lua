@@ -28,6 +28,19 @@ end
 -- hash: the caller reports it (a worker logs it) rather than fail the claim.
 local dropped = nil
 
+-- Set a field's value in a flat HGETALL reply: at index i, or appended.
+local function patch(flat, i, field, value)
+  if i then
+    flat[i] = value
+  else
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
+  end
+end
+
+-- The claim time and lease deadline of the last stamp, as text.
+local stamped_at, now_text, deadline_text = nil, nil, nil
+
 local function stamp(id, now, token, visibility, worker, expired_ttl)
   local job_key = KEYS[8] .. id
   -- One read: the whole hash, which goes back to the worker (patched below
@@ -47,20 +60,30 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
     redis.log(redis.LOG_WARNING, 'jobqueue: dropped id without a job hash: ' .. id .. ' ' .. (dropped or ''))
     return false
   end
-  local at = {}  -- field -> index of its value in flat
-  for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
-  local function field(name)
-    local i = at[name]
-    return i and flat[i]
+  -- One pass over the reply: the fields the checks read, and where the
+  -- fields this stamp writes sit in it. (A field -> index table and a
+  -- closure per job cost more here than the commands: this runs for every job.)
+  local status, name, queue, attempts, expires
+  local i_status, i_token, i_claimed, i_lease, i_worker, i_attempts
+  for i = 2, #flat, 2 do
+    local k = flat[i - 1]
+    if k == 'status' then status, i_status = flat[i], i
+    elseif k == 'attempts' then attempts, i_attempts = flat[i], i
+    elseif k == 'claim_token' then i_token = i
+    elseif k == 'name' then name = flat[i]
+    elseif k == 'queue' then queue = flat[i]
+    elseif k == 'expires_at_ms' then expires = tonumber(flat[i])
+    elseif k == 'claimed_at_ms' then i_claimed = i
+    elseif k == 'lease_until_ms' then i_lease = i
+    elseif k == 'worker' then i_worker = i
+    end
   end
-  local meta = {field('name'), field('queue'), field('attempts')}
-  if field('status') ~= 'pending' then
+  if status ~= 'pending' then
     -- A stale second entry for a job that has moved on (expired, deleted,
     -- already claimed): never hand it out twice.
     redis.call('LREM', KEYS[2], 1, id)
     return false
   end
-  local expires = tonumber(field('expires_at_ms'))
   if expires and expires <= now then
     redis.call('LREM', KEYS[2], 1, id)
     redis.call('ZREM', KEYS[5], id)
@@ -68,27 +91,26 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
     redis.call('HSET', job_key, 'status', 'expired', 'finished_at_ms', int(now))
     if expired_ttl and expired_ttl > 0 then redis.call('EXPIRE', job_key, expired_ttl) end
     redis.call('HINCRBY', KEYS[6], 'expired', 1)
-    emit(KEYS[7], id, 'expired', 'expired', meta, now)
+    emit(KEYS[7], id, 'expired', 'expired', {name, queue, attempts}, now)
     return false
   end
-  local attempts = (tonumber(meta[3]) or 0) + 1
-  local deadline = now + visibility
-  local changes = {
-    'status', 'processing', 'claim_token', token, 'claimed_at_ms', int(now),
-    'lease_until_ms', int(deadline), 'worker', worker, 'attempts', int(attempts),
-  }
-  redis.call('HSET', job_key, unpack(changes))
-  meta[3] = attempts
-  emit(KEYS[7], id, 'started', 'processing', meta, now, {worker = worker})
-  for i = 1, #changes, 2 do
-    local j = at[changes[i]]
-    if j then
-      flat[j] = changes[i + 1]
-    else
-      flat[#flat + 1] = changes[i]
-      flat[#flat + 1] = changes[i + 1]
-    end
+  if now ~= stamped_at then  -- the same for every job of a claim: formatted once
+    stamped_at, now_text, deadline_text = now, int(now), int(now + visibility)
   end
+  local tries = (tonumber(attempts) or 0) + 1
+  local tries_text = int(tries)
+  redis.call('HSET', job_key, 'status', 'processing', 'claim_token', token, 'claimed_at_ms', now_text,
+    'lease_until_ms', deadline_text, 'worker', worker, 'attempts', tries_text)
+  if has_audience(KEYS[7]) then
+    emit(KEYS[7], id, 'started', 'processing', {name, queue, tries}, now, {worker = worker})
+  end
+  -- The reply goes back as the hash now stands.
+  patch(flat, i_status, 'status', 'processing')
+  patch(flat, i_token, 'claim_token', token)
+  patch(flat, i_claimed, 'claimed_at_ms', now_text)
+  patch(flat, i_lease, 'lease_until_ms', deadline_text)
+  patch(flat, i_worker, 'worker', worker)
+  patch(flat, i_attempts, 'attempts', tries_text)
   return flat
 end
 

@@ -35,6 +35,8 @@ local now = now_ms(ARGV[1])
 local ttl = tonumber(ARGV[2]) or 0
 local cap = tonumber(ARGV[3]) or 0
 local event_bytes = tonumber(ARGV[4]) or 0
+local now_text = int(now)
+local audience = has_audience(KEYS[8])
 local codes = {}
 local done = 0
 local processing_len = nil  -- read once, kept up to date below
@@ -48,40 +50,48 @@ for i = 5, #ARGV - 3, 4 do
   local job_key = KEYS[1] .. id
   -- pcall: a key of another type (written by hand) is "no such job" for this
   -- id, and must not stop the batch half way.
-  local cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts',
-    'worker', 'unique_key', 'expires_at_ms', 'claimed_at_ms')
-  if type(cur) ~= 'table' or cur.err or not cur[1] then
-    table.insert(codes, 0)
+  -- (name, queue and attempts, for the event, only when someone listens)
+  local cur
+  if audience then
+    cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
+      'expires_at_ms', 'name', 'queue', 'attempts')
+  else
+    cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
+      'expires_at_ms')
+  end
+  if cur.err or not cur[1] then
+    codes[#codes + 1] = 0
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
-    table.insert(codes, -1)
+    codes[#codes + 1] = -1
   else
     processing_len = processing_len or redis.call('LLEN', KEYS[2])
-    processing_len = processing_len - remove_processing(KEYS[2], KEYS[1], id, cur[9], processing_len)
+    processing_len = processing_len - remove_processing(KEYS[2], KEYS[1], id, cur[3], processing_len)
     unleased[#unleased + 1] = id
-    if cur[8] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
-    if cur[6] and cur[6] ~= '' then
-      local ids = owned[cur[6]]
-      if not ids then ids = {}; owned[cur[6]] = ids end
+    if cur[6] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
+    local worker, unique = cur[4], cur[5]
+    if worker and worker ~= '' then
+      local ids = owned[worker]
+      if not ids then ids = {}; owned[worker] = ids end
       ids[#ids + 1] = id
     end
-    if cur[7] and cur[7] ~= '' and redis.call('HGET', KEYS[6], cur[7]) == id then
-      redis.call('HDEL', KEYS[6], cur[7])
+    if unique and unique ~= '' and redis.call('HGET', KEYS[6], unique) == id then
+      redis.call('HDEL', KEYS[6], unique)
     end
     if keep == '0' then
       redis.call('DEL', job_key)
     else
-      redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', int(now),
+      redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', now_text,
         'result', result, 'claim_token', '')
       redis.call('HDEL', job_key, 'lease_until_ms')
       if cap > 0 then history[#history + 1] = id end
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     end
-    if has_audience(KEYS[8]) then  -- else the result would be copied for nothing
+    if audience then  -- else the result would be copied for nothing
       local raw = nil
       if #result <= event_bytes then raw = '"result":' .. result end
-      emit(KEYS[8], id, 'completed', 'completed', {cur[3], cur[4], cur[5]}, now, nil, raw)
+      emit(KEYS[8], id, 'completed', 'completed', {cur[7], cur[8], cur[9]}, now, nil, raw)
     end
-    table.insert(codes, 1)
+    codes[#codes + 1] = 1
     done = done + 1
   end
 end
