@@ -386,6 +386,52 @@ def test_a_counter_key_of_the_wrong_type_loses_no_job(r):
     assert q.complete(job, "ok")
 
 
+def _where(r, job_id: str) -> dict:
+    """Every trace of a job: its hash, and each list and sorted set holding its id."""
+    lists = [k for k in r.keys("queue:jobs:*") if r.type(k) == "list"]
+    zsets = [k for k in r.keys("queue:jobs:*") if r.type(k) == "zset"]
+    return {
+        "hash": r.hgetall(f"queue:jobs:job:{job_id}"),
+        "lists": sorted(k for k in lists if job_id in r.lrange(k, 0, -1)),
+        "zsets": sorted(k for k in zsets if r.zscore(k, job_id) is not None),
+    }
+
+
+def _claimed(q, r):
+    job_id = q.enqueue({})
+    return job_id, q.claim(0, "w1")
+
+
+def _failed(q, r):
+    job_id = q.enqueue({}, max_attempts=1)
+    q.fail(q.claim(0), "boom")
+    return job_id, None
+
+
+RARER = {
+    "fail": (_claimed, lambda q, job_id, job: q.fail(job, "boom")),
+    "requeue": (_claimed, lambda q, job_id, job: q.requeue(job)),
+    "retry": (_failed, lambda q, job_id, job: q.retry(job_id)),
+    "delete": (_failed, lambda q, job_id, job: q.delete(job_id)),
+    "reclaim": (_claimed, lambda q, job_id, job: q.reclaim_worker_jobs(["w1"])),
+}
+
+
+@pytest.mark.parametrize("script", sorted(RARER))
+def test_the_rarer_scripts_refuse_a_shared_key_of_the_wrong_type_and_change_nothing(r, script):
+    make, call = RARER[script]
+    q = get_queue()
+    job_id, job = make(q, r)
+    before = _where(r, job_id)
+    r.set("queue:jobs:stats", "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE queue:jobs:stats .*nothing was changed"):
+        call(q, job_id, job)
+    assert _where(r, job_id) == before
+    r.delete("queue:jobs:stats")
+    call(q, job_id, job)  # repaired: it goes through
+    assert _where(r, job_id) != before
+
+
 # ----------------------------------------------------------- Redis unreachable
 
 

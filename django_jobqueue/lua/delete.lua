@@ -27,6 +27,10 @@ if ARGV[3] ~= '' then
 elseif st == 'processing' then
   return -1
 end
+-- The shared keys this may write, checked first (see _lib.check_types).
+local bad = check_types({KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'list', KEYS[5], 'zset',
+  KEYS[6], 'list', KEYS[7], 'list', KEYS[8], 'zset', KEYS[9], 'hash', KEYS[10], 'hash', KEYS[12], 'list'})
+if bad then return bad end
 local now = now_ms(ARGV[1])
 if st == 'pending' then
   redis.call('LREM', KEYS[2], 1, id)

@@ -25,6 +25,12 @@ local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue
   'attempts', 'max_attempts', 'delivery')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
+-- The shared keys this may write, checked first: Redis keeps what a script
+-- wrote before a failing command, so a key of the wrong type met half way
+-- could leave the job on no list (see _lib.check_types).
+local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'list',
+  KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'hash', KEYS[9], 'hash'})
+if bad then return bad end
 
 local now = now_ms(ARGV[1])
 local meta = {cur[3], cur[4], cur[5]}

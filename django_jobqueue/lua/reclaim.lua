@@ -26,6 +26,12 @@
 ]]
 --@include _lib
 
+-- The shared keys this may write, checked first (see _lib.check_types): a
+-- sweep that stopped half way could leave a job on no list.
+local bad = check_types({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'list',
+  KEYS[5], 'hash', KEYS[6], 'list', KEYS[7], 'zset', KEYS[8], 'hash', KEYS[9], 'hash'})
+if bad then return bad end
+
 local now = now_ms(ARGV[1])
 local visibility = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])

@@ -26,6 +26,10 @@ local id = ARGV[2]
 local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
+-- The shared keys this may write, checked first (see _lib.check_types).
+local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
+  KEYS[6], 'hash', KEYS[9], 'list', KEYS[10], 'zset', KEYS[11], 'hash'})
+if bad then return bad end
 local now = now_ms(ARGV[1])
 local attempts = tonumber(cur[5]) or 0
 if ARGV[5] == '0' and attempts > 0 then

@@ -19,6 +19,10 @@ local cur = redis.call('HMGET', job_key, 'status', 'name', 'queue', 'attempts', 
 if not cur[1] then return 0 end
 local st = cur[1]
 if st ~= 'failed' and st ~= 'lost' and st ~= 'expired' and st ~= 'completed' then return -1 end
+-- The shared keys this may write, checked first (see _lib.check_types).
+local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'list', KEYS[5], 'hash',
+  KEYS[7], 'hash', KEYS[8], 'zset'})
+if bad then return bad end
 local now = now_ms(ARGV[1])
 if st == 'failed' or st == 'lost' then redis.call('LREM', KEYS[4], 1, id) end
 if st == 'completed' then redis.call('LREM', KEYS[3], 1, id) end
