@@ -13,7 +13,7 @@ test-slow:  ## only the slow tests (long chaos and model runs, long cluster fail
 chaos:  ## the full chaos run: 100 000 jobs, worker and Redis SIGKILLs; exits 1 if a job is lost
 	./scripts/with-venv.sh python -m chaos
 
-bench:  ## us against RQ, Celery, Dramatiq and Huey (about 10 minutes; writes docs/benchmarks-results.md)
+bench:  ## us against RQ, Celery, Dramatiq and Huey (15-20 minutes; writes docs/benchmarks-results.md)
 	./scripts/with-venv.sh python -m bench
 
 lint:

@@ -1,6 +1,6 @@
 """python -m bench: django-jobqueue against RQ, Celery, Dramatiq and Huey on one private Redis.
 
-    python -m bench                  # the full run (~8 min on 2 cores); writes docs/benchmarks-results.md + .png
+    python -m bench                  # the full run (15-20 min on 2 cores); writes docs/benchmarks-results.md + .png
     python -m bench --quick          # a ~1-minute smoke run; writes artifacts/bench-quick/
     python -m bench --only jobqueue  # ours alone (needs no peer package)
 

@@ -49,7 +49,7 @@ STEADY_FROM, STEADY_TO = 0.1, 0.9
 
 @dataclass(frozen=True)
 class Plan:
-    """How much of everything. The defaults take ~8 minutes on 2 busy cores."""
+    """How much of everything. The defaults take 15-20 minutes on 2 slow cores."""
 
     single_n: int = 5000
     drain_n: int = 20000
