@@ -13,10 +13,10 @@
 -- HGETALL) when the job is ours to run, or false when the id had to be dropped
 -- (no hash, or a key of another type: the entry is an orphan; a status other
 -- than pending: a stale entry) or was expired by its TTL (its hash then gets
--- expired_ttl seconds to live, as expire.lua gives it; 0 = keep); the caller
--- then tries the next. The caller then calls hold() with the ids it stamped:
--- their leases and their worker's set are written once for a whole batch,
--- one command each instead of two per job.
+-- expired_ttl seconds to live, as expire.lua gives it; 0 = keep), and the
+-- caller tries the next. Once done, the caller passes the ids it got to
+-- hold(), which writes their leases and their worker's set for the whole
+-- batch: one command each instead of two per job.
 
 -- True when the queue is paused for claiming (QPAUSE out / all).
 local function claims_paused()

@@ -19,10 +19,11 @@
   Returns the job hash as a flat field/value array (or, with ARGV[7], a list
   of up to that many such arrays, each with its own claim token), false (or an
   empty list) when nothing is pending, or {"paused"} when the queue is paused
-  for claiming. A job key that holds another type than a hash has its id
-  dropped, reported as an error reply (or, with ARGV[7], as a string among the
-  arrays), and the claim goes on past it. Ids without a hash and jobs past their TTL are dropped on the
+  for claiming. Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
+  An id whose job key holds another type than a hash is dropped too, and
+  reported: as an error reply, or with ARGV[7] as a string among the arrays
+  (the claim goes on past it).
   A shared key of the wrong type is an error before anything is changed.
   Events: promoted, started; expired for jobs dropped by TTL.
 ]]
