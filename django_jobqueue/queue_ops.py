@@ -41,14 +41,20 @@ class QueueOperations:
 
     # ------------------------------------------------------------------- by id
 
+    def _by_id(self, script: str, job_id: str, keys: list[str], *args: str) -> Outcome:
+        """Run a by-id script (KEYS: the job's hash, then ``keys``; ARGV: now,
+        the id, then ``args``) and decode its code."""
+        code = scripts.get(script)(self.client, [self.keys.job(job_id), *keys], [self._now(), job_id, *args])
+        return _CODES[int(code)]
+
     def delete(self, job_id: str, claim_token: str = "") -> Outcome:
         """Delete a job. With a token only its current claim may; without one,
         any job that is not running."""
         k = self.keys
-        code = scripts.get("delete")(
-            self.client,
+        return self._by_id(
+            "delete",
+            job_id,
             [
-                k.job(job_id),
                 k.pending,
                 k.scheduled,
                 k.processing,
@@ -62,45 +68,38 @@ class QueueOperations:
                 k.claiming,
                 k.worker_jobs_prefix,
             ],
-            [self._now(), job_id, claim_token],
+            claim_token,
         )
-        return _CODES[int(code)]
 
     def requeue_now(self, job_id: str) -> Outcome:
         """Put an unfinished job at the head of pending: a scheduled one runs
         now, a running one loses its claim and runs again. NOT_OWNER: finished."""
         k = self.keys
-        code = scripts.get("requeue_now")(
-            self.client,
-            [k.job(job_id), k.pending, k.scheduled, k.processing, k.leases, k.stats, k.events, k.worker_jobs_prefix],
-            [self._now(), job_id],
+        return self._by_id(
+            "requeue_now",
+            job_id,
+            [k.pending, k.scheduled, k.processing, k.leases, k.stats, k.events, k.worker_jobs_prefix],
         )
-        return _CODES[int(code)]
 
     def retry(self, job_id: str) -> Outcome:
         """Replay a finished (failed, expired or completed) job with a fresh
         attempt budget, keeping its history."""
+        return self._by_id("retry", job_id, self._retry_keys())
+
+    def _retry_keys(self) -> list[str]:
+        """retry.lua's KEYS after the job's hash (retry() and replay() both send it)."""
         k = self.keys
-        code = scripts.get("retry")(
-            self.client,
-            [k.job(job_id), k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines],
-            [self._now(), job_id],
-        )
-        return _CODES[int(code)]
+        return [k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines]
 
     def replay(self, job_ids: Iterable[str]) -> int:
         """Replay finished jobs (one round trip per 500): each keeps its
         history. Returns how many were replayed (others were not finished)."""
-        k = self.keys
         ids = list(job_ids)
+        rest = self._retry_keys()
         done = 0
         for start in range(0, len(ids), 500):
             calls = [
-                (
-                    scripts.get("retry"),
-                    [k.job(i), k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines],
-                    [self._now(), i],
-                )
+                (scripts.get("retry"), [self.keys.job(i), *rest], [self._now(), i])
                 for i in ids[start : start + 500]
             ]
             done += sum(1 for code in scripts.run_pipeline(self.client, calls) if int(code) == 1)
