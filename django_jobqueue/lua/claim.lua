@@ -48,15 +48,21 @@ while looked < limit do
   -- instead of one per job. Ids dropped on the way (orphans, stale entries,
   -- expired jobs) leave room for more, up to `limit` ids in all.
   local n = math.min(math.max(want - #held, 1), limit - looked)
-  local ids = redis.call('LRANGE', KEYS[1], -n, -1)
-  if #ids == 0 then break end
   local oldest_first = {}
-  for i = #ids, 1, -1 do oldest_first[#oldest_first + 1] = ids[i] end
-  -- LPUSH first: on a full Redis (maxmemory) the first write of a script is
-  -- refused if it may grow memory, and then nothing at all has changed.
-  redis.call('LPUSH', KEYS[2], unpack(oldest_first))
-  redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
-  looked = looked + #ids
+  if n == 1 then  -- one id (a single claim): one command
+    local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+    if not id then break end
+    oldest_first[1] = id
+  else
+    local ids = redis.call('LRANGE', KEYS[1], -n, -1)
+    if #ids == 0 then break end
+    for i = #ids, 1, -1 do oldest_first[#oldest_first + 1] = ids[i] end
+    -- LPUSH first: on a full Redis (maxmemory) the first write of a script is
+    -- refused if it may grow memory, and then nothing at all has changed.
+    redis.call('LPUSH', KEYS[2], unpack(oldest_first))
+    redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
+  end
+  looked = looked + #oldest_first
   for _, id in ipairs(oldest_first) do
     -- One random token per call, made unique per job of a batch by a suffix.
     local token = ARGV[2]
