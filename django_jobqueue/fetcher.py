@@ -20,6 +20,11 @@ idle queue is sent by its runner at once (and the leader sends those left
 during its pipeline before it starts waiting). Until a
 completion is acknowledged the job stays tracked as running, so its lease is
 renewed and a shutdown sends it before handing anything back.
+
+A claimed job that waited here through a Redis error is checked before it
+starts: after a failover the new primary may never have seen its claim (the
+reply came from the old one before the claim reached a replica) and may hand
+the job out again. Such a job is dropped here, not run.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Fetcher:
         prefetch: int = 0,
         on_claimed: Callable[[RedisJobQueue, ClaimedJob], None],
         on_acked: Callable[[Ack, Outcome], None],
+        on_lost: Callable[[RedisJobQueue, ClaimedJob], None] = lambda q, c: None,
     ) -> None:
         self.queues = list(queues)
         self.worker_id = worker_id
@@ -77,6 +83,7 @@ class Fetcher:
         self.prefetch = prefetch
         self._on_claimed = on_claimed
         self._on_acked = on_acked
+        self._on_lost = on_lost
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
         # Jobs claimed for runners not yet free: (queue, job, when made ready).
@@ -91,6 +98,7 @@ class Fetcher:
         self._last_take = 0.0  # when a runner last took a job
         self._last_empty = -1.0  # when a fetch last found the queues empty
         self._empty_began = -1.0  # when that fetch began
+        self._failed_at = -1.0  # when a Redis call last failed (see redis_failed)
 
     # ------------------------------------------------------------ completions
 
@@ -137,11 +145,17 @@ class Fetcher:
             # completion sent twice is refused by its token the second time.
             with self._cond:
                 self._acks[:0] = acks
+            self.redis_failed()
             raise
         for (_queue, group), codes in zip(groups, replies, strict=False):
             for ack, outcome in zip(group, RedisJobQueue.outcomes(codes), strict=True):
                 self._on_acked(ack, outcome)
         return RedisJobQueue.parse_claim_many(replies[-1]) if claim is not None else []
+
+    def redis_failed(self) -> None:
+        """A Redis call failed: jobs made ready before now are checked before
+        they start (their claims may have died with a failed primary)."""
+        self._failed_at = time.monotonic()
 
     # ----------------------------------------------------------------- claims
 
@@ -167,7 +181,8 @@ class Fetcher:
             now = time.monotonic()
             take = bool(self._ready) and (eager or now - self._ready[0][2] >= HELP_AFTER_S)
             if take:
-                queue, claimed, _ready_at = self._ready.popleft()
+                queue, claimed, ready_at = self._ready.popleft()
+                suspect = ready_at <= self._failed_at
                 self._last_take = now
                 if not eager:
                     self._cond.notify()  # someone else keeps watch now
@@ -204,6 +219,8 @@ class Fetcher:
                     with self._cond:
                         self._ready.appendleft((queue, claimed, now))
                     raise
+            if suspect and not self._still_ours(queue, claimed, ready_at):
+                return None, False
             return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
         began = time.monotonic()
@@ -221,6 +238,20 @@ class Fetcher:
                 self._ready.extend((q, c, now) for q, c in got[1:])
                 self._standby.notify()  # restart the watch on the new state
         return (got[0], False) if got else (None, True)
+
+    def _still_ours(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float) -> bool:
+        """Whether a job that waited here through a Redis error is still
+        claimed by us (its lease renewed on the way); False: dropped."""
+        try:
+            lease = queue.touch(claimed)
+        except Exception:
+            with self._cond:
+                self._ready.appendleft((queue, claimed, ready_at))  # still to be checked
+            raise
+        if lease is None:
+            self._on_lost(queue, claimed)
+            return False
+        return True
 
     def _stalled(self, now: float) -> bool:
         """No job taken for HELP_AFTER_S although the last fetch found some: the

@@ -87,6 +87,7 @@ class WorkerMaintenance:
             try:
                 self._renew_leases()
             except CONNECTION_ERRORS as exc:
+                self._fetcher.redis_failed()
                 logger.debug("lease renewal: %s", exc)  # the maintenance loop reports outages
             except Exception:  # noqa: BLE001 - renewal must keep going
                 logger.exception("lease renewal failed")
@@ -108,10 +109,12 @@ class WorkerMaintenance:
                     logger.exception("maintenance failed")
             if down is None:
                 self._redis_up()
-            elif self._redis_down_since is None:
-                # Logged once; no backoff here: renewals must keep their pace.
-                self._redis_down_since = time.monotonic()
-                logger.error("Redis unavailable: %s; retrying", down)
+            else:
+                self._fetcher.redis_failed()
+                if self._redis_down_since is None:
+                    # Logged once; no backoff here: renewals must keep their pace.
+                    self._redis_down_since = time.monotonic()
+                    logger.error("Redis unavailable: %s; retrying", down)
             self._stopped.wait(interval)
 
     def _job_list(self) -> str:
@@ -234,6 +237,7 @@ class WorkerMaintenance:
                 delay = min(delay * 2, 10.0)
 
     def _redis_down(self, exc: Exception) -> None:
+        self._fetcher.redis_failed()
         now = time.monotonic()
         if self._redis_down_since is None:
             self._redis_down_since = now

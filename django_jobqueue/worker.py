@@ -133,6 +133,7 @@ class Worker(WorkerMaintenance):
             prefetch=self.concurrency if self.queue_settings[0].prefetch is None else self.queue_settings[0].prefetch,
             on_claimed=self._track,
             on_acked=self._acked,
+            on_lost=self._lost_before_start,
         )
         self._redis_back_at = float("-inf")  # when Redis last came back after an outage
 
@@ -300,6 +301,13 @@ class Worker(WorkerMaintenance):
                 ack.claimed.name,
                 outcome.value,
             )
+
+    def _lost_before_start(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
+        """A prefetched job whose claim Redis no longer knows (a failover lost
+        it, or its lease ran out): not ours to run; whoever holds it runs it."""
+        with self._lock:
+            self._running.pop(claimed.id, None)
+        logger.warning("job %s %s: claim lost before it started (not run here)", claimed.id, claimed.name)
 
     def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
         """Hand a claimed job back to the head of pending without using an attempt."""

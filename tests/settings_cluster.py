@@ -28,7 +28,7 @@ JOBQUEUE = {
     # prefetched job claimed from the old primary may first run after that, so
     # with prefetch the ledger could not tell the two apart.
     "QUEUES": {
-        q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0, "PREFETCH": 0}
+        q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0}
         for q in _queues
     },
 }

@@ -457,6 +457,42 @@ def test_a_completion_is_recorded_while_the_runner_is_busy_with_a_prefetched_job
     assert job_hash(r, slow)["status"] == "completed"
 
 
+def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
+    # A failover to a replica that never saw a claim: the worker holds the job
+    # (prefetched, waiting for a runner) while the new primary hands it out
+    # again. After a Redis error, a waiting job is checked before it starts.
+    from django_jobqueue.fetcher import Fetcher
+
+    q = get_queue("jobs")
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
+    before_claim = r.hgetall(q.keys.job(ids[1]))
+    lost: list[str] = []
+    fetcher = Fetcher(
+        [q], "w1", block=False, block_ms=0, prefetch=2,
+        on_claimed=lambda queue, claimed: None,
+        on_acked=lambda ack, outcome: None,
+        on_lost=lambda queue, claimed: lost.append(claimed.id),
+    )  # fmt: skip
+    (_q, first), _empty = fetcher.next_job()
+    assert first.id == ids[0]  # ids[1] and ids[2] wait, claimed, for a runner
+
+    # The new primary: ids[1] as it was before the claim, back in pending...
+    with r.pipeline(transaction=True) as new_primary:
+        new_primary.delete(q.keys.job(ids[1])).hset(q.keys.job(ids[1]), mapping=before_claim)
+        new_primary.lrem(q.keys.processing, 0, ids[1]).zrem(q.keys.leases, ids[1]).rpush(q.keys.pending, ids[1])
+        new_primary.execute()
+    # ...and another worker claims it there.
+    theirs = q.claim_nowait("w2")
+    assert theirs is not None and theirs.id == ids[1]
+    fetcher.redis_failed()  # what the worker calls when a Redis call fails
+
+    assert fetcher.next_job() == (None, False)  # dropped, not run
+    assert lost == [ids[1]]
+    assert job_hash(r, ids[1])["claim_token"] == theirs.claim_token  # their claim untouched
+    (_q, third), _empty = fetcher.next_job()  # its claim survived: it runs
+    assert third.id == ids[2] and job_hash(r, ids[2])["status"] == "processing"
+
+
 def test_prefetch_zero_claims_only_for_idle_runners(r, jobq_settings):
     jobq_settings(QUEUES={"jobs": {"PREFETCH": 0}})
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(4)]
