@@ -23,10 +23,11 @@ JOBQUEUE = {
     **JOBQUEUE,
     "CLUSTER": os.environ.get("JOBQUEUE_TEST_CLUSTER") == "1",
     "DEFAULT_QUEUE": _queues[0],
-    # PREFETCH 0: the failover tests tell an explained duplicate from an unexplained
-    # one by whether the job first ran before the new primary was announced; a
-    # prefetched job claimed from the old primary may first run after that, so
-    # with prefetch the ledger could not tell the two apart.
+    # The failover tests tell an explained duplicate from an unexplained one by
+    # whether the job first ran before the new primary was announced. With the
+    # default prefetch that holds too: a prefetched job that waited through the
+    # failure renews its lease before it starts, and is dropped if the new
+    # primary never saw its claim (fetcher.py).
     "QUEUES": {
         q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0}
         for q in _queues
