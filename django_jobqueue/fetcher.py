@@ -21,6 +21,11 @@ during its pipeline before it starts waiting). Until a
 completion is acknowledged the job stays tracked as running, so its lease is
 renewed and a shutdown sends it before handing anything back.
 
+A claim whose reply never came (the connection failed after it was sent) may
+still have claimed jobs: the next fetch first hands those back (found by the
+claim's token in the worker's set of jobs), without using an attempt, instead
+of leaving them until their leases run out.
+
 A claimed job that waited here through a Redis error is checked before it
 starts: after a failover the new primary may never have seen its claim (the
 reply came from the old one before the claim reached a replica) and may hand
@@ -29,14 +34,21 @@ the job out again. Such a job is dropped here, not run.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from . import scripts
+from .ids import new_claim_token
 from .queue import ClaimedJob, Outcome, RedisJobQueue
+
+logger = logging.getLogger("django_jobqueue.worker")
 
 # Most jobs one claim takes: bounds one script's run time inside Redis.
 MAX_BATCH = 32
@@ -46,6 +58,8 @@ FOLLOW_WAIT_S = 0.5
 HELP_AFTER_S = 0.002
 # A completion waits at most about this long for a fetch to carry it.
 ACK_DELAY_S = 0.02
+# Errors after which a call sent may have run without its reply coming back.
+_REPLY_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass
@@ -99,6 +113,9 @@ class Fetcher:
         self._last_empty = -1.0  # when a fetch last found the queues empty
         self._empty_began = -1.0  # when that fetch began
         self._failed_at = -1.0  # when a Redis call last failed (see redis_failed)
+        # Claims sent whose reply never came: (queue, claim token), handed
+        # back by the next fetch (touched only by the fetching runner).
+        self._unanswered: list[tuple[RedisJobQueue, str]] = []
 
     # ------------------------------------------------------------ completions
 
@@ -140,12 +157,25 @@ class Fetcher:
         try:
             client = claim.client if claim is not None else acks[0].queue.client
             replies = scripts.run_pipeline(client, calls, retry=False)
-        except Exception:
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if claim is not None:
+                # Redis may have run the claim: its jobs are handed back
+                # before the next one (see _hand_back_unanswered).
+                self._unanswered.append((claim, calls[-1][2][1]))
+            with self._cond:
+                self._acks[:0] = acks
+            self.redis_failed()
+            raise
+        except Exception as exc:
             # Not sent (or not known to be): keep them for the next try; a
             # completion sent twice is refused by its token the second time.
             with self._cond:
                 self._acks[:0] = acks
             self.redis_failed()
+            if claim is not None and isinstance(exc, _REPLY_LOST):
+                # Redis may have run the claim: its jobs are handed back
+                # before the next one (see _hand_back_unanswered).
+                self._unanswered.append((claim, calls[-1][2][1]))
             raise
         for (_queue, group), codes in zip(groups, replies, strict=False):
             for ack, outcome in zip(group, RedisJobQueue.outcomes(codes), strict=True):
@@ -292,9 +322,39 @@ class Fetcher:
         self._watching = False
         return None, False
 
+    def _hand_back_unanswered(self) -> None:
+        """Hand back the jobs of claims whose reply never came (an error here
+        is raised: the fetch is tried again later, these first)."""
+        by_queue: dict[int, tuple[RedisJobQueue, list[str]]] = {}
+        for queue, token in self._unanswered:
+            by_queue.setdefault(id(queue), (queue, []))[1].append(token)
+        for key, (queue, tokens) in by_queue.items():
+            try:
+                ids = queue.release_unanswered_claims(self.worker_id, tokens)
+            except _REPLY_LOST:
+                raise  # Redis is away: tried again with the next fetch
+            except Exception:  # noqa: BLE001 - e.g. a key of the wrong type: never stop claiming for it
+                logger.exception("handing back the jobs of a claim whose reply was lost failed; leases bring them back")
+                ids = []
+            self._unanswered = [(q, t) for q, t in self._unanswered if id(q) != key]
+            if ids:
+                logger.warning(
+                    "a claim's reply was lost: %d job(s) of %s handed back: %s",
+                    len(ids),
+                    queue.queue_name,
+                    ", ".join(ids),
+                )
+
     def _fetch(self, want: int, acks: list[Ack]) -> list[tuple[RedisJobQueue, ClaimedJob]]:
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
         failure: Exception | None = None
+        if self._unanswered:
+            try:
+                self._hand_back_unanswered()
+            except Exception:
+                with self._cond:
+                    self._acks[:0] = acks
+                raise
         for i, queue in enumerate(self.queues):  # strict priority: the first queue first
             need = want - len(got)
             try:
@@ -319,7 +379,12 @@ class Fetcher:
             try:
                 if late:
                     self._send(late, None)
-                claimed = self.queues[0].claim(self.block_ms, self.worker_id)
+                token = new_claim_token()
+                try:
+                    claimed = self.queues[0].claim(self.block_ms, self.worker_id, token=token)
+                except _REPLY_LOST:
+                    self._unanswered.append((self.queues[0], token))
+                    raise
             finally:
                 with self._cond:
                     self._blocking = False

@@ -267,12 +267,16 @@ class RedisJobQueue(QueueOperations):
             k.paused,
         ]
 
-    def claim_nowait(self, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
+    def claim_nowait(
+        self, worker_id: str = "", *, lease_ms: int | None = None, token: str | None = None
+    ) -> ClaimedJob | None:
         """Claim the next pending job, if any, in one round trip (promoting due
-        scheduled jobs first)."""
+        scheduled jobs first). ``token``: the claim token (default: a new one)."""
         lease = self.visibility_ms if lease_ms is None else lease_ms
         res = scripts.get("claim")(
-            self.client, self._claim_keys(), [self._now(), new_claim_token(), lease, worker_id, 100, self.failed_ttl_s]
+            self.client,
+            self._claim_keys(),
+            [self._now(), token or new_claim_token(), lease, worker_id, 100, self.failed_ttl_s],
         )
         if _is_paused(res):
             return None
@@ -319,7 +323,9 @@ class RedisJobQueue(QueueOperations):
         script, keys, args = self.complete_batch_call(batch)
         return self.outcomes(script(self.client, keys, args))
 
-    def claim(self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None) -> ClaimedJob | None:
+    def claim(
+        self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None, token: str | None = None
+    ) -> ClaimedJob | None:
         """Claim the next pending job, blocking up to ``timeout_ms`` for one.
 
         Under load this is one script call. On an empty queue it blocks in
@@ -327,8 +333,11 @@ class RedisJobQueue(QueueOperations):
         it on the same connection (one round trip; two in cluster mode, where
         the stamp is sent once BLMOVE has returned). A worker dying between the
         two leaves the id on the claiming list, where the reclaim sweep finds it.
+        ``token``: the claim token (default: a new one), known to the caller
+        so that it can find the job if the reply is lost.
         """
-        job = self.claim_nowait(worker_id, lease_ms=lease_ms)
+        token = token or new_claim_token()
+        job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token)
         if job is not None or timeout_ms <= 0:
             return job
         if self.paused_state() in ("out", "all"):
@@ -343,7 +352,7 @@ class RedisJobQueue(QueueOperations):
             if left <= 0:
                 return None
             block_s = max(0.1, min(left, MAX_BLOCK_MS / 1000))
-            moved, res = self._block_and_stamp(block_s, lease, worker_id)
+            moved, res = self._block_and_stamp(block_s, lease, worker_id, token)
             if _is_paused(res):
                 return None
             if res:
@@ -352,15 +361,15 @@ class RedisJobQueue(QueueOperations):
                 return None
             # Not ours to run (dropped orphan, expired, or reclaimed meanwhile):
             # look again without blocking, then block for what is left.
-            job = self.claim_nowait(worker_id, lease_ms=lease_ms)
+            job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token)
             if job is not None:
                 return job
 
-    def _block_and_stamp(self, block_s: float, lease: int, worker_id: str) -> tuple[bool, Any]:
+    def _block_and_stamp(self, block_s: float, lease: int, worker_id: str, token: str) -> tuple[bool, Any]:
         """BLMOVE, then stamp.lua: (whether BLMOVE moved an id, the stamp's reply)."""
         k = self.keys
         stamp = scripts.get("stamp")
-        args = [self._now(), new_claim_token(), lease, worker_id]
+        args = [self._now(), token, lease, worker_id]
         if scripts.can_send_direct(self.client):
             # The stamp without an id takes the head of claiming: the id this
             # BLMOVE moved, since Redis runs it right after, before any other

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import scripts
-from .jobtypes import _CODES, Outcome, SweepResult, _s
+from .jobtypes import _CODES, ClaimedJob, Outcome, SweepResult, _s
 
 if TYPE_CHECKING:
     from .keys import QueueKeys
@@ -194,6 +194,33 @@ class QueueOperations:
         script, keys, args = self._reclaim_call(limit)
         reclaimed, _dead = script(self.client, keys, args)
         return [_s(i) for i in reclaimed]
+
+    def release_unanswered_claims(self, worker_id: str, tokens: Iterable[str]) -> list[str]:
+        """Hand back to the head of pending, without using an attempt, the jobs
+        that claims with these tokens took for ``worker_id`` but whose replies
+        never reached it (a connection lost after a claim was sent). They are
+        found through the worker's set of job ids and the claim token (the
+        claim's own, or ``token.N`` for the Nth job of a batch); each is
+        handed back by the token-checked requeue script, so a job since
+        reclaimed and claimed by someone else is left alone. Returns the ids
+        handed back."""
+        tokens = set(tokens)
+        ids = [_s(i) for i in self.client.smembers(self.keys.worker_jobs(worker_id))]
+        if not ids or not tokens:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.keys.job(job_id), "claim_token")
+        released = []
+        for job_id, held_by in zip(ids, pipe.execute(raise_on_error=False), strict=True):
+            held_by = _s(held_by) if isinstance(held_by, (str, bytes)) else ""
+            if held_by.rpartition(".")[0] not in tokens and held_by not in tokens:
+                continue
+            claimed = ClaimedJob(id=job_id, payload=None, attempts=0, claim_token=held_by)
+            outcome = self.requeue(claimed, count_attempt=False, front=True, event="released", counter="releases")
+            if outcome is Outcome.OK:
+                released.append(job_id)
+        return released
 
     def reclaim_worker_jobs(self, worker_ids: Sequence[str]) -> list[str]:
         """Reclaim now every job of this queue that these (lost) workers hold."""

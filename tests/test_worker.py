@@ -493,6 +493,38 @@ def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     assert third.id == ids[2] and job_hash(r, ids[2])["status"] == "processing"
 
 
+def test_jobs_of_a_claim_whose_reply_was_lost_are_handed_back_at_once(r, monkeypatch, jobq_settings):
+    # The connection fails after Redis ran a claim: the worker never learns
+    # which jobs it took. Its next fetch hands them back without using an
+    # attempt, rather than leaving them until their leases run out (here
+    # ten minutes) and then counting an attempt that never ran.
+    import redis
+
+    from django_jobqueue import scripts
+
+    jobq_settings(QUEUES={"jobs": {"VISIBILITY_MS": 600_000}})
+    ids = [enqueue("add", {"a": n, "b": 0}, max_attempts=1) for n in range(3)]
+    send = scripts.run_pipeline
+    lost: list = []
+
+    def reply_lost(client, calls, **options):
+        replies = send(client, calls, **options)
+        if not lost and calls[-1][0].name == "claim":
+            lost.append(replies[-1])
+            raise redis.exceptions.ConnectionError("connection lost before the reply (test)")
+        return replies
+
+    monkeypatch.setattr(scripts, "run_pipeline", reply_lost)
+    drain()
+    taken = {fields[fields.index("id") + 1] for fields in lost[0]}
+    assert taken  # the claim whose reply was lost had taken jobs
+    for job_id in ids:
+        h = job_hash(r, job_id)
+        assert (h["status"], h["attempts"]) == ("completed", "1"), h  # run once, one attempt used
+        assert h.get("releases") == ("1" if job_id in taken else None), h
+    assert r.llen("queue:jobs:processing") == 0
+
+
 def test_prefetch_zero_claims_only_for_idle_runners(r, jobq_settings):
     jobq_settings(QUEUES={"jobs": {"PREFETCH": 0}})
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(4)]
