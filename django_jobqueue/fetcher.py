@@ -157,15 +157,6 @@ class Fetcher:
         try:
             client = claim.client if claim is not None else acks[0].queue.client
             replies = scripts.run_pipeline(client, calls, retry=False)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            if claim is not None:
-                # Redis may have run the claim: its jobs are handed back
-                # before the next one (see _hand_back_unanswered).
-                self._unanswered.append((claim, calls[-1][2][1]))
-            with self._cond:
-                self._acks[:0] = acks
-            self.redis_failed()
-            raise
         except Exception as exc:
             # Not sent (or not known to be): keep them for the next try; a
             # completion sent twice is refused by its token the second time.
@@ -358,7 +349,8 @@ class Fetcher:
         for i, queue in enumerate(self.queues):  # strict priority: the first queue first
             need = want - len(got)
             try:
-                jobs = self._send(acks, queue, need) if i == 0 else queue.claim_many(need, self.worker_id)
+                # The completions ride with the first queue's claim.
+                jobs = self._send(acks if i == 0 else [], queue, need)
             except Exception as exc:
                 # One queue's Redis (a cluster node) failing must not stop the
                 # others; jobs claimed already (tracked, their leases renewed)

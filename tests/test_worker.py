@@ -493,7 +493,8 @@ def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     assert third.id == ids[2] and job_hash(r, ids[2])["status"] == "processing"
 
 
-def test_jobs_of_a_claim_whose_reply_was_lost_are_handed_back_at_once(r, monkeypatch, jobq_settings):
+@pytest.mark.parametrize("queues", [["jobs"], ["high", "jobs"]], ids=["one queue", "a lower-priority queue"])
+def test_jobs_of_a_claim_whose_reply_was_lost_are_handed_back_at_once(r, monkeypatch, jobq_settings, queues):
     # The connection fails after Redis ran a claim: the worker never learns
     # which jobs it took. Its next fetch hands them back without using an
     # attempt, rather than leaving them until their leases run out (here
@@ -502,20 +503,20 @@ def test_jobs_of_a_claim_whose_reply_was_lost_are_handed_back_at_once(r, monkeyp
 
     from django_jobqueue import scripts
 
-    jobq_settings(QUEUES={"jobs": {"VISIBILITY_MS": 600_000}})
+    jobq_settings(QUEUES={name: {"VISIBILITY_MS": 600_000} for name in queues})
     ids = [enqueue("add", {"a": n, "b": 0}, max_attempts=1) for n in range(3)]
     send = scripts.run_pipeline
     lost: list = []
 
     def reply_lost(client, calls, **options):
         replies = send(client, calls, **options)
-        if not lost and calls[-1][0].name == "claim":
+        if not lost and calls[-1][0].name == "claim" and calls[-1][1][0] == "queue:jobs:pending":
             lost.append(replies[-1])
             raise redis.exceptions.ConnectionError("connection lost before the reply (test)")
         return replies
 
     monkeypatch.setattr(scripts, "run_pipeline", reply_lost)
-    drain()
+    drain(*queues)
     taken = {fields[fields.index("id") + 1] for fields in lost[0]}
     assert taken  # the claim whose reply was lost had taken jobs
     for job_id in ids:
