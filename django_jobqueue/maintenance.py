@@ -194,11 +194,18 @@ class WorkerMaintenance:
                     len(result.dead_lettered),
                     len(result.expired),
                 )
-        if time.monotonic() - self._redis_back_at < 2 * self.settings.worker_timeout_seconds:
-            # Just back from an outage (a failover, a restart): the other
-            # workers' beats look old too, through no fault of theirs (and may
-            # wait out a backoff). Give them time to beat again before taking
-            # any for lost; leases still bring back the jobs of a dead one.
+        if (
+            self._redis_down_since is not None
+            or time.monotonic() - self._redis_back_at < 2 * self.settings.worker_timeout_seconds
+        ):
+            # In an outage, or just back from one (a failover, a restart): the
+            # other workers' beats look old too, through no fault of theirs
+            # (and may wait out a backoff). Give them time to beat again before
+            # taking any for lost; leases still bring back the jobs of a dead
+            # one. (In an outage as this worker sees it: with a cluster, the
+            # node of the workers' registry may answer again before this
+            # worker has called Redis back, and a sweep of a queue on a
+            # healthy node would take every other worker for lost.)
             return
         self._presence.reclaim_lapsed()
 

@@ -223,6 +223,34 @@ def test_run_on_startup_starts_a_worker_with_the_first_request(r, jobq_settings,
     assert json.loads(job_hash(r, job_id)["result"]) == {"sum": 5}
 
 
+def test_no_worker_is_taken_for_lost_while_redis_is_down_or_just_back(r):
+    # A failover stops every worker's heartbeat for a while: a worker that
+    # sweeps meanwhile, or right after, must not take the others for lost
+    # (their jobs would run twice). Once the others had time to beat, it may.
+    from django_jobqueue.keys import GlobalKeys
+
+    q = get_queue("jobs")
+    enqueue("add", {"a": 1, "b": 1})
+    theirs = q.claim_nowait("other-worker")
+    keys = GlobalKeys("queue", False)
+    r.hset(keys.worker("other-worker"), mapping={"id": "other-worker", "queues": '["jobs"]'})
+    r.zadd(keys.workers, {"other-worker": 0})  # its last beat: long ago
+    sweeper = Worker(["jobs"], burst=True)
+
+    sweeper._redis_down_since = time.monotonic()  # as the worker sees an outage
+    sweeper._sweep()
+    assert job_hash(r, theirs.id)["status"] == "processing"
+    sweeper._redis_down_since, sweeper._redis_back_at = None, time.monotonic()  # just back
+    sweeper._last_sweep = 0
+    sweeper._sweep()
+    assert job_hash(r, theirs.id)["status"] == "processing"
+
+    sweeper._redis_back_at = float("-inf")  # back long ago: the lapse is real
+    sweeper._last_sweep = 0
+    sweeper._sweep()
+    assert job_hash(r, theirs.id)["status"] == "pending"
+
+
 def test_max_attempts_hook_is_called_when_the_last_attempt_died_with_its_worker(r):
     job_id = enqueue("flaky", {}, max_attempts=1)
     queue = get_queue("fast")
