@@ -62,7 +62,7 @@ ACK_DELAY_S = 0.02
 _REPLY_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-@dataclass
+@dataclass(slots=True)
 class Ack:
     """A completion left to be sent with the next fetch."""
 
@@ -83,8 +83,8 @@ class Fetcher:
         block: bool,
         block_ms: int,
         prefetch: int = 0,
-        on_claimed: Callable[[RedisJobQueue, ClaimedJob], None],
-        on_acked: Callable[[Ack, Outcome], None],
+        on_claimed: Callable[[RedisJobQueue, list[ClaimedJob]], None],
+        on_acked: Callable[[list[tuple[Ack, Outcome]]], None],
         on_lost: Callable[[RedisJobQueue, ClaimedJob], None] = lambda q, c: None,
     ) -> None:
         self.queues = list(queues)
@@ -168,9 +168,15 @@ class Fetcher:
                 # before the next one (see _hand_back_unanswered).
                 self._unanswered.append((claim, calls[-1][2][1]))
             raise
-        for (_queue, group), codes in zip(groups, replies, strict=False):
-            for ack, outcome in zip(group, RedisJobQueue.outcomes(codes), strict=True):
-                self._on_acked(ack, outcome)
+        if groups:
+            # One call for the whole batch: the worker takes its lock once.
+            self._on_acked(
+                [
+                    (ack, outcome)
+                    for (_queue, group), codes in zip(groups, replies, strict=False)
+                    for ack, outcome in zip(group, RedisJobQueue.outcomes(codes), strict=True)
+                ]
+            )
         return RedisJobQueue.parse_claim_many(replies[-1]) if claim is not None else []
 
     def redis_failed(self) -> None:
@@ -385,8 +391,8 @@ class Fetcher:
         return got
 
     def _track(self, queue: RedisJobQueue, jobs: list[ClaimedJob]) -> list[tuple[RedisJobQueue, ClaimedJob]]:
-        for claimed in jobs:
-            self._on_claimed(queue, claimed)
+        if jobs:
+            self._on_claimed(queue, jobs)
         return [(queue, claimed) for claimed in jobs]
 
     def take_unstarted(self) -> list[tuple[RedisJobQueue, ClaimedJob]]:

@@ -58,7 +58,7 @@ CLAIM_BLOCK_MS = 1000
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.1
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     queue: RedisJobQueue
     claimed: ClaimedJob
@@ -277,24 +277,28 @@ class Worker(WorkerMaintenance):
             if time.monotonic() - idle_since > 1.0:
                 # Waited a while: a database connection may have gone stale meanwhile.
                 close_stale_connections()
-            with self._lock:
-                self._busy.add(threading.get_ident())
+            self._busy.add(threading.get_ident())  # one set operation: atomic without the lock
             self._process(queue, claimed)
             idle_since = time.monotonic()
 
-    def _track(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
-        """Claimed (perhaps by another runner, for this one): renew its lease from now on."""
+    def _track(self, queue: RedisJobQueue, jobs: list[ClaimedJob]) -> None:
+        """Claimed (perhaps by another runner, for this one): renew their leases from now on."""
+        now = time.monotonic()
         with self._lock:
-            self._running[claimed.id] = Running(queue, claimed)
+            for claimed in jobs:
+                self._running[claimed.id] = Running(queue, claimed, now)
 
-    def _acked(self, ack: Ack, outcome: Outcome) -> None:
-        """The batched completion of a job was sent: it is no longer ours."""
+    def _acked(self, acked: list[tuple[Ack, Outcome]]) -> None:
+        """The batched completions were sent: those jobs are no longer ours."""
+        refused = []
         with self._lock:
-            self._running.pop(ack.claimed.id, None)
-            if outcome is not Outcome.OK:
-                self.stats.completed -= 1
-                self.stats.other += 1
-        if outcome is not Outcome.OK:
+            for ack, outcome in acked:
+                self._running.pop(ack.claimed.id, None)
+                if outcome is not Outcome.OK:
+                    self.stats.completed -= 1
+                    self.stats.other += 1
+                    refused.append((ack, outcome))
+        for ack, outcome in refused:
             logger.warning(
                 "job %s %s: claim lost before its completion was recorded (%s)",
                 ack.claimed.id,
@@ -359,9 +363,9 @@ class Worker(WorkerMaintenance):
             # Looked up, never imported: a name written into Redis by hand runs nothing.
             return self._dead_letter(queue, claimed, str(exc))
         job = Job(queue, claimed, definition)
-        with self._lock:
-            if claimed.id in self._running:
-                self._running[claimed.id].job = job
+        running = self._running.get(claimed.id)  # a dict read: atomic without the lock
+        if running is not None:
+            running.job = job
 
         okay = definition.preflight.okay_to_run
         if okay is not None:
@@ -391,8 +395,7 @@ class Worker(WorkerMaintenance):
             return self._fail(job, definition, exc)
         # Sent with the next claim (see fetcher.py); tracked as running until then.
         job.outcome = "completed"
-        with self._lock:
-            self._acking.add(claimed.id)
+        self._acking.add(claimed.id)  # before the ack can be sent; read under the lock below
         self._fetcher.ack(Ack(queue, claimed, result_json, claimed.fields.get("keep_result") != "0"))
         return "completed"
 

@@ -497,8 +497,8 @@ def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     lost: list[str] = []
     fetcher = Fetcher(
         [q], "w1", block=False, block_ms=0, prefetch=2,
-        on_claimed=lambda queue, claimed: None,
-        on_acked=lambda ack, outcome: None,
+        on_claimed=lambda queue, jobs: None,
+        on_acked=lambda acked: None,
         on_lost=lambda queue, claimed: lost.append(claimed.id),
     )  # fmt: skip
     (_q, first), _empty = fetcher.next_job()
