@@ -153,23 +153,34 @@ class RedisJobQueue(QueueOperations):
         ReplicationError: the job stays enqueued, but is not yet safe.
         """
         call = self._enqueue_call(payload_json, **options)
+        script, keys, args = call
+        job_id = args[1]
         if replicas:
-            ((added, job_id),) = self._write_and_wait([call], replicas, replication_timeout_ms)
+            (reply,) = self._write_and_wait(
+                [call], replicas, replication_timeout_ms, lambda results: [job_id] if results[0] == 1 else []
+            )
         else:
-            script, keys, args = call
-            added, job_id = script.call_idempotent(self.client, keys, args)
-        if int(added) == -1:
+            reply = script.call_idempotent(self.client, keys, args)
+        # enqueue.lua: 1 added, -1 paused, else [0, the id of the job that is there]
+        if reply == 1:
+            return job_id
+        if reply == -1:
             raise QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing")
-        return _s(job_id)
+        return _s(reply[1])
 
     def _write_and_wait(
-        self, calls: Sequence[tuple[scripts.Script, Sequence[str], Sequence[Any]]], replicas: int, timeout_ms: int
+        self,
+        calls: Sequence[tuple[scripts.Script, Sequence[str], Sequence[Any]]],
+        replicas: int,
+        timeout_ms: int,
+        written: Callable[[list[Any]], list[str]],
     ) -> list[Any]:
         """Run script calls, then WAIT on the same connection (a pipeline is one
-        connection), so WAIT covers exactly these writes."""
+        connection), so WAIT covers exactly these writes. ``written``: the ids
+        of the jobs the calls added, from their replies (for the error)."""
         results, acked = scripts.run_pipeline_and_wait(self.client, calls, replicas, timeout_ms)
         if acked < replicas:
-            ids = [_s(r[1]) for r in results if int(r[0]) == 1]
+            ids = written(results)
             raise ReplicationError(
                 f"{len(ids)} job(s) written to {self.queue_name!r} but only {acked} of {replicas} replica(s) "
                 f"acknowledged within {timeout_ms} ms; the jobs stay queued",
@@ -207,7 +218,18 @@ class RedisJobQueue(QueueOperations):
                 for batch in batches
             ]
             if replicas:
-                results = self._write_and_wait(calls, replicas, replication_timeout_ms)
+                results = self._write_and_wait(
+                    calls,
+                    replicas,
+                    replication_timeout_ms,
+                    lambda results, batches=batches: [
+                        job_id
+                        for batch, codes in zip(batches, results, strict=True)
+                        if codes != -1
+                        for (job_id, _text), code in zip(batch, codes, strict=True)
+                        if code == 1
+                    ],
+                )
             else:
                 results = scripts.run_pipeline(self.client, calls)
             for batch, codes in zip(batches, results, strict=True):

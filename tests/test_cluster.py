@@ -162,7 +162,9 @@ def test_one_pipeline_of_script_calls_spans_the_primaries_in_call_order(cluster,
     calls = [queues[i % 3]._enqueue_call(f'{{"i": {i}}}', name="add") for i in range(30)]
     before = cluster.commandstats().get("evalsha", 0)
     results = scripts.run_pipeline(cc, calls)
-    assert [r[1] for r in results] == [call[2][1] for call in calls]  # the ids, in order
+    assert results == [1] * 30  # each added
+    for i, q in enumerate(queues):  # each queue's jobs pending in call order (LPUSH: the first is the tail)
+        assert cc.lrange(q.keys.pending, 0, -1)[::-1][1:] == [call[2][1] for call in calls[i::3]]
     assert cluster.commandstats().get("evalsha", 0) - before == 30
     for q in queues:
         assert q.stats()["pending_depth"] == 11, q.queue_name

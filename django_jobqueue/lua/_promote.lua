@@ -1,5 +1,5 @@
 -- Shared promotion of due scheduled jobs, pasted by the loader
--- (`--@include _promote`) after _lib. Not a script of its own.
+-- (`--@include _promote`) after _lib and _jobs. Not a script of its own.
 --
 -- promote(scheduled, pending, events, job_prefix, now, limit) moves at most
 -- `limit` ids whose due time has come from the scheduled set to the pending

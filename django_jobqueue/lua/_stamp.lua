@@ -1,5 +1,5 @@
 -- Shared claim stamping, pasted by the loader (`--@include _stamp`) into
--- claim.lua and stamp.lua after _lib. Not a script of its own.
+-- claim.lua and stamp.lua after _lib and _jobs. Not a script of its own.
 --
 -- Expects the claim scripts' KEYS layout:
 --   KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] scheduled

@@ -28,6 +28,7 @@
   Events: promoted, started; expired for jobs dropped by TTL.
 ]]
 --@include _lib
+--@include _jobs
 --@include _promote
 --@include _stamp
 

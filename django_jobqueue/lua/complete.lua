@@ -27,6 +27,7 @@
   Events: completed (with "result" when it is small enough).
 ]]
 --@include _lib
+--@include _jobs
 
 local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
   KEYS[6], 'hash', KEYS[7], 'hash'})

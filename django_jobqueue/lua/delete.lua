@@ -16,6 +16,7 @@
   Events: deleted.
 ]]
 --@include _lib
+--@include _jobs
 
 local job_key = KEYS[1]
 local id = ARGV[2]

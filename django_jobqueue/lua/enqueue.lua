@@ -12,10 +12,11 @@
   ARGV[6] queue   ARGV[7] name   ARGV[8] payload JSON   ARGV[9] max_attempts
   ARGV[10..] extra field/value pairs stored on the hash as they are
 
-  Returns {1, id} when added, {0, holder_id} when an unfinished job already
-  holds the unique key, {0, id} when a job with this id exists already (the
-  same call resent after its reply was lost), {-1, ""} when the queue is paused
-  for enqueueing (in the last three cases nothing is written).
+  Returns 1 when added (the caller knows the id: a bare integer is the
+  cheapest reply), {0, holder_id} when an unfinished job already holds the
+  unique key, {0, id} when a job with this id exists already (the same call
+  resent after its reply was lost), -1 when the queue is paused for
+  enqueueing (in the last three cases nothing is written).
   The id goes on its list (the key most likely to be of the wrong type, if
   someone wrote it by hand) before anything else is written: Redis does not
   undo a script's writes when a later command fails.
@@ -27,7 +28,7 @@
 -- wants the events log (emit() would look that up with a call of its own).
 local flags = redis.call('MGET', KEYS[9], KEYS[7] .. ':listening')
 local paused = flags[1]
-if paused == 'in' or paused == 'all' then return {-1, ''} end
+if paused == 'in' or paused == 'all' then return -1 end
 log_wanted[KEYS[7]] = flags[2] ~= false
 
 local now = now_ms(ARGV[1])
@@ -79,4 +80,4 @@ if ttl > 0 then
 end
 redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
 emit(KEYS[7], id, 'enqueued', status, {ARGV[7], ARGV[6], 0}, now)
-return {1, id}
+return 1

@@ -22,6 +22,7 @@
   Events: enqueued (status pending or scheduled), one per job added.
 ]]
 --@include _lib
+--@include _jobs
 
 local paused = redis.call('GET', KEYS[7])
 if paused == 'in' or paused == 'all' then return -1 end

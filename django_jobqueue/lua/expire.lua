@@ -14,6 +14,7 @@
   Events: expired.
 ]]
 --@include _lib
+--@include _jobs
 
 local now = now_ms(ARGV[1])
 local limit = tonumber(ARGV[2])

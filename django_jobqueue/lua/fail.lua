@@ -18,6 +18,7 @@
   Events: retrying (status pending or scheduled), failed, lost; all carry "error".
 ]]
 --@include _lib
+--@include _jobs
 
 local job_key = KEYS[1]
 local id = ARGV[2]

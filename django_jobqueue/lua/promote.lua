@@ -8,6 +8,7 @@
   Events: promoted.
 ]]
 --@include _lib
+--@include _jobs
 --@include _promote
 
 local now = now_ms(ARGV[1])

@@ -22,6 +22,7 @@
   the "deleted" counter grows by as much.
 ]]
 --@include _lib
+--@include _jobs
 
 local now = now_ms(ARGV[1])
 local chunk = tonumber(ARGV[3]) or 500

@@ -25,6 +25,7 @@
   Events: reclaimed (status pending), failed, lost.
 ]]
 --@include _lib
+--@include _jobs
 
 -- The shared keys this may write, checked first (see _lib.check_types): a
 -- sweep that stopped half way could leave a job on no list.

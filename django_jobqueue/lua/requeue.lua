@@ -20,6 +20,7 @@
   Events: ARGV[7] with status pending or scheduled; failed.
 ]]
 --@include _lib
+--@include _jobs
 
 local job_key = KEYS[1]
 local id = ARGV[2]

@@ -14,6 +14,7 @@
   Events: requeued (status pending).
 ]]
 --@include _lib
+--@include _jobs
 
 local job_key = KEYS[1]
 local id = ARGV[2]

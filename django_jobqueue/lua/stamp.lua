@@ -27,6 +27,7 @@
   Events: started; expired.
 ]]
 --@include _lib
+--@include _jobs
 --@include _stamp
 
 local now = now_ms(ARGV[1])

@@ -1,0 +1,87 @@
+-- Helpers for the scripts that move jobs between lists and sets, pasted by
+-- the loader (`--@include _jobs`) after _lib. Not a script of its own. Kept
+-- apart from _lib so that enqueue.lua, the hottest script, defines only what
+-- it uses: each local function here is a closure made on every script run.
+
+-- Redis does not undo what a script wrote before one of its commands failed,
+-- so a key of the wrong type (written by hand) met half way through could
+-- leave a job in no list. Scripts that move jobs check the types of the shared
+-- keys they write first, and change nothing when one is wrong. `spec` is
+-- {key, type, key, type, ...}; a key that does not exist yet is fine. Returns
+-- an error reply for the caller to return, or nil.
+local function check_types(spec)
+  for i = 1, #spec, 2 do
+    local t = redis.call('TYPE', spec[i])['ok']
+    if t ~= 'none' and t ~= spec[i + 1] then
+      return redis.error_reply('WRONGTYPE ' .. spec[i] .. ' holds a ' .. t .. ', not a ' .. spec[i + 1]
+        .. ': nothing was changed')
+    end
+  end
+  return nil
+end
+
+local function read_meta(job_key)
+  return redis.call('HMGET', job_key, 'name', 'queue', 'attempts')
+end
+
+-- Forget the unique key a job held, if it still holds it.
+local function release_unique(unique_key, job_key, id)
+  local uk = redis.call('HGET', job_key, 'unique_key')
+  if uk and uk ~= '' and redis.call('HGET', unique_key, uk) == id then
+    redis.call('HDEL', unique_key, uk)
+  end
+end
+
+-- Take a claimed job's id off the processing list. LREM scans from one end,
+-- O(distance to the id); claims are pushed at the head (LMOVE ... LEFT), so the
+-- list runs newest to oldest and the job's claim time tells which end is
+-- nearer: the oldest claims (the usual ones to finish or lapse) from the tail,
+-- a job claimed recently from the head. Short lists skip the look-up.
+-- `len`: the list's length when the caller knows it (a batch reads it once).
+-- Returns what LREM removed.
+local function remove_processing(list, job_prefix, id, claimed_at, len)
+  local from = -1
+  local c = tonumber(claimed_at)
+  if c and (len or redis.call('LLEN', list)) > 64 then
+    local ends = {redis.call('LINDEX', list, 0), redis.call('LINDEX', list, -1)}
+    local head = ends[1] and tonumber(redis.call('HGET', job_prefix .. ends[1], 'claimed_at_ms'))
+    local tail = ends[2] and tonumber(redis.call('HGET', job_prefix .. ends[2], 'claimed_at_ms'))
+    if head and tail and head - c < c - tail then from = 1 end
+  end
+  return redis.call('LREM', list, from, id)
+end
+
+-- Forget which worker held a job (the per-worker set of its running jobs).
+local function drop_owner(owners_prefix, job_key, id)
+  local worker = redis.call('HGET', job_key, 'worker')
+  if worker and worker ~= '' then
+    redis.call('SREM', owners_prefix .. worker, id)
+  end
+end
+
+-- Append one entry to the job's error log (JSON list, newest last, capped).
+local function log_error(job_key, entry, cap)
+  local log = {}
+  local old = redis.call('HGET', job_key, 'errors')
+  if old then
+    local ok, decoded = pcall(cjson.decode, old)
+    if ok and type(decoded) == 'table' then log = decoded end
+  end
+  table.insert(log, entry)
+  while #log > cap do table.remove(log, 1) end
+  redis.call('HSET', job_key, 'errors', cjson.encode(log))
+end
+
+-- Finish a job for good on the failed list (the dead letter): status "failed",
+-- or "lost" for an at-most-once job that cannot be handed out again. The
+-- caller has already taken it off whatever list or set held it.
+local function dead_letter(job_key, id, failed, deadlines, unique, stats, events, meta, now, status, reason, ttl)
+  redis.call('HSET', job_key, 'status', status, 'failed_at_ms', int(now), 'claim_token', '', 'last_error', reason)
+  redis.call('HDEL', job_key, 'lease_until_ms')
+  redis.call('ZREM', deadlines, id)
+  release_unique(unique, job_key, id)
+  redis.call('LPUSH', failed, id)
+  if ttl and ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+  redis.call('HINCRBY', stats, status, 1)
+  emit(events, id, status, status, meta, now, {error = reason})
+end
