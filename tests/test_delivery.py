@@ -282,6 +282,14 @@ def test_enqueue_raises_when_the_replica_is_down_and_the_job_stays(r, replica):
     assert r.lrange("queue:jobs:pending", 0, -1) == [job_id]
 
 
+def test_enqueue_many_raises_with_the_ids_it_wrote_when_the_replica_is_down(r, replica):
+    replica.kill()
+    with pytest.raises(ReplicationError) as info:
+        enqueue_many("add", [{"a": n, "b": 0} for n in range(3)], replicas=1, replication_timeout_ms=300)
+    assert info.value.acknowledged == 0
+    assert info.value.job_ids == r.lrange("queue:jobs:pending", 0, -1)[::-1]  # all three, first first
+
+
 def test_queue_default_replicas(r, replica, jobq_settings):
     jobq_settings(QUEUES={"jobs": {"REPLICAS": 2, "REPLICATION_TIMEOUT_MS": 1500}})
     with pytest.raises(ReplicationError, match="only 1 of 2 replica"):
