@@ -56,6 +56,8 @@ CLAIM_BLOCK_MS = 1000
 # With several queues a runner polls them in priority order, sleeping between
 # rounds from MIN to MAX while they are all empty.
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.1
+# Signals this soon after the first are the same request, not a second one.
+SAME_SIGNAL_S = 0.5
 
 
 @dataclass(slots=True)
@@ -119,6 +121,7 @@ class Worker(WorkerMaintenance):
         self._lock = threading.Lock()
         self._runners: list[threading.Thread] = []
         self._signals = 0
+        self._first_signal_at = 0.0
         self._last_renew = 0.0
         self._renew_failed: set[int] = set()
         self._last_sweep = 0.0
@@ -177,10 +180,16 @@ class Worker(WorkerMaintenance):
         self._stopping.set()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self._signals and now - self._first_signal_at < SAME_SIGNAL_S:
+            # The same request delivered twice: systemd (KillMode=control-group)
+            # signals every process of a --processes pool, which passes it on too.
+            return
         self._signals += 1
         if self._signals > 1:
             logger.warning("second signal: exiting at once; leases will bring running jobs back")
             os._exit(1)
+        self._first_signal_at = now
         logger.warning(
             "%s: no new jobs; waiting up to %.0f s for %d running",
             signal.Signals(signum).name,

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.management import logsetup
+from django_jobqueue.pool import CHILD_ENV, WorkerPool, child_argv, watch_parent
 from django_jobqueue.worker import Worker
 
 
@@ -33,23 +35,48 @@ class Command(BaseCommand):
             help="seconds running jobs get to finish at shutdown (default: SHUTDOWN_GRACE_SECONDS)",
         )
         parser.add_argument("--worker-id", help="a stable name for this worker (default: host.pid)")
+        parser.add_argument(
+            "--processes",
+            "-p",
+            type=int,
+            default=1,
+            help="worker processes, each with its own runner threads, started and kept running by this "
+            "command (default 1); with --worker-id W they are named W-0, W-1, ...",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         flusher = logsetup.setup(options["verbosity"], self.stderr._out, buffered=True)
-        for name in ("concurrency", "max_jobs"):
+        for name in ("concurrency", "max_jobs", "processes"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+        slot = os.environ.get(CHILD_ENV)  # set when this process is one of a pool's
+        worker_id = options["worker_id"]
+        if slot is not None and worker_id:
+            worker_id = f"{worker_id}-{slot}"
         try:
+            # Made in a pool's parent too: bad options fail here, once, before any child starts.
             worker = Worker(
                 options["queues"],
                 concurrency=options["concurrency"],
                 burst=options["burst"],
                 max_jobs=options["max_jobs"],
                 grace_seconds=options["grace"],
-                worker_id=options["worker_id"],
+                worker_id=worker_id,
             )
         except (JobQueueError, LookupError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        if options["processes"] > 1 and slot is None:
+            try:
+                pool = WorkerPool(child_argv(self._child_args(options)), options["processes"], burst=options["burst"])
+                code = pool.run()
+            finally:
+                if flusher is not None:
+                    flusher.stop()
+            if code:
+                raise SystemExit(code)
+            return
+        if slot is not None:
+            watch_parent(worker.stop)  # the pool killed: shut down, do not run unsupervised
         # Everything loaded so far (Django, the project, its jobs) lives as long
         # as the process: out of the cyclic collector's way, which would
         # otherwise walk all of it again on every full collection (about a
@@ -66,3 +93,17 @@ class Command(BaseCommand):
             self.stdout.write(f"burst: {worker.stats.summary()}")
         if code:
             raise SystemExit(code)
+
+    @staticmethod
+    def _child_args(options: dict[str, Any]) -> list[str]:
+        """The options of one process of a pool: this command's, --processes left out."""
+        args = [f"--verbosity={options['verbosity']}"]
+        for queue in options["queues"] or []:
+            args.append(f"--queue={queue}")
+        for name in ("concurrency", "max_jobs", "grace", "worker_id", "settings", "pythonpath"):
+            if options.get(name) is not None:
+                args.append(f"--{name.replace('_', '-')}={options[name]}")
+        for name in ("burst", "traceback", "no_color", "force_color"):
+            if options.get(name):
+                args.append(f"--{name.replace('_', '-')}")
+        return args

@@ -1,0 +1,133 @@
+"""jobq_worker --processes N: several worker processes from one command, kept running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from django_jobqueue import enqueue, pool
+from django_jobqueue.pool import WorkerPool
+from tests.testapp.jobs import RUNS
+from tests.workers import run_worker, start_worker, stop, wait_for
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def worker_pids(r) -> set[int]:
+    """The pids of the workers registered now (default ids are host.pid)."""
+    return {int(wid.rsplit(".", 1)[1]) for wid in r.zrange("queue:workers", 0, -1)}
+
+
+def two_workers(r, besides: frozenset[int] = frozenset()) -> set[int] | None:
+    pids = worker_pids(r) - besides
+    return pids if len(pids) == 2 else None
+
+
+def test_two_processes_share_the_queue_and_exit_when_it_is_drained(r, redis_server):
+    ids = [enqueue("sleepy", {"seconds": 0.05}) for _ in range(40)]
+    done = run_worker(redis_server.url, "--processes", "2", "--concurrency", "2", "--burst", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("burst: ") == 2  # one summary per process
+    assert all(r.hget(f"queue:jobs:job:{i}", "status") == "completed" for i in ids)
+    ran_in = {entry.split(":")[1] for entry in r.lrange(RUNS, 0, -1)}
+    assert len(ran_in) == 2 and str(os.getpid()) not in ran_in  # two worker processes, neither this one
+
+
+def test_a_killed_process_is_replaced_and_sigterm_stops_them_all(r, redis_server):
+    proc = start_worker(redis_server.url, "--processes", "2", "--concurrency", "1")
+    try:
+        first = wait_for(lambda: two_workers(r), what="two workers")
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        later = wait_for(
+            lambda: two_workers(r, besides=frozenset({victim})), timeout=30, what="a process in the killed one's place"
+        )
+        assert later - first and (first - {victim}) <= later
+        job_id = enqueue("add", {"a": 2, "b": 3})  # the pool still serves the queue
+        wait_for(lambda: r.hget(f"queue:jobs:job:{job_id}", "status") == "completed", what="the job to run")
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert "process 0" in err or "process 1" in err  # the pool said what it did
+    assert "ended (signal 9)" in err
+    assert not any(alive(pid) for pid in later)
+    assert r.zcard("queue:workers") == 0  # each deregistered on its way out
+
+
+def test_the_processes_stop_when_the_pool_is_killed(r, redis_server):
+    proc = start_worker(redis_server.url, "--processes", "2", "--concurrency", "1")
+    try:
+        pids = wait_for(lambda: two_workers(r), what="two workers")
+        proc.kill()  # SIGKILL: the pool cannot pass anything on
+        wait_for(lambda: not any(alive(pid) for pid in pids), timeout=30, what="the orphans to shut down")
+    finally:
+        stop(proc)
+    assert r.zcard("queue:workers") == 0  # they shut down cleanly, not died
+
+
+def test_a_signal_that_reaches_the_processes_directly_and_through_the_pool_is_one_request(r, redis_server):
+    # systemd's default KillMode signals every process of the service at once.
+    proc = start_worker(redis_server.url, "--processes", "2", "--concurrency", "1")
+    try:
+        pids = wait_for(lambda: two_workers(r), what="two workers")
+        job_id = enqueue("sleepy", {"seconds": 1.5})
+        wait_for(lambda: r.hget(f"queue:jobs:job:{job_id}", "status") == "processing", what="the job to start")
+        proc.send_signal(signal.SIGTERM)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)  # no further signal
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert "exiting at once" not in err
+    assert r.hget(f"queue:jobs:job:{job_id}", "status") == "completed"  # finished within the grace period
+
+
+def test_bad_options_fail_in_the_parent_before_any_process_starts(redis_server):
+    done = run_worker(redis_server.url, "--processes", "2", "--queue", "nosuch")
+    assert done.returncode != 0
+    assert "nosuch" in done.stderr and "process 0 started" not in done.stderr
+    done = run_worker(redis_server.url, "--processes", "0")
+    assert done.returncode != 0 and "--processes must be at least 1" in done.stderr
+
+
+# The supervisor on its own, with stand-in children (no Redis, no Django).
+
+
+def test_a_child_that_fails_at_start_up_stops_the_pool_with_its_code():
+    started = time.monotonic()
+    code = WorkerPool([sys.executable, "-c", "import sys; sys.exit(3)"], 2).run(install_signals=False)
+    assert code == 3
+    assert time.monotonic() - started < pool.STARTUP_S + 5  # no endless restarts
+
+
+def test_a_child_that_dies_after_a_good_start_is_started_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool, "STARTUP_S", 0.3)  # "a good start" is 0.3 s here
+    marks = tmp_path / "starts"
+    script = f"import os, time; open({str(marks)!r}, 'a').write('x'); time.sleep(0.4); os._exit(2)"
+    p = WorkerPool([sys.executable, "-c", script], 1)
+    stopper = threading.Timer(4.0, p.stop)
+    stopper.start()
+    try:
+        code = p.run(install_signals=False)
+    finally:
+        stopper.cancel()
+    starts = len(marks.read_text())
+    assert starts >= 3  # died after a good start each time: started again at once (0.5 s pauses)
+    assert code == 0  # stopped on request, none running
+
+
+def test_processes_must_be_positive():
+    with pytest.raises(ValueError):
+        WorkerPool(["true"], 0)
