@@ -35,7 +35,8 @@ def two_workers(r, besides: frozenset[int] = frozenset()) -> set[int] | None:
 
 
 def test_two_processes_share_the_queue_and_exit_when_it_is_drained(r, redis_server):
-    ids = [enqueue("sleepy", {"seconds": 0.05}) for _ in range(40)]
+    # Long enough in all (6 s for one process alone) that both processes are up while jobs are left.
+    ids = [enqueue("sleepy", {"seconds": 0.1}) for _ in range(60)]
     done = run_worker(redis_server.url, "--processes", "2", "--concurrency", "2", "--burst", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("burst: ") == 2  # one summary per process
@@ -62,7 +63,8 @@ def test_a_killed_process_is_replaced_and_sigterm_stops_them_all(r, redis_server
     assert "process 0" in err or "process 1" in err  # the pool said what it did
     assert "ended (signal 9)" in err
     assert not any(alive(pid) for pid in later)
-    assert r.zcard("queue:workers") == 0  # each deregistered on its way out
+    # The live ones deregistered on their way out; the killed one's record goes by the lapsed-worker sweep.
+    assert worker_pids(r) <= {victim}
 
 
 def test_the_processes_stop_when_the_pool_is_killed(r, redis_server):
@@ -117,7 +119,7 @@ def test_a_child_that_dies_after_a_good_start_is_started_again(tmp_path, monkeyp
     marks = tmp_path / "starts"
     script = f"import os, time; open({str(marks)!r}, 'a').write('x'); time.sleep(0.4); os._exit(2)"
     p = WorkerPool([sys.executable, "-c", script], 1)
-    stopper = threading.Timer(4.0, p.stop)
+    stopper = threading.Timer(6.0, p.stop)
     stopper.start()
     try:
         code = p.run(install_signals=False)
