@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -54,7 +54,6 @@ class _Child:
     started: float = 0.0
     pause: float = RESTART_MIN_S
     restart_at: float | None = None
-    exit_codes: list[int] = field(default_factory=list)
 
 
 class WorkerPool:
@@ -120,10 +119,6 @@ class WorkerPool:
         with self._lock:
             self._signals.append(signum)
 
-    def pids(self) -> list[int]:
-        """The process ids of the children running now."""
-        return [c.proc.pid for c in self._children if c.proc is not None and c.proc.poll() is None]
-
     # ------------------------------------------------------------- children
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -148,7 +143,6 @@ class WorkerPool:
         assert child.proc is not None
         code = child.proc.returncode
         lived = time.monotonic() - child.started
-        child.exit_codes.append(code)
         child.proc = None
         if self.stopping:
             self._unclean = self._unclean or code != 0
