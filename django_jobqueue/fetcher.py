@@ -8,10 +8,15 @@ runners have left for it.
 
 Runners that have just finished a job take the next ready one at once. Idle
 runners stay asleep unless work waits: one of them keeps watch and joins in
-when a ready job has waited HELP_AFTER_S, or no fetch has happened for that
-long, then hands the watch to another. Short jobs thus run back to back on one
-or two threads (each extra busy thread costs GIL hand-offs and system calls),
-and slow jobs still spread over every runner within milliseconds.
+when a ready job has waited HELP_AFTER_S (and the last runner to join did so
+at least that long ago), or no fetch has happened for that long, then hands
+the watch to another. Short jobs thus run back to back on one or two threads
+(each extra busy thread costs GIL hand-offs and system calls), and slow jobs
+still spread over every runner, one more every few milliseconds.
+
+While the jobs are short (SHORT_JOB_S on average, lately), a fetch claims up
+to MAX_BATCH jobs: a claim's and a completion's fixed cost in Redis is then
+shared by more jobs, and the jobs held here are done within milliseconds.
 
 Completions of jobs whose handler simply returned are sent that way, batched
 with the next claim, instead of one round trip each. A completion waits at
@@ -54,8 +59,11 @@ logger = logging.getLogger("django_jobqueue.worker")
 MAX_BATCH = 32
 # How long an idle runner sleeps before looking again (and at shutdown).
 FOLLOW_WAIT_S = 0.5
-# An idle runner joins in when a ready job, or the next fetch, has waited this long.
+# An idle runner joins in when a ready job, or the next fetch, has waited this
+# long; runners join one at a time, at most one per this interval.
 HELP_AFTER_S = 0.002
+# Jobs shorter than this on average are short: a fetch may claim MAX_BATCH.
+SHORT_JOB_S = 0.001
 # A completion waits at most about this long for a fetch to carry it.
 ACK_DELAY_S = 0.02
 # Errors after which a call sent may have run without its reply coming back.
@@ -83,6 +91,7 @@ class Fetcher:
         block: bool,
         block_ms: int,
         prefetch: int = 0,
+        short_batch: int = 0,
         on_claimed: Callable[[RedisJobQueue, list[ClaimedJob]], None],
         on_acked: Callable[[list[tuple[Ack, Outcome]]], None],
         on_lost: Callable[[RedisJobQueue, ClaimedJob], None] = lambda q, c: None,
@@ -95,6 +104,10 @@ class Fetcher:
         # Jobs a fetch may claim beyond the runners waiting for one: fewer round
         # trips, at the price of jobs waiting here behind busy runners.
         self.prefetch = prefetch
+        # How many jobs a fetch may claim in all while the jobs are short
+        # (0: never more than the prefetch allows).
+        self.short_batch = min(short_batch, MAX_BATCH)
+        self._job_s: float | None = None  # a moving average of the jobs' run times
         self._on_claimed = on_claimed
         self._on_acked = on_acked
         self._on_lost = on_lost
@@ -110,6 +123,7 @@ class Fetcher:
         self._waiting = 0  # idle runners
         self._watching = False  # one idle runner waits on _standby, the rest on _cond
         self._last_take = 0.0  # when a runner last took a job
+        self._last_join = 0.0  # when an idle runner last joined in
         self._last_empty = -1.0  # when a fetch last found the queues empty
         self._empty_began = -1.0  # when that fetch began
         self._failed_at = -1.0  # when a Redis call last failed (see redis_failed)
@@ -118,6 +132,13 @@ class Fetcher:
         self._unanswered: list[tuple[RedisJobQueue, str]] = []
 
     # ------------------------------------------------------------ completions
+
+    def job_ran(self, seconds: float) -> None:
+        """A runner finished a job that took this long (for the claim size)."""
+        # Unlocked: a float assignment is atomic; an update lost to a race
+        # only makes the average a little older.
+        avg = self._job_s
+        self._job_s = seconds if avg is None else avg + (seconds - avg) / 8
 
     def ack(self, ack: Ack) -> None:
         """Leave a completion to be sent with the next fetch."""
@@ -206,12 +227,13 @@ class Fetcher:
         """
         with self._cond:
             now = time.monotonic()
-            take = bool(self._ready) and (eager or now - self._ready[0][2] >= HELP_AFTER_S)
+            take = bool(self._ready) and (eager or now - self._join_clock() >= HELP_AFTER_S)
             if take:
                 queue, claimed, ready_at = self._ready.popleft()
                 suspect = ready_at <= self._failed_at
                 self._last_take = now
                 if not eager:
+                    self._last_join = now
                     self._cond.notify()  # someone else keeps watch now
                 stale: list[Ack] = []
                 if self._acks and now - self._acks_since > ACK_DELAY_S:
@@ -223,6 +245,8 @@ class Fetcher:
             ):
                 self._fetching = True
                 want = min(MAX_BATCH, self._waiting + 1 + self.prefetch)
+                if self._job_s is not None and self._job_s < SHORT_JOB_S:
+                    want = max(want, self.short_batch)
                 acks, self._acks = self._acks, []
             elif not eager and not self._ready and not self._fetching and self._last_empty > self._last_take:
                 # The last fetch, begun after this runner's last job ended, found
@@ -280,6 +304,13 @@ class Fetcher:
             return False
         return True
 
+    def _join_clock(self) -> float:
+        """Since when the oldest ready job has waited for an idle runner: since
+        it was made ready, or since the last runner joined in. (Without the
+        latter every idle runner would join at once behind the first: the jobs
+        of a long batch of short ones all look HELP_AFTER_S old.)"""
+        return max(self._ready[0][2], self._last_join)
+
     def _stalled(self, now: float) -> bool:
         """No job taken for HELP_AFTER_S although the last fetch found some: the
         busy runners are all held up, so an idle one should fetch. (After a
@@ -308,7 +339,7 @@ class Fetcher:
             # last take, is HELP_AFTER_S old; a fetch in progress wakes it.
             self._watching = True
             if self._ready:
-                timeout = HELP_AFTER_S - (now - self._ready[0][2])
+                timeout = HELP_AFTER_S - (now - self._join_clock())
             elif self._fetching or self._last_empty > self._last_take:
                 timeout = FOLLOW_WAIT_S
             else:

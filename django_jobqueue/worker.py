@@ -39,7 +39,7 @@ from .context import Job
 from .dbconn import close_stale_connections
 from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
-from .fetcher import Ack, Fetcher
+from .fetcher import MAX_BATCH, Ack, Fetcher
 
 # CONNECTION_ERRORS is re-exported: it was defined here.
 from .maintenance import CONNECTION_ERRORS as CONNECTION_ERRORS
@@ -134,6 +134,8 @@ class Worker(WorkerMaintenance):
             block=not burst and len(self.queues) == 1,
             block_ms=CLAIM_BLOCK_MS,
             prefetch=self.concurrency if self.queue_settings[0].prefetch is None else self.queue_settings[0].prefetch,
+            # PREFETCH unset: claim larger batches while the jobs are short.
+            short_batch=MAX_BATCH if self.queue_settings[0].prefetch is None else 0,
             on_claimed=self._track,
             on_acked=self._acked,
             on_lost=self._lost_before_start,
@@ -353,7 +355,9 @@ class Worker(WorkerMaintenance):
                     self.stats.retried += 1
                 else:
                     self.stats.other += 1
-        ms = (time.monotonic() - started) * 1000
+        seconds = time.monotonic() - started
+        self._fetcher.job_ran(seconds)
+        ms = seconds * 1000
         level = (
             logging.INFO if outcome in ("completed", "deferred", "requeued", "deleted", "nacked") else logging.WARNING
         )

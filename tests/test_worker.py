@@ -407,6 +407,7 @@ def test_a_heartbeat_held_up_for_seconds_does_not_hold_up_lease_renewal(r, redis
         return beat(**kwargs)
 
     worker._presence.beat = slow_beat
+
     def sweeps():  # another worker's, handing back whatever lease runs out
         for _ in range(25):
             get_queue("fast").sweep()
@@ -561,6 +562,68 @@ def test_prefetch_zero_claims_only_for_idle_runners(r, jobq_settings):
     worker.run(install_signals=False)
     assert job_hash(r, ids[0])["status"] == "completed"
     assert all(job_hash(r, i)["attempts"] == "0" for i in ids[1:])
+
+
+def _fetcher(q, **options):
+    from django_jobqueue.fetcher import Fetcher
+
+    return Fetcher(
+        [q], "w1", block=False, block_ms=0, on_claimed=lambda queue, jobs: None, on_acked=lambda acked: None, **options
+    )
+
+
+def test_idle_runners_join_a_batch_one_at_a_time(r, monkeypatch):
+    # The jobs of a long batch of short ones all look old to an idle runner:
+    # if each joined as soon as the oldest had waited HELP_AFTER_S, all of them
+    # would pile in at once (GIL hand-offs for nothing). One joins; the next
+    # only HELP_AFTER_S later, if jobs still wait.
+    from django_jobqueue import fetcher as fetcher_module
+
+    monkeypatch.setattr(fetcher_module, "HELP_AFTER_S", 0.3)
+    q = get_queue("jobs")
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(4)]
+    fetcher = _fetcher(q, prefetch=3)
+    (_q, first), _empty = fetcher.next_job(eager=True)  # the leader claims all four
+    assert first.id == ids[0]
+    time.sleep(0.35)
+    (_q, second), _empty = fetcher.next_job(eager=False)  # the oldest ready job waited: one joins
+    assert second.id == ids[1]
+    assert fetcher.next_job(eager=False) == (None, False)  # the next waits its turn
+    time.sleep(0.35)
+    (_q, third), _empty = fetcher.next_job(eager=False)
+    assert third.id == ids[2]
+
+
+def test_a_fetch_claims_a_full_batch_while_the_jobs_are_short(r):
+    from django_jobqueue.fetcher import MAX_BATCH, SHORT_JOB_S
+
+    q = get_queue("jobs")
+    for n in range(MAX_BATCH + 5):
+        enqueue("add", {"a": n, "b": 0})
+    fetcher = _fetcher(q, prefetch=1, short_batch=MAX_BATCH)
+    fetcher.next_job()
+    assert r.llen(q.keys.processing) == 2  # nothing known of the jobs yet: itself plus the prefetch
+    fetcher.job_ran(SHORT_JOB_S * 10)
+    fetcher.take_unstarted()
+    fetcher.next_job()
+    assert r.llen(q.keys.processing) == 4  # long jobs: the same
+    for _ in range(30):
+        fetcher.job_ran(SHORT_JOB_S / 10)  # the average comes down
+    fetcher.take_unstarted()
+    fetcher.next_job()
+    assert r.llen(q.keys.processing) == 4 + MAX_BATCH
+
+
+def test_an_explicit_prefetch_caps_the_claims_of_short_jobs(r, jobq_settings):
+    jobq_settings(QUEUES={"jobs": {"PREFETCH": 2}})
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(40)]
+    claims = []
+    worker = Worker(["jobs"], concurrency=1, burst=True)
+    real = worker._fetcher._on_claimed
+    worker._fetcher._on_claimed = lambda queue, jobs: claims.append(len(jobs)) or real(queue, jobs)
+    worker.run(install_signals=False)
+    assert all(job_hash(r, i)["status"] == "completed" for i in ids)
+    assert max(claims) == 3  # the runner's job plus PREFETCH, however short the jobs
 
 
 def test_slow_jobs_spread_over_every_runner(r):
