@@ -95,6 +95,7 @@ class Fetcher:
         on_claimed: Callable[[RedisJobQueue, list[ClaimedJob]], None],
         on_acked: Callable[[list[tuple[Ack, Outcome]]], None],
         on_lost: Callable[[RedisJobQueue, ClaimedJob], None] = lambda q, c: None,
+        limit: int | None = None,
     ) -> None:
         self.queues = list(queues)
         self.worker_id = worker_id
@@ -111,6 +112,10 @@ class Fetcher:
         self._on_claimed = on_claimed
         self._on_acked = on_acked
         self._on_lost = on_lost
+        # The most jobs to hand to runners in all (a --max-jobs worker), so
+        # that no claim takes jobs only to hand them back; None: no limit.
+        self.limit = limit
+        self._handed_out = 0
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
         # Jobs claimed for runners not yet free: (queue, job, when made ready).
@@ -230,6 +235,7 @@ class Fetcher:
             take = bool(self._ready) and (eager or now - self._join_clock() >= HELP_AFTER_S)
             if take:
                 queue, claimed, ready_at = self._ready.popleft()
+                self._handed_out += 1
                 suspect = ready_at <= self._failed_at
                 self._last_take = now
                 if not eager:
@@ -247,6 +253,8 @@ class Fetcher:
                 want = min(MAX_BATCH, self._waiting + 1 + self.prefetch)
                 if self._job_s is not None and self._job_s < SHORT_JOB_S:
                     want = max(want, self.short_batch)
+                if self.limit is not None:
+                    want = max(1, min(want, self.limit - self._handed_out))
                 acks, self._acks = self._acks, []
             elif not eager and not self._ready and not self._fetching and self._last_empty > self._last_take:
                 # The last fetch, begun after this runner's last job ended, found
@@ -283,6 +291,7 @@ class Fetcher:
                 now = time.monotonic()
                 if got:
                     self._last_take = now
+                    self._handed_out += 1
                 else:
                     self._last_empty, self._empty_began = now, began
                     self._cond.notify_all()  # idle runners learn it (a burst ends)

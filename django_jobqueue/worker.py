@@ -139,6 +139,7 @@ class Worker(WorkerMaintenance):
             on_claimed=self._track,
             on_acked=self._acked,
             on_lost=self._lost_before_start,
+            limit=max_jobs,
         )
         self._redis_back_at = float("-inf")  # when Redis last came back after an outage
 

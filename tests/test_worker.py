@@ -196,6 +196,18 @@ def test_max_jobs_stops_the_worker(r):
     assert r.llen("queue:jobs:pending") == 2
 
 
+def test_a_worker_with_max_jobs_claims_no_more_than_it_will_run(r):
+    # Short jobs make claims of up to 32; a worker about to stop must not
+    # take jobs only to hand them back.
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(40)]
+    worker = Worker(["jobs"], concurrency=2, max_jobs=10)
+    assert worker.run(install_signals=False) == 0
+    assert worker.stats.processed == 10
+    hashes = [job_hash(r, i) for i in ids]
+    assert sum(h["status"] == "completed" for h in hashes) == 10
+    assert all("releases" not in h for h in hashes), [h for h in hashes if "releases" in h]
+
+
 def test_worker_registers_with_a_heartbeat_and_leaves_on_exit(r):
     import threading
 
