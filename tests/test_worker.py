@@ -498,22 +498,24 @@ def test_a_completion_is_recorded_while_the_runner_is_busy_with_a_prefetched_job
     assert job_hash(r, slow)["status"] == "completed"
 
 
+def _fetcher(q, **options):
+    """A fetcher for one queue, driven by the test as runner threads would."""
+    from django_jobqueue.fetcher import Fetcher
+
+    return Fetcher(
+        [q], "w1", block=False, block_ms=0, on_claimed=lambda queue, jobs: None, on_acked=lambda acked: None, **options
+    )
+
+
 def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     # A failover to a replica that never saw a claim: the worker holds the job
     # (prefetched, waiting for a runner) while the new primary hands it out
     # again. After a Redis error, a waiting job is checked before it starts.
-    from django_jobqueue.fetcher import Fetcher
-
     q = get_queue("jobs")
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
     before_claim = r.hgetall(q.keys.job(ids[1]))
     lost: list[str] = []
-    fetcher = Fetcher(
-        [q], "w1", block=False, block_ms=0, prefetch=2,
-        on_claimed=lambda queue, jobs: None,
-        on_acked=lambda acked: None,
-        on_lost=lambda queue, claimed: lost.append(claimed.id),
-    )  # fmt: skip
+    fetcher = _fetcher(q, prefetch=2, on_lost=lambda queue, claimed: lost.append(claimed.id))
     (_q, first), _empty = fetcher.next_job()
     assert first.id == ids[0]  # ids[1] and ids[2] wait, claimed, for a runner
 
@@ -574,14 +576,6 @@ def test_prefetch_zero_claims_only_for_idle_runners(r, jobq_settings):
     worker.run(install_signals=False)
     assert job_hash(r, ids[0])["status"] == "completed"
     assert all(job_hash(r, i)["attempts"] == "0" for i in ids[1:])
-
-
-def _fetcher(q, **options):
-    from django_jobqueue.fetcher import Fetcher
-
-    return Fetcher(
-        [q], "w1", block=False, block_ms=0, on_claimed=lambda queue, jobs: None, on_acked=lambda acked: None, **options
-    )
 
 
 def test_idle_runners_join_a_batch_one_at_a_time(r, monkeypatch):
