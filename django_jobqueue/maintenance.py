@@ -64,6 +64,7 @@ class WorkerMaintenance:
     worker_id: str
     _stopping: threading.Event
     _stopped: threading.Event
+    _leaving: threading.Event
     _running: dict[str, Running]
     _lock: threading.Lock
     _signals: int
@@ -95,7 +96,7 @@ class WorkerMaintenance:
 
     def _maintenance_loop(self) -> None:
         interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
-        while not self._stopped.is_set():
+        while not self._leaving.is_set():
             # Each step on its own: with a cluster, the node of the worker
             # registry (heartbeat) or of one queue may be down while the others
             # are up. (Leases are renewed by _renewal_loop.)
@@ -115,7 +116,7 @@ class WorkerMaintenance:
                     # Logged once; no backoff here: renewals must keep their pace.
                     self._redis_down_since = time.monotonic()
                     logger.error("Redis unavailable: %s; retrying", down)
-            self._stopped.wait(interval)
+            self._leaving.wait(interval)
 
     def _job_list(self) -> str:
         with self._lock:

@@ -115,6 +115,8 @@ class Worker(WorkerMaintenance):
         self.stats = WorkerStats()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._leaving = threading.Event()  # about to remove the worker's record: no more beats
+        self._maintenance: threading.Thread | None = None
         self._running: dict[str, Running] = {}
         self._busy: set[int | None] = set()  # idents of runner threads holding a job
         self._acking: set[str] = set()  # ids whose completion waits to be sent with the next claim
@@ -160,6 +162,7 @@ class Worker(WorkerMaintenance):
         )
         self._with_redis(self._startup, "registering the worker")
         maintenance = threading.Thread(target=self._maintenance_loop, name="jobq-maintenance", daemon=True)
+        self._maintenance = maintenance
         maintenance.start()
         renewal = threading.Thread(target=self._renewal_loop, name="jobq-renewal", daemon=True)
         renewal.start()
@@ -174,7 +177,6 @@ class Worker(WorkerMaintenance):
                 self._stopping.wait(0.2)
         finally:
             self._shutdown()
-        maintenance.join(timeout=2)
         renewal.join(timeout=2)
         return 0
 
@@ -240,6 +242,11 @@ class Worker(WorkerMaintenance):
             # another worker runs it now rather than after the lease runs out.
             outcome = self._release(running.queue, claimed)
             logger.warning("job %s %s handed back at shutdown (%s)", claimed.id, claimed.name, outcome)
+        # The maintenance thread beats until now (the record says "stopping");
+        # a beat landing after the removal would put the record back.
+        self._leaving.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=5)
         self._with_redis(self._presence.deregister, "removing the worker record", attempts=3)
         if self._events is not None:
             self._events.stop(timeout=2)

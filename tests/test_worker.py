@@ -222,6 +222,30 @@ def test_worker_registers_with_a_heartbeat_and_leaves_on_exit(r):
     assert r.zscore("queue:workers", "w-test") is None and not r.exists("queue:worker:w-test")
 
 
+def test_no_heartbeat_puts_the_record_back_after_the_worker_removed_it(r):
+    # The maintenance thread beats while the worker shuts down (the record
+    # says "stopping"); a beat after the removal would leave a record of a
+    # worker that is gone. Here the removal is followed by three heartbeat
+    # intervals before the worker's run ends.
+    import threading
+
+    worker = Worker(["jobs"], worker_id="w-test")
+    remove = worker._presence.deregister
+
+    def remove_then_linger():
+        remove()
+        time.sleep(3 * worker.settings.heartbeat_seconds)
+
+    worker._presence.deregister = remove_then_linger
+    t = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    t.start()
+    wait_for(lambda: r.zscore("queue:workers", "w-test"), what="registration")
+    worker.stop()
+    t.join(15)
+    assert not t.is_alive()
+    assert r.zscore("queue:workers", "w-test") is None and not r.exists("queue:worker:w-test")
+
+
 def test_run_on_startup_starts_a_worker_with_the_first_request(r, jobq_settings, client):
     from django_jobqueue import autostart
 
