@@ -528,9 +528,17 @@ class LocalSentinelGroup:
         """SIGKILL a data node: whatever it had not replicated is gone."""
         self.servers[port].kill()
 
-    def restart(self, port: int, timeout: float = 30.0) -> None:
+    def restart(self, port: int, timeout: float = 60.0) -> None:
         """Start a killed node again on its port: the sentinels make it a
-        replica of the current primary."""
+        replica of the current primary.
+
+        Sentinel is slow at this by design: it reads a replica's INFO every
+        10 s, and turns an instance that came back as a primary into a
+        replica only once it has been up, and reported that role, for more
+        than 8 s (four hello periods), on a later read; then the full sync.
+        About 20 s on an idle machine, and 30 s was once too short on 2 busy
+        cores: hence 60 s.
+        """
         self.servers[port].start()
         self._secure(port)
         wait_until(
