@@ -72,8 +72,9 @@ def _refresh(client: Any) -> None:
 def run_calls(client: Any, calls: Sequence[Call], wait: tuple[int, int] | None = None) -> tuple[list[Any], int]:
     """Run script calls on a ``RedisCluster``: one pipeline per primary.
 
-    Returns (results in call order, with errors as exception objects; the
-    fewest replicas any node's WAIT counted, or 0 when ``wait`` is None).
+    Returns (results in call order, with errors as exception objects, a
+    node's connection error as the reply of each of its calls; the fewest
+    replicas any node's WAIT counted, or 0 when ``wait`` is None).
     """
     results: list[Any] = [None] * len(calls)
     acked: int | None = None
@@ -86,7 +87,16 @@ def run_calls(client: Any, calls: Sequence[Call], wait: tuple[int, int] | None =
             groups.setdefault((target.name, asking), (target, []))[1].append(i)
         todo, refresh = [], False
         for (_name, asking), (node, indexes) in groups.items():
-            out, node_acked = _send(client.get_redis_connection(node), calls, indexes, asking, wait, client)
+            try:
+                out, node_acked = _send(client.get_redis_connection(node), calls, indexes, asking, wait, client)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # That node's calls may or may not have run: the error is their
+                # reply, never a reason to send them again. The other nodes'
+                # calls are independent of it and still go out.
+                for i in indexes:
+                    results[i] = exc
+                acked = 0 if wait is not None else acked
+                continue
             if wait is not None:
                 acked = node_acked if acked is None else min(acked, node_acked)
             for i, r in zip(indexes, out, strict=True):

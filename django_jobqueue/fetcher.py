@@ -182,28 +182,43 @@ class Fetcher:
             return []
         try:
             client = claim.client if claim is not None else acks[0].queue.client
-            replies = scripts.run_pipeline(client, calls, retry=False)
+            replies = scripts.run_pipeline(client, calls, retry=False, raise_on_error=False)
         except Exception as exc:
             # Not sent (or not known to be): keep them for the next try; a
             # completion sent twice is refused by its token the second time.
-            with self._cond:
-                self._acks[:0] = acks
+            replies = [exc] * len(calls)
+        # Each call by its own reply: a completion refused (a key of the wrong
+        # type, a cluster node down) never discards a claim that succeeded in
+        # the same pipeline, nor the other queues' completions.
+        failure: Exception | None = None
+        settled: list[tuple[Ack, Outcome]] = []
+        for (_queue, group), reply in zip(groups, replies, strict=False):
+            if isinstance(reply, Exception):
+                failure = failure or reply
+                with self._cond:
+                    self._acks[:0] = group
+                if not isinstance(reply, _REPLY_LOST):
+                    logger.error("completing %d job(s) failed (tried again later): %s", len(group), reply)
+                continue
+            settled += zip(group, RedisJobQueue.outcomes(reply), strict=True)
+        if settled:
+            # One call for the whole batch: the worker takes its lock once.
+            self._on_acked(settled)
+        if failure is not None and isinstance(failure, _REPLY_LOST):
             self.redis_failed()
-            if claim is not None and isinstance(exc, _REPLY_LOST):
+        if claim is None:
+            if isinstance(failure, _REPLY_LOST):
+                raise failure  # Redis is away: the caller backs off
+            return []
+        reply = replies[-1]
+        if isinstance(reply, Exception):
+            if isinstance(reply, _REPLY_LOST):
+                self.redis_failed()
                 # Redis may have run the claim: its jobs are handed back
                 # before the next one (see _hand_back_unanswered).
                 self._unanswered.append((claim, calls[-1][2][1]))
-            raise
-        if groups:
-            # One call for the whole batch: the worker takes its lock once.
-            self._on_acked(
-                [
-                    (ack, outcome)
-                    for (_queue, group), codes in zip(groups, replies, strict=False)
-                    for ack, outcome in zip(group, RedisJobQueue.outcomes(codes), strict=True)
-                ]
-            )
-        return RedisJobQueue.parse_claim_many(replies[-1]) if claim is not None else []
+            raise reply
+        return RedisJobQueue.parse_claim_many(reply)
 
     def redis_failed(self) -> None:
         """A Redis call failed: jobs made ready before now are checked before

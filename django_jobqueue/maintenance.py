@@ -14,6 +14,7 @@ works on the attributes Worker.__init__ sets, declared below for type checkers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -33,6 +34,7 @@ from .registry import get_definition
 if TYPE_CHECKING:
     from .conf import QueueSettings, Settings
     from .fetcher import Fetcher
+    from .hooks import HookRunner
     from .presence import Presence
     from .queue import RedisJobQueue
     from .worker import Running
@@ -41,6 +43,9 @@ logger = logging.getLogger("django_jobqueue.worker")
 
 # How often the renewal thread looks whether a third of the shortest lease has passed.
 RENEW_CHECK_S = 0.1
+
+# The longest pause between tries while Redis is unavailable.
+REDIS_RETRY_MAX_S = 1.0
 
 # Redis cannot serve us now: wait (logging), retry. A read-only replica may be
 # promoted by a failover, a full Redis (noeviction) may be emptied.
@@ -68,8 +73,7 @@ class WorkerMaintenance:
     _running: dict[str, Running]
     _lock: threading.Lock
     _signals: int
-    _last_renew: float
-    _renew_failed: set[int]  # id() of the queues whose renewal failed last round
+    _hooks: HookRunner
     _last_sweep: float
     _redis_down_since: float | None
     _redis_back_at: float
@@ -78,30 +82,48 @@ class WorkerMaintenance:
 
     # ------------------------------------------------------------ maintenance
 
-    def _renewal_loop(self) -> None:
-        """Lease renewal, on a thread of its own: with a cluster, a step of the
-        maintenance loop may wait seconds on a node that is down (a cluster
-        client retries before it gives up), and that must never hold up the
-        renewal of jobs whose nodes are fine: their leases would run out and
-        they would run twice."""
+    def _renewal_loop(self, queue: RedisJobQueue) -> None:
+        """Lease renewal of one queue's running jobs, on a thread of its own:
+        with a cluster, a call to a node that is down may wait seconds (a
+        cluster client retries before it gives up), and that must never hold
+        up the renewal of jobs whose nodes are fine (their leases would run
+        out and they would run twice), nor the heartbeat."""
+        period = self._queue_settings_of(queue).visibility_ms / 3000
+        last = 0.0
         while not self._stopped.is_set():
+            if time.monotonic() - last >= period:
+                last = time.monotonic()
+                try:
+                    self._renew_leases(queue)
+                except CONNECTION_ERRORS as exc:
+                    self._fetcher.redis_failed()
+                    logger.debug("lease renewal: %s", exc)  # the maintenance loop reports outages
+                except Exception:  # noqa: BLE001 - renewal must keep going
+                    logger.exception("lease renewal failed")
+            self._stopped.wait(RENEW_CHECK_S)
+
+    def _heartbeat_loop(self) -> None:
+        """The heartbeat, on a thread that does nothing else: a slow sweep, a
+        node that is down, or a user's hook must never let this worker's beat
+        lapse (another worker would take it for lost and run its jobs again)."""
+        while not self._leaving.is_set():
             try:
-                self._renew_leases()
+                self._heartbeat()
             except CONNECTION_ERRORS as exc:
                 self._fetcher.redis_failed()
-                logger.debug("lease renewal: %s", exc)  # the maintenance loop reports outages
-            except Exception:  # noqa: BLE001 - renewal must keep going
-                logger.exception("lease renewal failed")
-            self._stopped.wait(RENEW_CHECK_S)
+                self._note_redis_down(exc)
+            except Exception:  # noqa: BLE001 - the heartbeat must keep going
+                logger.exception("heartbeat failed")
+            self._leaving.wait(self.settings.heartbeat_seconds)
 
     def _maintenance_loop(self) -> None:
         interval = min(self.settings.heartbeat_seconds, self.settings.sweep_interval_seconds)
         while not self._leaving.is_set():
-            # Each step on its own: with a cluster, the node of the worker
-            # registry (heartbeat) or of one queue may be down while the others
-            # are up. (Leases are renewed by _renewal_loop.)
+            # Each step on its own: with a cluster, one queue's node may be down
+            # while the others are up. (The heartbeat and lease renewals have
+            # threads of their own.)
             down: Exception | None = None
-            for step in (self._heartbeat, self._fetcher.flush_stale, self._sweep):
+            for step in (self._fetcher.flush_stale, self._sweep):
                 try:
                     step()
                 except CONNECTION_ERRORS as exc:
@@ -112,11 +134,17 @@ class WorkerMaintenance:
                 self._redis_up()
             else:
                 self._fetcher.redis_failed()
-                if self._redis_down_since is None:
-                    # Logged once; no backoff here: renewals must keep their pace.
-                    self._redis_down_since = time.monotonic()
-                    logger.error("Redis unavailable: %s; retrying", down)
+                self._note_redis_down(down)
             self._leaving.wait(interval)
+
+    def _note_redis_down(self, exc: Exception) -> None:
+        if self._redis_down_since is None:
+            # Logged once; no backoff here: renewals must keep their pace.
+            self._redis_down_since = time.monotonic()
+            logger.error("Redis unavailable: %s; retrying", exc)
+
+    def _queue_settings_of(self, queue: RedisJobQueue) -> QueueSettings:
+        return self.queue_settings[self.queues.index(queue)]
 
     def _job_list(self) -> str:
         with self._lock:
@@ -135,39 +163,29 @@ class WorkerMaintenance:
                 logger.warning("DURABLE is on, but %s", problem)
         self._presence.register()
 
-    def _renew_leases(self) -> None:
-        """Extend the lease of every running job a third of the way through it,
-        so a slow job is never taken for a dead one."""
-        now = time.monotonic()
-        period = min(qs.visibility_ms for qs in self.queue_settings) / 3000
-        if now - self._last_renew < period:
-            return
-        self._last_renew = now
+    def _renew_leases(self, queue: RedisJobQueue) -> None:
+        """Extend the lease of every running job of ``queue`` (a third of the
+        way through it), so a slow job is never taken for a dead one: one
+        pipeline for all of them."""
         with self._lock:
-            running = list(self._running.values())
-        # Queues whose node failed last round go last: a failing call can take
-        # a while, and the others' renewals must not wait behind it.
-        failed_before = self._renew_failed
-        running.sort(key=lambda r: id(r.queue) in failed_before)
-        down: Exception | None = None
-        unreachable: set[int] = set()  # queues whose node failed this round
-        self._renew_failed = unreachable
-        for r in running:
-            if id(r.queue) in unreachable:
-                continue  # one failed call per queue and round: each can take a while
-            try:
-                lease = r.queue.touch(r.claimed)
-            except CONNECTION_ERRORS as exc:
-                down = down or exc  # that job's node: renew the others anyway
-                unreachable.add(id(r.queue))
+            running = [r for r in self._running.values() if r.queue is queue]
+        if not running:
+            return
+        leases = queue.touch_many([r.claimed for r in running])
+        for r, lease in zip(running, leases, strict=True):
+            if isinstance(lease, CONNECTION_ERRORS):
+                raise lease
+            if isinstance(lease, Exception):
+                logger.error("job %s: renewing its lease failed: %s", r.claimed.id, lease)
                 continue
-            if lease is None:
-                with self._lock:
-                    if self._running.get(r.claimed.id) is not r:
-                        continue  # it finished here meanwhile: nothing was lost
-                logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
-        if down is not None:
-            raise down
+            if lease is not None or r.finished:
+                # A job whose handler has returned: its completion, sent or on
+                # its way, says whether the claim was still ours.
+                continue
+            with self._lock:
+                if self._running.get(r.claimed.id) is not r:
+                    continue  # it finished here meanwhile: nothing was lost
+            logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -186,7 +204,9 @@ class WorkerMaintenance:
                 logger.debug("sweep of %s skipped: %s", queue.queue_name, exc)
                 continue
             for job_id in result.dead_lettered:
-                self._exhausted_by_reclaim(queue, job_id)
+                # User code: run by the hooks thread, never here (a slow hook
+                # would hold up the sweep of the other queues).
+                self._hooks.submit(functools.partial(self._exhausted_by_reclaim, queue, job_id))
             if result.reclaimed or result.dead_lettered or result.expired:
                 logger.warning(
                     "sweep of %s: %d reclaimed, %d dead-lettered, %d expired",
@@ -242,7 +262,7 @@ class WorkerMaintenance:
                 logger.warning("%s: Redis unavailable (%s); retrying in %.1f s", what, exc, delay)
                 if self._stopping.wait(delay) and attempts is None and self._signals:
                     return None
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, REDIS_RETRY_MAX_S)
 
     def _redis_down(self, exc: Exception) -> None:
         self._fetcher.redis_failed()
@@ -251,7 +271,9 @@ class WorkerMaintenance:
             self._redis_down_since = now
             logger.error("Redis unavailable: %s; retrying", exc)
         waited = now - self._redis_down_since
-        self._stopping.wait(min(10.0, 0.2 * (2 ** min(6, int(waited)))))
+        # Short pauses (a failed connect is cheap): a runner resumes within
+        # about REDIS_RETRY_MAX_S of Redis answering again.
+        self._stopping.wait(min(REDIS_RETRY_MAX_S, 0.1 * (2 ** min(6, int(waited)))))
 
     def _redis_up(self) -> None:
         if self._redis_down_since is not None:

@@ -6,8 +6,9 @@ concurrency, state, the jobs it runs) and a heartbeat in ``<prefix>:workers``.
 A worker whose heartbeat lapses is taken for lost by whichever worker sweeps
 next, and its jobs go back to pending at once, without waiting out their
 leases. A worker that restarts recognises its earlier self (same id, or a dead
-pid on this host) and does the same, or dead-letters those jobs when its queue
-says not to retry jobs that were running before a restart.
+pid on this host, and never a record whose heartbeat is fresh) and does the
+same, or dead-letters those jobs when its queue says not to retry jobs that
+were running before a restart.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -34,11 +36,27 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class WorkerIdInUse(RuntimeError):
+    """Another live worker process registered with this worker id."""
+
+
 class Presence:
+    """A worker's record and heartbeat, and the takeover of lost workers' jobs.
+
+    Every process has a random boot id, stored in its record: a record is
+    "ours" only if it carries our boot id. A record with a fresh heartbeat is
+    never taken for an earlier self of ours (containers sharing a hostname,
+    each with pid 1, look alike otherwise), and another worker is judged lost
+    only while our own beats have reached the registry steadily for a whole
+    WORKER_TIMEOUT_SECONDS: if the registry was away (a failover), every
+    worker's beat looks old through no fault of its own.
+    """
+
     def __init__(
         self, worker_id: str, queues: Sequence[RedisJobQueue], concurrency: int, job_list: Callable[[], str]
     ) -> None:
         self.worker_id = worker_id
+        self.boot_id = new_boot_id()
         self.queues = list(queues)
         self.concurrency = concurrency
         self.settings = get_settings()
@@ -46,6 +64,10 @@ class Presence:
         # JSON list of [queue, id, token] of the jobs running now.
         self._job_list = job_list
         self._record: list[str] = []  # the static fields of our record
+        # Since when our beats have reached the registry without a gap that
+        # could have made another worker's beat lapse (None: the last failed).
+        self._steady_since: float | None = None
+        self._last_beat_ok = float("-inf")
 
     def register(self) -> None:
         """Hand back what an earlier process of ours left running, then beat."""
@@ -53,6 +75,8 @@ class Presence:
         self._record = [
             "id",
             self.worker_id,
+            "boot",
+            self.boot_id,
             "host",
             socket.gethostname(),
             "pid",
@@ -71,9 +95,31 @@ class Presence:
         # were paused, the next beat puts back all of it, not just the state.
         state = "stopping" if stopping else "running"
         fields = [*self._record, "state", state, "jobs", self._job_list()]
-        scripts.get("heartbeat")(
-            get_client(), [self.keys.workers, self.keys.worker(self.worker_id)], [0, self.worker_id, *fields]
-        )
+        try:
+            scripts.get("heartbeat")(
+                get_client(), [self.keys.workers, self.keys.worker(self.worker_id)], [0, self.worker_id, *fields]
+            )
+        except Exception:
+            self._steady_since = None
+            raise
+        now = time.monotonic()
+        if self._steady_since is None or now - self._last_beat_ok > self._max_gap():
+            self._steady_since = now
+        self._last_beat_ok = now
+
+    def _max_gap(self) -> float:
+        # A gap this long between our own beats may be a registry outage long
+        # enough for other workers' beats to lapse (WORKER_TIMEOUT_SECONDS is
+        # at least 3 x HEARTBEAT_SECONDS, so half of it is past a late beat).
+        return self.settings.worker_timeout_seconds / 2
+
+    def steady(self) -> bool:
+        """Whether our beats have reached the registry steadily for a whole
+        worker timeout (so a worker whose beat lapsed could have beaten)."""
+        since = self._steady_since
+        if since is None or time.monotonic() - self._last_beat_ok > self._max_gap():
+            return False
+        return time.monotonic() - since >= self.settings.worker_timeout_seconds
 
     def deregister(self) -> None:
         client = get_client()
@@ -82,7 +128,10 @@ class Presence:
 
     def reclaim_lapsed(self) -> None:
         """Take the records of workers whose heartbeat lapsed (atomically: of
-        two sweepers one gets each) and hand their jobs back."""
+        two sweepers one gets each) and hand their jobs back; only while our
+        own beats are steady (see the class's docstring)."""
+        if not self.steady():
+            return
         lapse_ms = int(self.settings.worker_timeout_seconds * 1000)
         taken = scripts.get("lapsed")(get_client(), [self.keys.workers, self.keys.worker_prefix], [0, lapse_ms, 50])
         it = iter(taken)
@@ -92,22 +141,56 @@ class Presence:
             self.reclaim_worker_jobs(_s(wid), _s(queues), restarted=False)
 
     def recover_own_orphans(self) -> None:
-        """Jobs left running by an earlier process of this worker (same id, or
-        a dead pid on this host): back to pending now, or dead-lettered when the
-        queue says not to retry jobs that were running before a restart."""
+        """Jobs left running by an earlier process of this worker: back to
+        pending now, or dead-lettered when the queue says not to retry jobs
+        that were running before a restart.
+
+        An earlier self is a record with our worker id, or one of this host
+        whose pid is not alive here; either only once its heartbeat is stale,
+        unless it has our id and a pid of this host that is not alive (a
+        restart within one heartbeat). A record with our id that keeps beating
+        is another live worker: WorkerIdInUse is raised rather than share it.
+        """
         client = get_client()
         host = socket.gethostname()
-        for raw_wid in client.zrange(self.keys.workers, 0, -1):
-            wid = _s(raw_wid)
-            record = {_s(k): _s(v) for k, v in client.hgetall(self.keys.worker(wid)).items()}
-            mine = wid == self.worker_id
-            if not mine and record.get("host") == host and record.get("pid", "").isdigit():
-                mine = int(record["pid"]) != os.getpid() and not _pid_alive(int(record["pid"]))
-            if not mine:
-                continue
-            self.reclaim_worker_jobs(wid, record.get("queues", ""), restarted=True)
-            client.zrem(self.keys.workers, wid)
-            client.delete(self.keys.worker(wid))
+        lapse_ms = self.settings.worker_timeout_seconds * 1000
+        deadline = time.monotonic() + self.settings.worker_timeout_seconds + 2 * self.settings.heartbeat_seconds
+        while True:
+            now_ms = _server_ms(client)
+            waiting_on = None
+            for raw_wid, beat in client.zrange(self.keys.workers, 0, -1, withscores=True):
+                wid = _s(raw_wid)
+                record = {_s(k): _s(v) for k, v in client.hgetall(self.keys.worker(wid)).items()}
+                same_id = wid == self.worker_id
+                pid = record.get("pid", "")
+                dead_here = (
+                    record.get("host") == host
+                    and pid.isdigit()
+                    and int(pid) != os.getpid()
+                    and not _pid_alive(int(pid))
+                )
+                fresh = now_ms - beat < lapse_ms
+                if same_id and fresh and not dead_here:
+                    waiting_on = wid
+                    continue
+                if not (same_id or (dead_here and not fresh)):
+                    continue
+                self.reclaim_worker_jobs(wid, record.get("queues", ""), restarted=True)
+                client.zrem(self.keys.workers, wid)
+                client.delete(self.keys.worker(wid))
+            if waiting_on is None:
+                return
+            if time.monotonic() > deadline:
+                raise WorkerIdInUse(
+                    f"another worker with the id {self.worker_id!r} is alive (its heartbeat goes on): "
+                    "give each worker its own --worker-id"
+                )
+            logger.warning(
+                "worker id %s: a record with a fresh heartbeat exists (a worker restarted within a "
+                "heartbeat, or another worker using this id); waiting for it to lapse",
+                self.worker_id,
+            )
+            time.sleep(self.settings.heartbeat_seconds)
 
     def reclaim_worker_jobs(self, wid: str, queues_json: str, *, restarted: bool) -> None:
         """Hand back (or, after a restart with RETRY_JOBS_RUNNING_BEFORE_RESTART
@@ -140,6 +223,16 @@ class Presence:
                 logger.warning(
                     "worker %s lost: %d job(s) of %s back to pending: %s", wid, len(ids), qname, ", ".join(ids)
                 )
+
+
+def new_boot_id() -> str:
+    """A random id for this process's life (pids repeat across containers)."""
+    return secrets.token_hex(8)
+
+
+def _server_ms(client: Any) -> float:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) / 1000
 
 
 def _pid_alive(pid: int) -> bool:

@@ -45,7 +45,6 @@ MAX_BLOCK_MS = 2000
 PAUSED_WAIT_MS = 500
 
 
-
 class RedisJobQueue(QueueOperations):
     """One queue on one Redis: the seed's operations plus scheduling, TTLs and leases.
 
@@ -518,6 +517,18 @@ class RedisJobQueue(QueueOperations):
             scripts.get("touch")(self.client, [k.job(job.id), k.leases], [self._now(), job.id, job.claim_token, lease])
         )
         return res if res > 0 else None
+
+    def touch_many(self, jobs: Sequence[ClaimedJob], lease_ms: int | None = None) -> list[int | None | Exception]:
+        """touch() for several jobs in one pipeline: per job, the new deadline,
+        None when the claim is no longer ours, or the error of that call
+        (a node down, a key of the wrong type)."""
+        k = self.keys
+        lease = self.visibility_ms if lease_ms is None else lease_ms
+        script = scripts.get("touch")
+        now = self._now()
+        calls = [(script, [k.job(job.id), k.leases], [now, job.id, job.claim_token, lease]) for job in jobs]
+        replies = scripts.run_pipeline(self.client, calls, retry=False, raise_on_error=False)
+        return [r if isinstance(r, Exception) else (int(r) if int(r) > 0 else None) for r in replies]
 
     def requeue(
         self,

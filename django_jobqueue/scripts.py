@@ -90,7 +90,11 @@ def get(name: str) -> Script:
 
 
 def run_pipeline(
-    client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]], *, retry: bool = True
+    client: Any,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
+    *,
+    retry: bool = True,
+    raise_on_error: bool = True,
 ) -> list[Any]:
     """Run script calls in one pipeline (one round trip when the scripts are cached).
 
@@ -104,8 +108,15 @@ def run_pipeline(
     than the worker's own work per job) and without its retry on a connection
     error, since a claim sent again after a lost reply would claim other jobs
     while the first ones wait out their lease. The worker retries after a pause.
+
+    ``raise_on_error=False``: each call's error comes back as its reply (an
+    exception object) and the other calls' replies are kept, for callers that
+    batch calls of different kinds: a completion refused must not discard a
+    claim that succeeded in the same pipeline. On a cluster a node that
+    cannot be reached gives its connection error as the reply of each of its
+    calls; on one Redis a connection error is raised (which calls ran is unknown).
     """
-    results, _acked = _execute(client, calls, None, retry)
+    results, _acked = _execute(client, calls, None, retry, raise_on_error)
     return results
 
 
@@ -115,7 +126,7 @@ def run_pipeline_and_wait(
     """run_pipeline(), then Redis WAIT in the same pipeline: WAIT counts the
     replicas that have every write made so far on its connection, and a
     pipeline is one connection. Returns (results, replicas that acknowledged)."""
-    return _execute(client, calls, (replicas, timeout_ms), True)
+    return _execute(client, calls, (replicas, timeout_ms), True, True)
 
 
 def _execute(
@@ -123,12 +134,14 @@ def _execute(
     calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
     wait: tuple[int, int] | None,
     retry: bool,
+    raise_on_error: bool,
 ) -> tuple[list[Any], int]:
     if _cluster.is_cluster(client):  # ClusterPipeline refuses EVALSHA: one pipeline per primary
         results, acked = _cluster.run_calls(client, calls, wait)
-        for r in results:
-            if isinstance(r, Exception):
-                raise r
+        if raise_on_error:
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
         return results, acked
 
     def send(indexes: Sequence[int]) -> tuple[list[Any], int]:
@@ -155,9 +168,10 @@ def _execute(
         for i, r in zip(missing, retried, strict=True):
             results[i] = r
         acked = min(acked, acked_retry)
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
+    if raise_on_error:
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
     return results, acked
 
 

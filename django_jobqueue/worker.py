@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -40,6 +41,7 @@ from .dbconn import close_stale_connections
 from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
 from .fetcher import MAX_BATCH, Ack, Fetcher
+from .hooks import HookRunner
 
 # CONNECTION_ERRORS is re-exported: it was defined here.
 from .maintenance import CONNECTION_ERRORS as CONNECTION_ERRORS
@@ -66,6 +68,7 @@ class Running:
     claimed: ClaimedJob
     started: float = field(default_factory=time.monotonic)
     job: Job | None = None
+    finished: bool = False  # the handler returned; the completion is sent with the next claim
 
 
 @dataclass
@@ -86,7 +89,9 @@ class WorkerStats:
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}.{os.getpid()}"
+    """host.pid.random: containers share hostnames (host networking) and
+    pids (each its own pid 1), so the random part keeps the ids apart."""
+    return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
 
 
 class Worker(WorkerMaintenance):
@@ -116,7 +121,7 @@ class Worker(WorkerMaintenance):
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._leaving = threading.Event()  # about to remove the worker's record: no more beats
-        self._maintenance: threading.Thread | None = None
+        self._maintenance: list[threading.Thread] = []  # the sweep's and the heartbeat's threads
         self._running: dict[str, Running] = {}
         self._busy: set[int | None] = set()  # idents of runner threads holding a job
         self._acking: set[str] = set()  # ids whose completion waits to be sent with the next claim
@@ -124,8 +129,7 @@ class Worker(WorkerMaintenance):
         self._runners: list[threading.Thread] = []
         self._signals = 0
         self._first_signal_at = 0.0
-        self._last_renew = 0.0
-        self._renew_failed: set[int] = set()
+        self._hooks = HookRunner()
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
@@ -162,10 +166,14 @@ class Worker(WorkerMaintenance):
         )
         self._with_redis(self._startup, "registering the worker")
         maintenance = threading.Thread(target=self._maintenance_loop, name="jobq-maintenance", daemon=True)
-        self._maintenance = maintenance
-        maintenance.start()
-        renewal = threading.Thread(target=self._renewal_loop, name="jobq-renewal", daemon=True)
-        renewal.start()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobq-heartbeat", daemon=True)
+        self._maintenance = [maintenance, heartbeat]
+        renewals = [
+            threading.Thread(target=self._renewal_loop, args=(q,), name=f"jobq-renewal-{q.queue_name}", daemon=True)
+            for q in self.queues
+        ]
+        for t in [maintenance, heartbeat, *renewals]:
+            t.start()
         if self.settings.worker_events_listener:
             self._events = start_listener_thread()
         for i in range(self.concurrency):
@@ -177,7 +185,8 @@ class Worker(WorkerMaintenance):
                 self._stopping.wait(0.2)
         finally:
             self._shutdown()
-        renewal.join(timeout=2)
+        for t in renewals:
+            t.join(timeout=2)
         return 0
 
     def stop(self) -> None:
@@ -242,12 +251,13 @@ class Worker(WorkerMaintenance):
             # another worker runs it now rather than after the lease runs out.
             outcome = self._release(running.queue, claimed)
             logger.warning("job %s %s handed back at shutdown (%s)", claimed.id, claimed.name, outcome)
-        # The maintenance thread beats until now (the record says "stopping");
-        # a beat landing after the removal would put the record back.
+        # The heartbeat beats until now (the record says "stopping"); a beat
+        # landing after the removal would put the record back.
         self._leaving.set()
-        if self._maintenance is not None:
-            self._maintenance.join(timeout=5)
+        for t in self._maintenance:
+            t.join(timeout=5)
         self._with_redis(self._presence.deregister, "removing the worker record", attempts=3)
+        self._hooks.stop(timeout=self.grace_seconds)
         if self._events is not None:
             self._events.stop(timeout=2)
         self._stopped.set()
@@ -416,6 +426,8 @@ class Worker(WorkerMaintenance):
             return self._fail(job, definition, exc)
         # Sent with the next claim (see fetcher.py); tracked as running until then.
         job.outcome = "completed"
+        if running is not None:
+            running.finished = True
         self._acking.add(claimed.id)  # before the ack can be sent; read under the lock below
         self._fetcher.ack(Ack(queue, claimed, result_json, claimed.fields.get("keep_result") != "0"))
         return "completed"

@@ -25,8 +25,8 @@ def alive(pid: int) -> bool:
 
 
 def worker_pids(r) -> set[int]:
-    """The pids of the workers registered now (default ids are host.pid)."""
-    return {int(wid.rsplit(".", 1)[1]) for wid in r.zrange("queue:workers", 0, -1)}
+    """The pids of the workers registered now (from their records)."""
+    return {int(r.hget(f"queue:worker:{wid}", "pid") or 0) for wid in r.zrange("queue:workers", 0, -1)} - {0}
 
 
 def two_workers(r, besides: frozenset[int] = frozenset()) -> set[int] | None:

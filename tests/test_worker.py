@@ -272,6 +272,8 @@ def test_no_worker_is_taken_for_lost_while_redis_is_down_or_just_back(r):
     r.hset(keys.worker("other-worker"), mapping={"id": "other-worker", "queues": '["jobs"]'})
     r.zadd(keys.workers, {"other-worker": 0})  # its last beat: long ago
     sweeper = Worker(["jobs"], burst=True)
+    sweeper._presence.register()  # beats once
+    sweeper._presence._steady_since -= 10  # as if it had beaten steadily for long
 
     sweeper._redis_down_since = time.monotonic()  # as the worker sees an outage
     sweeper._sweep()
@@ -287,6 +289,30 @@ def test_no_worker_is_taken_for_lost_while_redis_is_down_or_just_back(r):
     assert job_hash(r, theirs.id)["status"] == "pending"
 
 
+def test_a_worker_whose_own_beats_were_not_steady_takes_no_other_for_lost(r):
+    # The registry away (its cluster node failed over) stops every worker's
+    # beats alike: a sweeper whose own beats only just reach it again cannot
+    # tell a lost worker from one that could not beat either.
+    from django_jobqueue.keys import GlobalKeys
+
+    q = get_queue("jobs")
+    enqueue("add", {"a": 1, "b": 1})
+    theirs = q.claim_nowait("other-worker")
+    keys = GlobalKeys("queue", False)
+    r.hset(keys.worker("other-worker"), mapping={"id": "other-worker", "queues": '["jobs"]'})
+    r.zadd(keys.workers, {"other-worker": 0})  # its last beat: long ago
+    sweeper = Worker(["jobs"], burst=True)
+    sweeper._presence.register()  # our first beat (or the first after an outage): not steady yet
+    sweeper._sweep()
+    assert job_hash(r, theirs.id)["status"] == "processing"
+    assert r.zscore(keys.workers, "other-worker") == 0
+
+    sweeper._presence._steady_since -= 1.6  # beating steadily for a worker timeout (1.5 s here)
+    sweeper._last_sweep = 0
+    sweeper._sweep()
+    assert job_hash(r, theirs.id)["status"] == "pending"
+
+
 def test_max_attempts_hook_is_called_when_the_last_attempt_died_with_its_worker(r):
     job_id = enqueue("flaky", {}, max_attempts=1)
     queue = get_queue("fast")
@@ -296,7 +322,8 @@ def test_max_attempts_hook_is_called_when_the_last_attempt_died_with_its_worker(
     worker = Worker(["fast"], burst=True)
     worker._sweep()
     assert job_hash(r, job_id, "fast")["status"] == "failed"
-    assert r.lrange("test:exhausted", 0, -1) == [job_id]
+    # The hook runs on the hooks thread, not on the sweeping one.
+    wait_for(lambda: r.lrange("test:exhausted", 0, -1) == [job_id], what="the hook")
 
 
 # ---------------------------------------------------------- real processes

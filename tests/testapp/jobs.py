@@ -55,6 +55,18 @@ def flaky(payload, job):
     return job.attempts
 
 
+def slow_exhausted(job_obj):
+    # A slow SMTP server behind mail_admins, say.
+    time.sleep(3)
+    get_client().rpush("test:exhausted", job_obj.id)
+
+
+@job(name="slow_hook", queue="fast", max_attempts=1, on_max_attempts_exhausted=slow_exhausted)
+def slow_hook(payload, job):
+    record(job)
+    raise ValueError("fails, and its hook is slow")
+
+
 @job(name="explicit")
 def explicit(payload, job):
     record(job, payload["do"])

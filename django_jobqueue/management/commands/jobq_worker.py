@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.management import logsetup
 from django_jobqueue.pool import CHILD_ENV, WorkerPool, child_argv, watch_parent
+from django_jobqueue.presence import WorkerIdInUse
 from django_jobqueue.worker import Worker
 
 
@@ -85,6 +86,8 @@ class Command(BaseCommand):
         gc.freeze()
         try:
             code = worker.run()
+        except WorkerIdInUse as exc:
+            raise CommandError(str(exc)) from exc
         finally:
             gc.unfreeze()  # back to normal when called in-process (tests, call_command)
             if flusher is not None:

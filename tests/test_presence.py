@@ -1,0 +1,191 @@
+"""A worker's presence: the heartbeat keeps beating whatever else the worker
+does, and workers that look alike (same hostname, same pid, same id) never
+take each other's jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from django_jobqueue import enqueue
+from django_jobqueue.api import get_queue
+from django_jobqueue.keys import GlobalKeys
+from django_jobqueue.presence import Presence, WorkerIdInUse
+from django_jobqueue.worker import Worker, default_worker_id
+from tests.workers import ROOT, wait_for, worker_env
+
+KEYS = GlobalKeys("queue", False)
+
+
+def job_status(r, job_id: str, queue: str = "jobs") -> str:
+    return r.hget(f"queue:{queue}:job:{job_id}", "status")
+
+
+def a_dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def live_record(r, wid: str, pid: int, host: str | None = None) -> None:
+    """A record as another live worker keeps it: its beat is fresh."""
+    r.hset(
+        KEYS.worker(wid),
+        mapping={"id": wid, "host": host or socket.gethostname(), "pid": str(pid), "queues": '["jobs"]'},
+    )
+    seconds, micros = r.time()
+    r.zadd(KEYS.workers, {wid: seconds * 1000 + micros // 1000})
+
+
+def in_thread(worker: Worker) -> threading.Thread:
+    t = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    t.start()
+    return t
+
+
+# ---------------------------------------------------------- the heartbeat
+
+
+def test_a_slow_exhausted_hook_never_stops_the_heartbeat(r):
+    # The sweep dead-letters a job whose last attempt died with its worker and
+    # calls its hook, which takes 3 s (twice WORKER_TIMEOUT_SECONDS here).
+    job_id = enqueue("slow_hook", {})
+    claimed = get_queue("fast").claim_nowait("dead-worker")
+    assert claimed.id == job_id
+    time.sleep(1.3)  # the fast queue's lease (1.2 s) runs out
+    worker = Worker(["fast"], concurrency=1)
+    thread = in_thread(worker)
+    try:
+        wait_for(lambda: job_status(r, job_id, "fast") == "failed", what="the sweep to dead-letter the job")
+        beats, hook_done = [], None
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and hook_done is None:
+            beats.append((time.monotonic(), r.zscore(KEYS.workers, worker.worker_id)))
+            if r.lrange("test:exhausted", 0, -1) == [job_id]:
+                hook_done = time.monotonic()
+            time.sleep(0.05)
+        assert hook_done is not None, "the hook ran"
+        changes = [t for (t, s), (_t0, s0) in zip(beats[1:], beats, strict=False) if s != s0]
+        gaps = [b - a for a, b in zip([beats[0][0], *changes], [*changes, hook_done], strict=True)]
+        # HEARTBEAT_SECONDS is 0.2; another worker takes it for lost after 1.5 s.
+        assert max(gaps) < 1.0, gaps
+    finally:
+        worker.stop()
+        thread.join(15)
+
+
+# ---------------------------------------------------------- look-alike workers
+
+
+def test_default_worker_ids_differ_between_processes_with_the_same_host_and_pid():
+    assert default_worker_id() != default_worker_id()
+    host, pid, _random = default_worker_id().rsplit(".", 2)
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+
+
+def test_a_live_worker_of_this_host_whose_pid_is_not_ours_is_not_taken_for_our_earlier_self(r):
+    # Another container with host networking: same hostname, a pid that does
+    # not exist in our pid namespace, and a fresh heartbeat.
+    q = get_queue("jobs")
+    job_id = enqueue("add", {"a": 1, "b": 2})
+    assert q.claim_nowait("twin").id == job_id
+    live_record(r, "twin", a_dead_pid())
+    Presence("me", [q], 1, lambda: "[]").register()
+    assert job_status(r, job_id) == "processing"
+    assert r.zscore(KEYS.workers, "twin") is not None
+
+
+def test_a_lapsed_record_of_this_host_with_a_dead_pid_is_our_earlier_self(r):
+    q = get_queue("jobs")
+    job_id = enqueue("add", {"a": 1, "b": 2})
+    assert q.claim_nowait("old-me").id == job_id
+    live_record(r, "old-me", a_dead_pid())
+    r.zadd(KEYS.workers, {"old-me": 0})  # its last beat: long ago
+    Presence("me", [q], 1, lambda: "[]").register()
+    assert job_status(r, job_id) == "pending"
+    assert r.zscore(KEYS.workers, "old-me") is None
+
+
+def test_our_own_id_with_a_dead_pid_of_this_host_is_a_restart_taken_at_once(r):
+    q = get_queue("jobs")
+    job_id = enqueue("add", {"a": 1, "b": 2})
+    assert q.claim_nowait("w1").id == job_id
+    live_record(r, "w1", a_dead_pid())  # beat a moment ago, then the process died
+    started = time.monotonic()
+    Presence("w1", [q], 1, lambda: "[]").register()
+    assert time.monotonic() - started < 1.0  # no wait for a lapse
+    assert job_status(r, job_id) == "pending"
+
+
+def test_a_second_live_worker_with_our_id_is_refused_and_its_jobs_left_alone(r):
+    q = get_queue("jobs")
+    job_id = enqueue("add", {"a": 1, "b": 2})
+    assert q.claim_nowait("w1").id == job_id
+    live_record(r, "w1", os.getpid())  # in another container: pid 1 there, our pid here
+    stop = threading.Event()
+
+    def keep_beating():
+        while not stop.wait(0.1):
+            seconds, micros = r.time()
+            r.zadd(KEYS.workers, {"w1": seconds * 1000 + micros // 1000})
+
+    beater = threading.Thread(target=keep_beating, daemon=True)
+    beater.start()
+    try:
+        with pytest.raises(WorkerIdInUse, match="w1"):
+            Presence("w1", [q], 1, lambda: "[]").register()
+    finally:
+        stop.set()
+        beater.join()
+    assert job_status(r, job_id) == "processing"
+
+
+def test_our_own_id_whose_old_process_stops_beating_is_taken_once_it_lapses(r):
+    q = get_queue("jobs")
+    job_id = enqueue("add", {"a": 1, "b": 2})
+    assert q.claim_nowait("w1").id == job_id
+    live_record(r, "w1", os.getpid(), host="another-host")  # restarted on another machine
+    Presence("w1", [q], 1, lambda: "[]").register()  # waits out WORKER_TIMEOUT_SECONDS
+    assert job_status(r, job_id) == "pending"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (pid namespaces)")
+def test_two_workers_with_the_same_hostname_each_pid_1_in_its_own_namespace_share_nothing(r, redis_server):
+    # Two real jobq_worker processes, each pid 1 of its own pid namespace (as
+    # two containers with host networking): each runs its own jobs, and
+    # neither takes the other's for its earlier self.
+    ids = [enqueue("sleepy", {"seconds": 0.3}) for _ in range(12)]
+    env = worker_env(redis_server.url)
+    cmd = ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "django", "jobq_worker"]
+    procs = [
+        subprocess.Popen([*cmd, "--concurrency", "2"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        wait_for(lambda: r.zcard(KEYS.workers) == 2, what="two workers registered")
+        pids = {r.hget(KEYS.worker(w), "pid") for w in r.zrange(KEYS.workers, 0, -1)}
+        assert pids == {"1"}
+        wait_for(lambda: all(job_status(r, i) == "completed" for i in ids), timeout=30, what="every job to complete")
+        from tests.testapp.jobs import runs
+
+        starts = runs(r, tag="start")
+        assert sorted(e.split(":")[0] for e in starts) == sorted(ids)  # each ran once
+    finally:
+        logs = []
+        for p in procs:
+            # unshare passes no signal on: the worker (its child) gets SIGTERM itself.
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                children = f.read().split()
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+            _out, err = p.communicate(timeout=30)
+            logs.append(err)
+    assert not any("back to pending" in log for log in logs), logs
