@@ -64,6 +64,9 @@ FOLLOW_WAIT_S = 0.5
 HELP_AFTER_S = 0.002
 # Jobs shorter than this on average are short: a fetch may claim MAX_BATCH.
 SHORT_JOB_S = 0.001
+# A job claimed ahead whose TTL ends within this margin of now (as the claim's
+# server time and the wait here tell) is started only after Redis checks it.
+DEADLINE_MARGIN_MS = 100
 # A completion waits at most about this long for a fetch to carry it.
 ACK_DELAY_S = 0.02
 # Errors after which a call sent may have run without its reply coming back.
@@ -72,12 +75,14 @@ _REPLY_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 @dataclass(slots=True)
 class Ack:
-    """A completion left to be sent with the next fetch."""
+    """A completion left to be sent with the next fetch, or (``start``) the
+    start of a job claimed ahead, which rides the same way."""
 
     queue: RedisJobQueue
     claimed: ClaimedJob
     result_json: str
     keep_result: bool
+    start: bool = False
 
 
 class Fetcher:
@@ -94,7 +99,7 @@ class Fetcher:
         short_batch: int = 0,
         on_claimed: Callable[[RedisJobQueue, list[ClaimedJob]], None],
         on_acked: Callable[[list[tuple[Ack, Outcome]]], None],
-        on_lost: Callable[[RedisJobQueue, ClaimedJob], None] = lambda q, c: None,
+        on_lost: Callable[[RedisJobQueue, ClaimedJob, Outcome], None] = lambda q, c, o: None,
         limit: int | None = None,
     ) -> None:
         self.queues = list(queues)
@@ -166,18 +171,28 @@ class Fetcher:
             acks, self._acks = self._acks, []
         self._send(acks, None)
 
-    def _send(self, acks: list[Ack], claim: RedisJobQueue | None, want: int = 0) -> list[ClaimedJob]:
-        """One pipeline: the completions, then (optionally) a claim of ``want`` jobs."""
-        # One script call per queue completes all of that queue's jobs.
+    def _send(self, acks: list[Ack], claim: RedisJobQueue | None, want: int = 0, start: int = 1) -> list[ClaimedJob]:
+        """One pipeline: the starts and completions, then (optionally) a claim
+        of ``want`` jobs, the first ``start`` of which start at once."""
+        # A job completing in this batch needs no start of its own: its
+        # completion counts the attempt (complete.lua).
+        completing = {a.claimed.id for a in acks if not a.start}
+        starts: dict[int, tuple[RedisJobQueue, list[Ack]]] = {}
         by_queue: dict[int, tuple[RedisJobQueue, list[Ack]]] = {}
         for a in acks:
-            by_queue.setdefault(id(a.queue), (a.queue, []))[1].append(a)
+            if not a.start:
+                by_queue.setdefault(id(a.queue), (a.queue, []))[1].append(a)
+            elif a.claimed.id not in completing:
+                starts.setdefault(id(a.queue), (a.queue, []))[1].append(a)
+        start_groups = list(starts.values())
         groups = list(by_queue.values())
-        calls = [
+        # One script call per queue starts, and one completes, all of that queue's jobs.
+        calls = [q.start_call([a.claimed for a in group]) for q, group in start_groups]
+        calls += [
             q.complete_batch_call([(a.claimed, a.result_json, a.keep_result) for a in group]) for q, group in groups
         ]
         if claim is not None:
-            calls.append(claim.claim_many_call(want, self.worker_id))
+            calls.append(claim.claim_many_call(want, self.worker_id, start=start))
         if not calls:
             return []
         try:
@@ -191,6 +206,18 @@ class Fetcher:
         # type, a cluster node down) never discards a claim that succeeded in
         # the same pipeline, nor the other queues' completions.
         failure: Exception | None = None
+        for (_queue, group), reply in zip(start_groups, replies, strict=False):
+            if isinstance(reply, Exception):
+                failure = failure or reply
+                with self._cond:
+                    self._acks[:0] = group
+                continue
+            for a, outcome in zip(group, RedisJobQueue.start_outcomes(reply), strict=True):
+                if outcome is not Outcome.OK:
+                    # It runs already; its completion (refused) or the lease
+                    # renewal says what became of the claim.
+                    logger.debug("job %s: its start was refused (%s)", a.claimed.id, outcome.value)
+        replies = replies[len(start_groups) :]
         settled: list[tuple[Ack, Outcome]] = []
         for (_queue, group), reply in zip(groups, replies, strict=False):
             if isinstance(reply, Exception):
@@ -293,7 +320,7 @@ class Fetcher:
                     with self._cond:
                         self._ready.appendleft((queue, claimed, now))
                     raise
-            if suspect and not self._still_ours(queue, claimed, ready_at):
+            if not claimed.started and not self._start(queue, claimed, ready_at, suspect):
                 return None, False
             return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob]] = []
@@ -314,19 +341,47 @@ class Fetcher:
                 self._standby.notify()  # restart the watch on the new state
         return (got[0], False) if got else (None, True)
 
-    def _still_ours(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float) -> bool:
-        """Whether a job that waited here through a Redis error is still
-        claimed by us (its lease renewed on the way); False: dropped."""
+    def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
+        """A runner takes a job claimed ahead: its run begins. Redis is told
+        before it runs when it must know first: an at-most-once job (so that a
+        death from here on makes it "lost", never run twice), a job whose TTL
+        may have passed while it waited (it must not run), a job that waited
+        through a Redis error (its claim may have died with a failed primary).
+        Otherwise the start rides on the next pipeline. False: not ours to run."""
+        must_know = (
+            suspect or claimed.fields.get("delivery") == "at-most-once" or self._deadline_near(claimed, ready_at)
+        )
+        if not must_know:
+            self.ack(Ack(queue, claimed, "", False, start=True))
+            claimed.attempts += 1
+            return True
         try:
-            lease = queue.touch(claimed)
+            (outcome,) = queue.start([claimed])
         except Exception:
             with self._cond:
-                self._ready.appendleft((queue, claimed, ready_at))  # still to be checked
+                self._ready.appendleft((queue, claimed, ready_at))  # still to be started
             raise
-        if lease is None:
-            self._on_lost(queue, claimed)
+        if outcome is Outcome.OK:
+            claimed.attempts += 1
+            return True
+        self._on_lost(queue, claimed, outcome)
+        return False
+
+    @staticmethod
+    def _deadline_near(claimed: ClaimedJob, ready_at: float) -> bool:
+        """Whether the job's TTL may have passed: the server's clock at the
+        claim plus the time it waited here, against its deadline (with a
+        margin for the claim's reply time)."""
+        expires = claimed.fields.get("expires_at_ms")
+        if not expires:
             return False
-        return True
+        try:
+            claimed_at = int(claimed.fields.get("claimed_at_ms", "0"))
+            deadline = int(expires)
+        except ValueError:
+            return True
+        waited_ms = (time.monotonic() - ready_at) * 1000
+        return claimed_at + waited_ms + DEADLINE_MARGIN_MS >= deadline
 
     def _join_clock(self) -> float:
         """Since when the oldest ready job has waited for an idle runner: since
@@ -411,7 +466,9 @@ class Fetcher:
             need = want - len(got)
             try:
                 # The completions ride with the first queue's claim.
-                jobs = self._send(acks if i == 0 else [], queue, need)
+                # Only the first job of the whole fetch starts at once (this
+                # runner runs it); the others wait here for runners.
+                jobs = self._send(acks if i == 0 else [], queue, need, start=0 if got else 1)
             except Exception as exc:
                 # One queue's Redis (a cluster node) failing must not stop the
                 # others; jobs claimed already (tracked, their leases renewed)

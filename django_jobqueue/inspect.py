@@ -18,6 +18,7 @@ from typing import Any
 from . import scripts
 from .keys import GlobalKeys, validate_name
 from .queue import Outcome, RedisJobQueue
+from .queue_ops import Refusal
 
 LISTS = ("scheduled", "pending", "processing", "completed", "failed")
 # The statuses a job on each list has; purge deletes the hashes of those only.
@@ -175,7 +176,12 @@ def get_job(queue: RedisJobQueue, job_id: str) -> dict[str, str] | None:
     fields = {_s(k): _s(v) for k, v in raw.items()}
     if fields.get("queue", queue.queue_name) != queue.queue_name:
         return None
-    fields.pop("claim_token", None)
+    # Tokens never leave Redis; for a claimed job, whether its run began
+    # (a job claimed ahead of a free runner waits in its worker, unstarted).
+    token = fields.pop("claim_token", None)
+    started = fields.pop("started", None)
+    if fields.get("status") == "processing":
+        fields["started"] = "yes" if token and started == token else "no: claimed ahead, waiting for a runner"
     return fields
 
 
@@ -221,10 +227,10 @@ class BulkResult:
     left: int = 0
 
 
-def apply(queue: RedisJobQueue, action: str, ids: Iterable[str]) -> dict[Outcome, list[str]]:
+def apply(queue: RedisJobQueue, action: str, ids: Iterable[str]) -> dict[Outcome | Refusal, list[str]]:
     """Run ``retry``, ``requeue`` (now) or ``delete`` on each job ID; returns the IDs by outcome."""
     op = {"retry": queue.retry, "requeue": queue.requeue_now, "delete": queue.delete}[action]
-    out: dict[Outcome, list[str]] = {}
+    out: dict[Outcome | Refusal, list[str]] = {}
     for job_id in ids:
         outcome = op(job_id) if valid_job_id(job_id) else Outcome.MISSING
         out.setdefault(outcome, []).append(job_id)

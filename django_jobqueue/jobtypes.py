@@ -28,6 +28,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # fail(): the job is dead-lettered on the failed list
     MISSING = "missing"  # no such job hash
     NOT_OWNER = "not_owner"  # the claim token is not the current claim's
+    EXPIRED = "expired"  # start(): the job's TTL had passed; it ended expired, not to be run
 
     def __bool__(self) -> bool:
         return self in (Outcome.OK, Outcome.RETRYING, Outcome.FAILED)
@@ -35,6 +36,7 @@ class Outcome(enum.Enum):
 
 _CODES = {1: Outcome.OK, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
 _FAIL_CODES = {1: Outcome.RETRYING, 2: Outcome.FAILED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
+_START_CODES = {1: Outcome.OK, 2: Outcome.EXPIRED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
 
 
 def _s(value: Any) -> str:
@@ -74,6 +76,12 @@ class ClaimedJob:
     fields: dict[str, str] = field(default_factory=dict, repr=False)
     # Set when the stored payload could not be decoded; payload is then None.
     payload_error: str | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether Redis knows this claim's run began (a job claimed ahead of a
+        free runner is not started until its worker starts it: RedisJobQueue.start)."""
+        return bool(self.claim_token) and self.fields.get("started") == self.claim_token
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> ClaimedJob:

@@ -213,6 +213,10 @@ class Presence:
                     fields = queue.get_fields(_s(job_id))
                     if fields and fields.get("worker") == wid and fields.get("status") == "processing":
                         claimed = ClaimedJob.from_fields(fields)
+                        if not claimed.started:
+                            # Claimed ahead, never run: back to pending as it was.
+                            queue.requeue(claimed, count_attempt=False, front=True, event="released")
+                            continue
                         queue.fail_outcome(claimed, "worker restarted while the job was running", terminal=True)
                         dead += 1
                 if dead:

@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 from . import scripts, serialization
 from .exceptions import QueuePaused, ReplicationError
 from .ids import new_claim_token, new_job_id
-from .jobtypes import _CODES, _FAIL_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s
+from .jobtypes import _CODES, _FAIL_CODES, _START_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s
 
 # Re-exported: defined here before the split, so callers may import them from here.
 from .jobtypes import SweepResult as SweepResult
@@ -297,27 +297,60 @@ class RedisJobQueue(QueueOperations):
         res = scripts.get("claim")(
             self.client,
             self._claim_keys(),
-            [self._now(), token or new_claim_token(), lease, worker_id, 100, self.failed_ttl_s],
+            [self._now(), token or new_claim_token(), lease, worker_id, 100, self.expired_ttl_s()],
         )
         if _is_paused(res):
             return None
         return ClaimedJob.from_fields(_pairs(res)) if res else None
 
-    def claim_many(self, count: int, worker_id: str = "", *, lease_ms: int | None = None) -> list[ClaimedJob]:
+    def claim_many(
+        self, count: int, worker_id: str = "", *, lease_ms: int | None = None, start: int | None = None
+    ) -> list[ClaimedJob]:
         """Claim up to ``count`` pending jobs in one script call, without
-        blocking (each gets its own claim token and lease)."""
+        blocking (each gets its own claim token and lease).
+
+        ``start``: how many of them (the first) start now, each using an
+        attempt; the others are claimed ahead for runners not yet free and
+        use none until :meth:`start` (or their completion or failure) says
+        their run began. If their worker dies first they go back to pending
+        as they were. None: all start now."""
         if count < 1:
             return []
-        script, keys, args = self.claim_many_call(count, worker_id, lease_ms=lease_ms)
+        script, keys, args = self.claim_many_call(count, worker_id, lease_ms=lease_ms, start=start)
         return self.parse_claim_many(script(self.client, keys, args))
 
     def claim_many_call(
-        self, count: int, worker_id: str = "", *, lease_ms: int | None = None
+        self, count: int, worker_id: str = "", *, lease_ms: int | None = None, start: int | None = None
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         """The script call behind claim_many(), for batching in a pipeline."""
         lease = self.visibility_ms if lease_ms is None else lease_ms
-        args = [self._now(), new_claim_token(), lease, worker_id, 100, self.failed_ttl_s, int(count)]
+        args = [self._now(), new_claim_token(), lease, worker_id, 100, self.expired_ttl_s(), int(count)]
+        if start is not None:
+            args.append(int(start))
         return scripts.get("claim"), self._claim_keys(), args
+
+    def start(self, jobs: Sequence[ClaimedJob]) -> list[Outcome]:
+        """Say that the runs of jobs claimed ahead begin now (one attempt
+        each): OK, EXPIRED (its TTL passed while it waited: it ended
+        "expired" and must not run), or NOT_OWNER / MISSING (no longer ours)."""
+        if not jobs:
+            return []
+        script, keys, args = self.start_call(jobs)
+        return self.start_outcomes(script(self.client, keys, args))
+
+    def start_call(self, jobs: Sequence[ClaimedJob]) -> tuple[scripts.Script, list[str], list[Any]]:
+        """The script call behind start(), for batching in a pipeline (its
+        reply: one code per job, read with :meth:`start_outcomes`)."""
+        k = self.keys
+        args: list[Any] = [self._now(), self.expired_ttl_s()]
+        for job in jobs:
+            args += (job.id, job.claim_token)
+        keys = [k.job_prefix, k.processing, k.leases, k.deadlines, k.unique, k.stats, k.events, k.worker_jobs_prefix]
+        return scripts.get("start"), keys, args
+
+    @staticmethod
+    def start_outcomes(codes: Sequence[Any]) -> list[Outcome]:
+        return [_START_CODES[int(code)] for code in codes]
 
     @staticmethod
     def parse_claim_many(reply: Any) -> list[ClaimedJob]:
@@ -400,11 +433,11 @@ class RedisJobQueue(QueueOperations):
                 self.client,
                 [
                     ("BLMOVE", k.pending, k.claiming, "RIGHT", "LEFT", block_s),
-                    ("EVALSHA", stamp.sha, len(keys), *keys, *args, "", self.failed_ttl_s),
+                    ("EVALSHA", stamp.sha, len(keys), *keys, *args, "", self.expired_ttl_s()),
                 ],
             )
             if isinstance(res, NoScriptError):
-                res = stamp(self.client, keys, [*args, "", self.failed_ttl_s])
+                res = stamp(self.client, keys, [*args, "", self.expired_ttl_s()])
             if res and not isinstance(res, Exception):
                 return True, res  # a job stamped for us: ours to run, whatever BLMOVE said
             for reply in (moved, res):
@@ -414,7 +447,7 @@ class RedisJobQueue(QueueOperations):
         job_id = self.client.blmove(k.pending, k.claiming, block_s, "RIGHT", "LEFT")
         if job_id is None:
             return False, None
-        return True, stamp(self.client, self._claim_keys(), [*args, _s(job_id), self.failed_ttl_s])
+        return True, stamp(self.client, self._claim_keys(), [*args, _s(job_id), self.expired_ttl_s()])
 
     # ------------------------------------------------------- after-claim changes
 

@@ -335,12 +335,16 @@ class Worker(WorkerMaintenance):
                 outcome.value,
             )
 
-    def _lost_before_start(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
-        """A prefetched job whose claim Redis no longer knows (a failover lost
-        it, or its lease ran out): not ours to run; whoever holds it runs it."""
+    def _lost_before_start(self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: Outcome) -> None:
+        """A prefetched job not to run: its TTL passed while it waited (it
+        ended expired), or Redis no longer knows its claim (a failover lost
+        it, or its lease ran out; whoever holds it runs it)."""
         with self._lock:
             self._running.pop(claimed.id, None)
-        logger.warning("job %s %s: claim lost before it started (not run here)", claimed.id, claimed.name)
+        if outcome is Outcome.EXPIRED:
+            logger.warning("job %s %s: its TTL passed before it started (expired, not run)", claimed.id, claimed.name)
+        else:
+            logger.warning("job %s %s: claim lost before it started (not run here)", claimed.id, claimed.name)
 
     def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
         """Hand a claimed job back to the head of pending without using an attempt."""

@@ -259,18 +259,24 @@ def test_run_on_startup_starts_a_worker_with_the_first_request(r, jobq_settings,
     assert json.loads(job_hash(r, job_id)["result"]) == {"sum": 5}
 
 
+def _a_lapsed_worker_holding_a_job(r):
+    """A worker "other-worker" whose last beat is long past, holding a job
+    (returned, as it claimed it)."""
+    from django_jobqueue.keys import GlobalKeys
+
+    enqueue("add", {"a": 1, "b": 1})
+    theirs = get_queue("jobs").claim_nowait("other-worker")
+    keys = GlobalKeys("queue", False)
+    r.hset(keys.worker("other-worker"), mapping={"id": "other-worker", "queues": '["jobs"]'})
+    r.zadd(keys.workers, {"other-worker": 0})
+    return theirs
+
+
 def test_no_worker_is_taken_for_lost_while_redis_is_down_or_just_back(r):
     # A failover stops every worker's heartbeat for a while: a worker that
     # sweeps meanwhile, or right after, must not take the others for lost
     # (their jobs would run twice). Once the others had time to beat, it may.
-    from django_jobqueue.keys import GlobalKeys
-
-    q = get_queue("jobs")
-    enqueue("add", {"a": 1, "b": 1})
-    theirs = q.claim_nowait("other-worker")
-    keys = GlobalKeys("queue", False)
-    r.hset(keys.worker("other-worker"), mapping={"id": "other-worker", "queues": '["jobs"]'})
-    r.zadd(keys.workers, {"other-worker": 0})  # its last beat: long ago
+    theirs = _a_lapsed_worker_holding_a_job(r)
     sweeper = Worker(["jobs"], burst=True)
     sweeper._presence.register()  # beats once
     sweeper._presence._steady_since -= 10  # as if it had beaten steadily for long
@@ -293,19 +299,12 @@ def test_a_worker_whose_own_beats_were_not_steady_takes_no_other_for_lost(r):
     # The registry away (its cluster node failed over) stops every worker's
     # beats alike: a sweeper whose own beats only just reach it again cannot
     # tell a lost worker from one that could not beat either.
-    from django_jobqueue.keys import GlobalKeys
-
-    q = get_queue("jobs")
-    enqueue("add", {"a": 1, "b": 1})
-    theirs = q.claim_nowait("other-worker")
-    keys = GlobalKeys("queue", False)
-    r.hset(keys.worker("other-worker"), mapping={"id": "other-worker", "queues": '["jobs"]'})
-    r.zadd(keys.workers, {"other-worker": 0})  # its last beat: long ago
+    theirs = _a_lapsed_worker_holding_a_job(r)
     sweeper = Worker(["jobs"], burst=True)
     sweeper._presence.register()  # our first beat (or the first after an outage): not steady yet
     sweeper._sweep()
     assert job_hash(r, theirs.id)["status"] == "processing"
-    assert r.zscore(keys.workers, "other-worker") == 0
+    assert r.zscore("queue:workers", "other-worker") == 0
 
     sweeper._presence._steady_since -= 1.6  # beating steadily for a worker timeout (1.5 s here)
     sweeper._last_sweep = 0
@@ -566,7 +565,7 @@ def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
     before_claim = r.hgetall(q.keys.job(ids[1]))
     lost: list[str] = []
-    fetcher = _fetcher(q, prefetch=2, on_lost=lambda queue, claimed: lost.append(claimed.id))
+    fetcher = _fetcher(q, prefetch=2, on_lost=lambda queue, claimed, outcome: lost.append(claimed.id))
     (_q, first), _empty = fetcher.next_job()
     assert first.id == ids[0]  # ids[1] and ids[2] wait, claimed, for a runner
 

@@ -85,3 +85,29 @@ local function dead_letter(job_key, id, failed, deadlines, unique, stats, events
   redis.call('HINCRBY', stats, status, 1)
   emit(events, id, status, status, meta, now, {error = reason})
 end
+
+-- A claimed job's run begins: one attempt more, and the claim's token in
+-- "started". A job claimed ahead of a free runner (prefetched) is not started
+-- until its worker says so (start.lua) or its run changes it (a completion, a
+-- failure, a requeue); if its worker dies first, reclaim.lua hands it back
+-- with no attempt used. Idempotent for one claim. `started` and `attempts`:
+-- the hash's fields as read. Returns the attempts, and whether this started it.
+local function start_run(job_key, token, started, attempts)
+  local n = tonumber(attempts) or 0
+  if started == token then return n, false end
+  n = n + 1
+  redis.call('HSET', job_key, 'started', token, 'attempts', int(n))
+  return n, true
+end
+
+-- End a job whose TTL passed: status "expired", once. The caller has already
+-- taken it off whatever list or set held it (pending, processing, leases).
+local function mark_expired(job_key, id, deadlines, unique, stats, events, meta, now, ttl)
+  redis.call('ZREM', deadlines, id)
+  release_unique(unique, job_key, id)
+  redis.call('HSET', job_key, 'status', 'expired', 'finished_at_ms', int(now), 'claim_token', '')
+  redis.call('HDEL', job_key, 'lease_until_ms')
+  if ttl and ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
+  redis.call('HINCRBY', stats, 'expired', 1)
+  emit(events, id, 'expired', 'expired', meta, now)
+end

@@ -8,8 +8,11 @@
 --   KEYS[12] worker-jobs prefix (the claiming worker's set is prefix .. worker)
 --   KEYS[13] paused (string: "in", "out" or "all" when paused)
 --
--- stamp(id, now, token, visibility, worker, expired_ttl) is called once the id
--- sits near the head of the processing list. It returns the job hash (flat
+-- stamp(id, now, token, visibility, worker, expired_ttl, start) is called once
+-- the id sits near the head of the processing list. `start`: the job's run
+-- begins now (one attempt more, and "started" = the token; see _jobs.start_run);
+-- otherwise it is claimed ahead for a runner not yet free, and its attempts
+-- stay as they are until its worker starts it. It returns the job hash (flat
 -- HGETALL) when the job is ours to run, or false when the id had to be dropped
 -- (no hash, or a key of another type: the entry is an orphan; a status other
 -- than pending: a stale entry) or was expired by its TTL (its hash then gets
@@ -41,7 +44,7 @@ end
 -- The claim time and lease deadline of the last stamp, as text.
 local stamped_at, now_text, deadline_text = nil, nil, nil
 
-local function stamp(id, now, token, visibility, worker, expired_ttl)
+local function stamp(id, now, token, visibility, worker, expired_ttl, start)
   local job_key = KEYS[8] .. id
   -- One read: the whole hash, which goes back to the worker (patched below
   -- with what this stamp writes), and from which the checks take their fields.
@@ -86,23 +89,26 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
   end
   if expires and expires <= now then
     redis.call('LREM', KEYS[2], 1, id)
-    redis.call('ZREM', KEYS[5], id)
-    release_unique(KEYS[9], job_key, id)
-    redis.call('HSET', job_key, 'status', 'expired', 'finished_at_ms', int(now))
-    if expired_ttl and expired_ttl > 0 then redis.call('EXPIRE', job_key, expired_ttl) end
-    redis.call('HINCRBY', KEYS[6], 'expired', 1)
-    emit(KEYS[7], id, 'expired', 'expired', {name, queue, attempts}, now)
+    mark_expired(job_key, id, KEYS[5], KEYS[9], KEYS[6], KEYS[7], {name, queue, attempts}, now, expired_ttl)
     return false
   end
   if now ~= stamped_at then  -- the same for every job of a claim: formatted once
     stamped_at, now_text, deadline_text = now, int(now), int(now + visibility)
   end
-  local tries = (tonumber(attempts) or 0) + 1
-  local tries_text = int(tries)
-  redis.call('HSET', job_key, 'status', 'processing', 'claim_token', token, 'claimed_at_ms', now_text,
-    'lease_until_ms', deadline_text, 'worker', worker, 'attempts', tries_text)
-  if has_audience(KEYS[7]) then
-    emit(KEYS[7], id, 'started', 'processing', {name, queue, tries}, now, {worker = worker})
+  if start then
+    local tries = (tonumber(attempts) or 0) + 1
+    local tries_text = int(tries)
+    redis.call('HSET', job_key, 'status', 'processing', 'claim_token', token, 'claimed_at_ms', now_text,
+      'lease_until_ms', deadline_text, 'worker', worker, 'attempts', tries_text, 'started', token)
+    if has_audience(KEYS[7]) then
+      emit(KEYS[7], id, 'started', 'processing', {name, queue, tries}, now, {worker = worker})
+    end
+    patch(flat, i_attempts, 'attempts', tries_text)
+    flat[#flat + 1] = 'started'  -- a stale "started" field says another claim's token
+    flat[#flat + 1] = token
+  else
+    redis.call('HSET', job_key, 'status', 'processing', 'claim_token', token, 'claimed_at_ms', now_text,
+      'lease_until_ms', deadline_text, 'worker', worker)
   end
   -- The reply goes back as the hash now stands.
   patch(flat, i_status, 'status', 'processing')
@@ -110,7 +116,6 @@ local function stamp(id, now, token, visibility, worker, expired_ttl)
   patch(flat, i_claimed, 'claimed_at_ms', now_text)
   patch(flat, i_lease, 'lease_until_ms', deadline_text)
   patch(flat, i_worker, 'worker', worker)
-  patch(flat, i_attempts, 'attempts', tries_text)
   return flat
 end
 

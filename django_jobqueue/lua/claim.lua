@@ -15,6 +15,9 @@
   ARGV[4] worker id                  ARGV[5] max scheduled jobs to promote
   ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
   ARGV[7] how many jobs to claim (absent or 0: one, returned unnested)
+  ARGV[8] how many of them start now, the first ones (absent: all; see
+          _jobs.start_run): the others are claimed ahead for runners not yet
+          free, and keep their attempts until their worker starts them
 
   Returns the job hash as a flat field/value array (or, with ARGV[7], a list
   of up to that many such arrays, each with its own claim token), false (or an
@@ -38,6 +41,7 @@ local bad = check_types({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'zset', KEYS
 if bad then return bad end
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[7]) or 0
+local starting = tonumber(ARGV[8]) or math.huge
 promote(KEYS[4], KEYS[1], KEYS[7], KEYS[8], now, tonumber(ARGV[5]) or 100)
 local visibility = tonumber(ARGV[3])
 local expired_ttl = tonumber(ARGV[6]) or 0
@@ -68,7 +72,7 @@ while looked < limit do
     -- One random token per call, made unique per job of a batch by a suffix.
     local token = ARGV[2]
     if want > 0 then token = ARGV[2] .. '.' .. (#held + 1) end
-    local job = stamp(id, now, token, visibility, ARGV[4], expired_ttl)
+    local job = stamp(id, now, token, visibility, ARGV[4], expired_ttl, #held < starting)
     if job then
       held[#held + 1] = id
       if want == 0 then

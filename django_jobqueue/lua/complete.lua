@@ -6,7 +6,8 @@
   cleanup TTL, count, publish. Each job is checked and changed on its own: a
   stale token refuses that job and leaves the others to complete. The lease
   set, the history and the worker's set are written once per batch (one
-  command with every id) rather than once per job.
+  command with every id) rather than once per job. A job claimed ahead whose
+  start was not recorded yet counts its attempt here (_jobs.start_run).
 
   KEYS[1] job prefix (a job's hash is prefix .. id)
   KEYS[2] processing  KEYS[3] completed  KEYS[4] leases
@@ -24,7 +25,8 @@
   is not the current claim's (the job was reclaimed, finished, or claimed by
   another worker): nothing changed for that job.
   A shared key of the wrong type is an error before anything is changed.
-  Events: completed (with "result" when it is small enough).
+  Events: started (a job whose start was not recorded yet), completed (with
+  "result" when it is small enough).
 ]]
 --@include _lib
 --@include _jobs
@@ -53,13 +55,8 @@ for i = 5, #ARGV - 3, 4 do
   -- id, and must not stop the batch half way.
   -- (name, queue and attempts, for the event, only when someone listens)
   local cur
-  if audience then
-    cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
-      'expires_at_ms', 'name', 'queue', 'attempts')
-  else
-    cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
-      'expires_at_ms')
-  end
+  cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
+    'expires_at_ms', 'started', 'attempts', 'name', 'queue')
   if cur.err or not cur[1] then
     codes[#codes + 1] = 0
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
@@ -78,11 +75,20 @@ for i = 5, #ARGV - 3, 4 do
     if unique and unique ~= '' and redis.call('HGET', KEYS[6], unique) == id then
       redis.call('HDEL', KEYS[6], unique)
     end
+    -- A job claimed ahead whose start rode on nothing yet: it started, and
+    -- ran, under this claim (see _jobs.start_run).
+    local attempts = cur[8] or '0'
+    if cur[7] ~= token then
+      attempts = int((tonumber(attempts) or 0) + 1)
+      if audience then
+        emit(KEYS[8], id, 'started', 'processing', {cur[9], cur[10], attempts}, now, {worker = worker})
+      end
+    end
     if keep == '0' then
       redis.call('DEL', job_key)
     else
       redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', now_text,
-        'result', result, 'claim_token', '')
+        'result', result, 'claim_token', '', 'attempts', attempts)
       redis.call('HDEL', job_key, 'lease_until_ms')
       if cap > 0 then history[#history + 1] = id end
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
@@ -90,7 +96,7 @@ for i = 5, #ARGV - 3, 4 do
     if audience then  -- else the result would be copied for nothing
       local raw = nil
       if #result <= event_bytes then raw = '"result":' .. result end
-      emit(KEYS[8], id, 'completed', 'completed', {cur[7], cur[8], cur[9]}, now, nil, raw)
+      emit(KEYS[8], id, 'completed', 'completed', {cur[9], cur[10], attempts}, now, nil, raw)
     end
     codes[#codes + 1] = 1
     done = done + 1

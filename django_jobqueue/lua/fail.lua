@@ -15,7 +15,8 @@
 
   Returns 1 retrying, 2 dead-lettered (failed list), 0 no such job,
   -1 the token is not the current claim's: nothing changed.
-  Events: retrying (status pending or scheduled), failed, lost; all carry "error".
+  Events: started (a job claimed ahead whose start was not recorded yet);
+  retrying (status pending or scheduled), failed, lost; all carry "error".
 ]]
 --@include _lib
 --@include _jobs
@@ -23,7 +24,7 @@
 local job_key = KEYS[1]
 local id = ARGV[2]
 local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue',
-  'attempts', 'max_attempts', 'delivery')
+  'attempts', 'max_attempts', 'delivery', 'started')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
 -- The shared keys this may write, checked first: Redis keeps what a script
@@ -34,8 +35,12 @@ local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS
 if bad then return bad end
 
 local now = now_ms(ARGV[1])
-local meta = {cur[3], cur[4], cur[5]}
-local attempts = tonumber(cur[5]) or 0
+-- A job claimed ahead whose start rode on nothing yet: this attempt counts.
+local attempts, began = start_run(job_key, ARGV[3], cur[8], cur[5])
+local meta = {cur[3], cur[4], attempts}
+if began and has_audience(KEYS[10]) then
+  emit(KEYS[10], id, 'started', 'processing', meta, now, {worker = redis.call('HGET', job_key, 'worker')})
+end
 local max_attempts = tonumber(cur[6]) or 0
 local err = ARGV[4]
 

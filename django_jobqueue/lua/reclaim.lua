@@ -7,6 +7,11 @@
   max_deliveries, is dead-lettered instead of run again, so a job that kills
   its worker every time cannot loop forever. An at-most-once job is never
   handed out again: it is dead-lettered with status "lost".
+  Two cases come first: a job whose TTL has passed ends "expired" (once,
+  whether it had started or not), and a job that was claimed ahead but never
+  started (its "started" field does not hold the claim's token) goes back to
+  the head of pending with no attempt used and no delivery counted, in either
+  delivery mode: it never ran.
   Ids stuck on the claiming list (a worker died between BLMOVE and its stamp)
   are timed from the first sweep that saw them, and handed back after
   2 x visibility. The jobs of named workers (whose heartbeat lapsed, or that
@@ -19,10 +24,11 @@
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] visibility ms  ARGV[3] most ids per call
   ARGV[4] hash TTL seconds for dead-lettered jobs (0 = keep)
-  ARGV[5..] ids of workers whose running jobs are reclaimed now, whatever their lease
+  ARGV[5] hash TTL seconds for expired jobs (0 = keep)
+  ARGV[6..] ids of workers whose running jobs are reclaimed now, whatever their lease
 
-  Returns {reclaimed ids, dead-lettered ids}.
-  Events: reclaimed (status pending), failed, lost.
+  Returns {reclaimed ids, dead-lettered ids, expired ids}.
+  Events: reclaimed (status pending), failed, lost, expired.
 ]]
 --@include _lib
 --@include _jobs
@@ -37,9 +43,24 @@ local now = now_ms(ARGV[1])
 local visibility = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local failed_ttl = tonumber(ARGV[4]) or 0
-local reclaimed, dead = {}, {}
+local expired_ttl = tonumber(ARGV[5]) or 0
+local reclaimed, dead, expired = {}, {}, {}
 
-local function give_back(id, job_key, meta, reason)
+local function give_back(id, job_key, meta, reason, started, expires)
+  if expires and expires <= now then
+    mark_expired(job_key, id, KEYS[7], KEYS[8], KEYS[9], KEYS[10], meta, now, expired_ttl)
+    table.insert(expired, id)
+    return
+  end
+  if not started then
+    redis.call('HSET', job_key, 'status', 'pending', 'claim_token', '')
+    redis.call('HDEL', job_key, 'lease_until_ms')
+    redis.call('RPUSH', KEYS[1], id)
+    redis.call('HINCRBY', KEYS[9], 'reclaimed', 1)
+    emit(KEYS[10], id, 'reclaimed', 'pending', meta, now, {reason = reason .. ' (never started: no attempt used)'})
+    table.insert(reclaimed, id)
+    return
+  end
   local attempts = tonumber(meta[3]) or 0
   local opts = redis.call('HMGET', job_key, 'max_attempts', 'delivery', 'max_deliveries', 'additional_deliveries')
   local max_attempts = tonumber(opts[1]) or 0
@@ -76,17 +97,18 @@ local function reclaim_claimed(id, reason)
   remove_processing(KEYS[2], KEYS[11], id, redis.call('HGET', job_key, 'claimed_at_ms'))
   redis.call('ZREM', KEYS[3], id)
   drop_owner(KEYS[12], job_key, id)
-  local meta = redis.call('HMGET', job_key, 'name', 'queue', 'attempts', 'status')
+  local meta = redis.call('HMGET', job_key, 'name', 'queue', 'attempts', 'status', 'claim_token', 'started',
+    'expires_at_ms')
   if meta[4] ~= 'processing' then
     if not meta[4] then redis.call('HINCRBY', KEYS[9], 'orphans', 1) end
     return
   end
-  give_back(id, job_key, meta, reason)
+  give_back(id, job_key, {meta[1], meta[2], meta[3]}, reason, meta[6] and meta[6] == meta[5], tonumber(meta[7]))
 end
 
 -- 1. The jobs of lost workers. A set member whose hash names another worker
 --    (or is no longer processing) is stale and only dropped.
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local set = KEYS[12] .. ARGV[i]
   for _, id in ipairs(redis.call('SMEMBERS', set)) do
     local cur = redis.call('HMGET', KEYS[11] .. id, 'worker', 'status')
@@ -130,4 +152,4 @@ if #stuck == 0 and redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('DEL', KEYS[5])
 end
 
-return {reclaimed, dead}
+return {reclaimed, dead, expired}

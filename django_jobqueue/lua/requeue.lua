@@ -8,7 +8,9 @@
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
   ARGV[4] delay ms (0 = pending now)
-  ARGV[5] "1" the attempt counts, "0" give the attempt back
+  ARGV[5] "1" the attempt counts (a job claimed ahead whose start was not
+          recorded yet counts it now), "0" give the attempt back (if this
+          claim started the job; one never started used none)
   ARGV[6] "front" to be claimed next, "back" to queue behind the others
   ARGV[7] event name (requeued, deferred, released, nacked); also the stats counter
   ARGV[8] job hash counter to increment ("" = none; "nacks" for a nack)
@@ -17,14 +19,15 @@
 
   Returns 1 done, 2 dead-lettered instead (a nack past the job's max_nacks),
   0 no such job, -1 not our claim: nothing changed.
-  Events: ARGV[7] with status pending or scheduled; failed.
+  Events: started (a job claimed ahead whose start was not recorded yet);
+  ARGV[7] with status pending or scheduled; failed.
 ]]
 --@include _lib
 --@include _jobs
 
 local job_key = KEYS[1]
 local id = ARGV[2]
-local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts')
+local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts', 'started')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
 -- The shared keys this may write, checked first (see _lib.check_types).
@@ -33,8 +36,16 @@ local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS
 if bad then return bad end
 local now = now_ms(ARGV[1])
 local attempts = tonumber(cur[5]) or 0
-if ARGV[5] == '0' and attempts > 0 then
+if ARGV[5] == '1' then
+  local began
+  attempts, began = start_run(job_key, ARGV[3], cur[6], cur[5])
+  if began and has_audience(KEYS[7]) then
+    emit(KEYS[7], id, 'started', 'processing', {cur[3], cur[4], attempts}, now,
+      {worker = redis.call('HGET', job_key, 'worker')})
+  end
+elseif cur[6] == ARGV[3] and attempts > 0 then
   attempts = redis.call('HINCRBY', job_key, 'attempts', -1)
+  redis.call('HDEL', job_key, 'started')
 end
 redis.call('LREM', KEYS[2], -1, id)
 redis.call('ZREM', KEYS[5], id)

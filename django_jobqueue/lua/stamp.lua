@@ -44,7 +44,8 @@ if claims_paused() then
   return {'paused'}
 end
 redis.call('LPUSH', KEYS[2], id)
-local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0)
+-- The blocked runner runs the job at once: it starts now.
+local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0, true)
 if job then hold({id}, now, tonumber(ARGV[3]), ARGV[4]) end
 if dropped then return redis.error_reply(dropped) end
 return job
