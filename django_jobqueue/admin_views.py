@@ -30,6 +30,7 @@ from .connection import get_client
 from .keys import GlobalKeys
 from .models import JobQueue
 from .queue import Outcome, RedisJobQueue
+from .queue_ops import Refusal
 
 PERM_VIEW = "django_jobqueue.view_jobs"
 PERM_MANAGE = "django_jobqueue.manage_jobs"
@@ -80,6 +81,16 @@ LIST_ACTIONS = {
     "failed": ("retry", "delete"),
 }
 
+
+# Why a job was left as it was, for the engine's refusals (queue_ops.Refusal).
+REFUSALS = {
+    Refusal.AT_MOST_ONCE_RUNNING: (
+        "at-most-once and running: requeueing would run it twice (it is marked lost if its worker dies)"
+    ),
+    Refusal.UNIQUE_KEY_HELD: (
+        "another unfinished job holds its unique key: replaying it would make two (wait for that job to finish)"
+    ),
+}
 
 # pause / resume: what each direction stops, and what each state means.
 PAUSE_DIRECTIONS = {"all": "enqueueing and claiming", "in": "enqueueing", "out": "claiming"}
@@ -226,6 +237,8 @@ class SummaryJSON(AdminPage):
 
 def job_context(queue: RedisJobQueue, fields: dict[str, str]) -> dict[str, Any]:
     status = fields.get("status", "")
+    # A running at-most-once job is never handed out again (requeue_now refuses it).
+    requeueable = status == "scheduled" or (status == "processing" and fields.get("delivery") != "at-most-once")
     times = sorted(
         ((k, v) for k, v in fields.items() if k.endswith(("_at_ms", "_until_ms")) and v.isdigit()),
         key=lambda kv: int(kv[1]),
@@ -244,7 +257,7 @@ def job_context(queue: RedisJobQueue, fields: dict[str, str]) -> dict[str, Any]:
             for a, ok, confirm in (
                 ("retry", status in ("failed", "expired"), False),
                 ("requeue", status == "completed", False),
-                ("requeue_now", status in ("scheduled", "processing"), status == "processing"),
+                ("requeue_now", requeueable, status == "processing"),
                 ("delete", status != "processing", True),
             )
             if ok
@@ -351,10 +364,18 @@ class ActionView(AdminPage):
 
     @staticmethod
     def _running(queue: RedisJobQueue, name: str, ids: list[str]) -> int:
-        """How many of the jobs requeue_now would take from a worker: those ask first."""
-        if name != "requeue_now":
+        """How many of the jobs requeue_now would take from a worker: those ask
+        first. Running at-most-once jobs do not count: requeue_now refuses them."""
+        if name != "requeue_now" or not ids:
             return 0
-        return sum(1 for status in inspect.statuses(queue, ids).values() if status == "processing")
+        pipe = queue.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(queue.keys.job(job_id), "status", "delivery")
+        return sum(
+            1
+            for status, delivery in pipe.execute()
+            if status in ("processing", b"processing") and delivery not in ("at-most-once", b"at-most-once")
+        )
 
     @staticmethod
     def _count(queue: RedisJobQueue, name: str, which: str) -> int:
@@ -378,6 +399,10 @@ class ActionView(AdminPage):
             if refused:
                 why = {"delete": "running", "requeue_now": "already finished"}.get(name, "not finished")
                 messages.warning(request, f"{len(refused)} job(s) left alone: {why} ({', '.join(refused[:10])}).")
+            for refusal, why in REFUSALS.items():
+                left = outcomes.get(refusal, [])
+                if left:
+                    messages.warning(request, f"{len(left)} job(s) left alone: {why} ({', '.join(left[:10])}).")
             if missing:
                 messages.warning(request, f"{len(missing)} job(s) no longer exist ({', '.join(missing[:10])}).")
         elif name == "retry_all":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +23,7 @@ _queues: dict[str, RedisJobQueue] = {}
 # options, its queue, its replication settings)
 _prepared: dict[str, tuple[JobDefinition, EnqueueOptions, RedisJobQueue, dict[str, int]]] = {}
 _queues_lock = threading.Lock()
+logger = logging.getLogger("django_jobqueue")
 
 
 def get_queue(name: str | None = None) -> RedisJobQueue:
@@ -39,7 +41,7 @@ def get_queue(name: str | None = None) -> RedisJobQueue:
 
 def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
     settings = get_settings()
-    return RedisJobQueue(
+    queue = RedisJobQueue(
         client,
         qs.name,
         visibility_ms=qs.visibility_ms,
@@ -53,6 +55,8 @@ def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
         backoff_max_seconds=qs.backoff_max_seconds,
         cluster=settings.cluster,
     )
+    queue.expired_ttl = qs.expired_after_seconds or 0
+    return queue
 
 
 def reset_queues() -> None:
@@ -111,6 +115,13 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     max_attempts, ttl (seconds), unique_key, on_commit, keep_result.
     Raises UnknownJobError, InvalidJobOptions, PayloadError, EnqueueVetoed or
     QueueUnavailable; in each case nothing was written.
+
+    With ``unique_key``, the id of the unfinished job holding the key is
+    returned instead, and nothing is added. With ``on_commit`` too, the key is
+    looked up now: held, its holder's id is returned and nothing is deferred;
+    free, the new job's id is returned and the job is added at commit, unless
+    another job took the key meanwhile (then that job stands for this one, the
+    returned id never exists, and a warning is logged).
     """
     definition = resolve(name_or_function)
     opts, queue, replication = _prepare(definition, options)
@@ -135,11 +146,46 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
             raise QueueUnavailable(f"could not enqueue job {definition.name!r}: {exc}") from exc
 
     if opts.on_commit:
-        # The ID is chosen now so the caller can keep it; the write happens
-        # only if (and when) the surrounding transaction commits.
-        transaction.on_commit(write)
-        return job_id
+        return _enqueue_on_commit(queue, definition.name, job_id, opts.unique_key, write)
     return write()
+
+
+def _enqueue_on_commit(queue: RedisJobQueue, name: str, job_id: str, unique_key: str, write: Callable[[], str]) -> str:
+    """enqueue(on_commit=True): the ID is chosen now so the caller can keep it;
+    the write happens only if (and when) the surrounding transaction commits."""
+    db = transaction.get_connection()
+    if not db.in_atomic_block and db.get_autocommit():
+        # No transaction: on_commit would write at once, so write, and return
+        # what the write says (the holder of a unique key, if one holds it).
+        return write()
+    if unique_key:
+        # A key held now would make the write at commit add nothing, and the
+        # id chosen here would never exist: return the holder, as enqueue()
+        # without on_commit does, and defer nothing.
+        try:
+            holder = queue.unique_holder(unique_key)
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not enqueue job {name!r}: {exc}") from exc
+        if holder is not None:
+            return holder
+
+    def write_at_commit() -> None:
+        added = write()
+        if added != job_id:
+            # The key was taken between the call and the commit: the caller
+            # holds an id that will never exist. Said loudly, since nothing
+            # else can tell it.
+            logger.warning(
+                "job %s (%s) was not enqueued at commit: unique key %r is held by unfinished job %s, "
+                "which stands for it",
+                job_id,
+                name,
+                unique_key,
+                added,
+            )
+
+    transaction.on_commit(write_at_commit)
+    return job_id
 
 
 def enqueue_many(

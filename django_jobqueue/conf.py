@@ -49,7 +49,9 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "CONCURRENT_JOBS": 1,
     "MAX_ATTEMPTS": 3,
     "HISTORY": 50,
-    "CLEANUP": {"COMPLETED_AFTER_SECONDS": 3600, "FAILED_AFTER_SECONDS": None},
+    # Expired jobs sit on no list (purge cannot reach them): their hashes get a
+    # lifetime by default. Failed ones stay on the failed list until replayed or purged.
+    "CLEANUP": {"COMPLETED_AFTER_SECONDS": 3600, "FAILED_AFTER_SECONDS": None, "EXPIRED_AFTER_SECONDS": 86_400},
     "RETRY_JOBS_RUNNING_BEFORE_RESTART": True,
     "RUN_ON_STARTUP": False,
     "BACKOFF_BASE_SECONDS": 1.0,
@@ -59,7 +61,7 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "PREFETCH": None,
 }
 
-CLEANUP_KEYS = ("COMPLETED_AFTER_SECONDS", "FAILED_AFTER_SECONDS")
+CLEANUP_KEYS = ("COMPLETED_AFTER_SECONDS", "FAILED_AFTER_SECONDS", "EXPIRED_AFTER_SECONDS")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class QueueSettings:
     replication_timeout_ms: int = 1000
     # Jobs a worker claims ahead of its runners; None: as many as it has runners.
     prefetch: int | None = None
+    # EXPIRE on the hash of a job past its TTL; None keeps it.
+    expired_after_seconds: int | None = 86_400
 
 
 @dataclass(frozen=True)
@@ -332,6 +336,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             replicas=qs["REPLICAS"],
             replication_timeout_ms=qs["REPLICATION_TIMEOUT_MS"],
             prefetch=qs["PREFETCH"],
+            expired_after_seconds=cleanup["EXPIRED_AFTER_SECONDS"],
         )
     if errors:
         return None, errors

@@ -14,15 +14,45 @@ attributes RedisJobQueue.__init__ sets, declared below for type checkers.
 
 from __future__ import annotations
 
-import time
+import enum
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import scripts
+from . import cluster, scripts
 from .jobtypes import _CODES, ClaimedJob, Outcome, SweepResult, _s
 
 if TYPE_CHECKING:
     from .keys import QueueKeys
+
+# How long the hash of an expired job is kept by default: a day (the CLEANUP
+# setting EXPIRED_AFTER_SECONDS changes it). No list holds an expired job, so
+# purge cannot reach it: without a TTL its hash would stay until deleted by id.
+EXPIRED_TTL_S = 86_400
+
+
+class Refusal(enum.Enum):
+    """Why a by-id change was refused, where Outcome has no word for it
+    (Outcome.NOT_OWNER: the job is not in a state that allows the change).
+    False, like the Outcomes that changed nothing."""
+
+    # requeue_now(): the job is at-most-once and running; handing it out again
+    # could run it twice.
+    AT_MOST_ONCE_RUNNING = "at_most_once_running"
+    # retry() / replay(): another unfinished job holds the job's unique key.
+    UNIQUE_KEY_HELD = "unique_key_held"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+@dataclass
+class ReplayReport:
+    """What replay_dead_letter() did."""
+
+    replayed: int = 0
+    # Left on the failed list: another unfinished job holds their unique key.
+    refused: list[str] = field(default_factory=list)
 
 
 class QueueOperations:
@@ -34,18 +64,33 @@ class QueueOperations:
     keys: QueueKeys
     visibility_ms: int
     failed_ttl_s: int
+    # Seconds an expired job's hash is kept (0: for ever); api.make_queue()
+    # sets it from CLEANUP. None (an engine made by hand): see expired_ttl_s().
+    expired_ttl: int | None = None
 
     if TYPE_CHECKING:
 
         def _now(self) -> int: ...
+
+    def expired_ttl_s(self) -> int:
+        """The hash TTL the scripts that expire jobs are given (0 = keep):
+        ``expired_ttl`` when set; else failed jobs' (so an expired hash never
+        outlives a failed one, as before there was a setting of its own), or
+        EXPIRED_TTL_S when those are kept: they, at least, stay on a list."""
+        if self.expired_ttl is not None:
+            return self.expired_ttl
+        return self.failed_ttl_s or EXPIRED_TTL_S
 
     # ------------------------------------------------------------------- by id
 
     def _by_id(self, script: str, job_id: str, keys: list[str], *args: str) -> Outcome:
         """Run a by-id script (KEYS: the job's hash, then ``keys``; ARGV: now,
         the id, then ``args``) and decode its code."""
-        code = scripts.get(script)(self.client, [self.keys.job(job_id), *keys], [self._now(), job_id, *args])
-        return _CODES[int(code)]
+        return _CODES[self._by_id_code(script, job_id, keys, *args)]
+
+    def _by_id_code(self, script: str, job_id: str, keys: list[str], *args: str) -> int:
+        """_by_id()'s script call, returning its code undecoded."""
+        return int(scripts.get(script)(self.client, [self.keys.job(job_id), *keys], [self._now(), job_id, *args]))
 
     def delete(self, job_id: str, claim_token: str = "") -> Outcome:
         """Delete a job. With a token only its current claim may; without one,
@@ -71,54 +116,82 @@ class QueueOperations:
             claim_token,
         )
 
-    def requeue_now(self, job_id: str) -> Outcome:
+    def requeue_now(self, job_id: str) -> Outcome | Refusal:
         """Put an unfinished job at the head of pending: a scheduled one runs
-        now, a running one loses its claim and runs again. NOT_OWNER: finished."""
+        now, a running one loses its claim and runs again. NOT_OWNER: finished.
+        Refusal.AT_MOST_ONCE_RUNNING: an at-most-once job that is running is
+        never handed out again (it could run twice); nothing changes."""
         k = self.keys
-        return self._by_id(
+        code = self._by_id_code(
             "requeue_now",
             job_id,
             [k.pending, k.scheduled, k.processing, k.leases, k.stats, k.events, k.worker_jobs_prefix],
         )
+        return Refusal.AT_MOST_ONCE_RUNNING if code == -2 else _CODES[code]
 
-    def retry(self, job_id: str) -> Outcome:
+    def retry(self, job_id: str) -> Outcome | Refusal:
         """Replay a finished (failed, expired or completed) job with a fresh
-        attempt budget, keeping its history."""
-        return self._by_id("retry", job_id, self._retry_keys())
+        attempt budget, keeping its history. A job with a unique key takes it
+        again; Refusal.UNIQUE_KEY_HELD: another unfinished job holds it, and
+        nothing changes (replay that one's work, or wait for it to finish)."""
+        code = self._by_id_code("retry", job_id, self._retry_keys())
+        return Refusal.UNIQUE_KEY_HELD if code == -2 else _CODES[code]
 
     def _retry_keys(self) -> list[str]:
         """retry.lua's KEYS after the job's hash (retry() and replay() both send it)."""
         k = self.keys
-        return [k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines]
+        return [k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines, k.job_prefix]
+
+    def _replay_codes(self, ids: Sequence[str]) -> list[int]:
+        """retry.lua's code for each of ``ids``, one round trip per 500."""
+        rest = self._retry_keys()
+        codes: list[int] = []
+        for start in range(0, len(ids), 500):
+            calls = [
+                (scripts.get("retry"), [self.keys.job(i), *rest], [self._now(), i]) for i in ids[start : start + 500]
+            ]
+            codes += [int(code) for code in scripts.run_pipeline(self.client, calls)]
+        return codes
 
     def replay(self, job_ids: Iterable[str]) -> int:
         """Replay finished jobs (one round trip per 500): each keeps its
-        history. Returns how many were replayed (others were not finished)."""
-        ids = list(job_ids)
-        rest = self._retry_keys()
-        done = 0
-        for start in range(0, len(ids), 500):
-            calls = [
-                (scripts.get("retry"), [self.keys.job(i), *rest], [self._now(), i])
-                for i in ids[start : start + 500]
-            ]
-            done += sum(1 for code in scripts.run_pipeline(self.client, calls) if int(code) == 1)
-        return done
+        history. Returns how many were replayed (others were not finished, or
+        another unfinished job holds their unique key: see retry())."""
+        return sum(1 for code in self._replay_codes(list(job_ids)) if code == 1)
 
     def replay_failed(self, limit: int | None = None) -> int:
         """Replay the dead letter: every job on the failed list (oldest first),
-        or the ``limit`` oldest. Reads the list in pages, never whole."""
-        done = 0
-        while limit is None or done < limit:
-            page = min(500, limit - done) if limit is not None else 500
-            ids = [_s(i) for i in self.client.lrange(self.keys.failed, -page, -1)]
+        or the ``limit`` oldest. Reads the list in pages, never whole. Returns
+        how many were replayed; replay_dead_letter() also says which were refused."""
+        return self.replay_dead_letter(limit).replayed
+
+    def replay_dead_letter(self, limit: int | None = None) -> ReplayReport:
+        """replay_failed(), reporting the ids left on the failed list because
+        another unfinished job holds their unique key."""
+        report = ReplayReport()
+        skipped = 0  # ids at the old end of the list that stay there
+        while limit is None or report.replayed < limit:
+            page = min(500, limit - report.replayed) if limit is not None else 500
+            stop = -1 - skipped
+            ids = list(reversed([_s(i) for i in self.client.lrange(self.keys.failed, stop - page + 1, stop)]))
             if not ids:
                 break
-            replayed = self.replay(reversed(ids))
-            done += replayed
-            if replayed == 0:
-                break  # ids whose hash is gone or not failed: nothing more to do
-        return done
+            codes = self._replay_codes(ids)
+            report.replayed += codes.count(1)
+            report.refused += [i for i, code in zip(ids, codes, strict=True) if code == -2]
+            # The ids not replayed (refused, or whose hash is gone or not
+            # failed) stay at the old end of the list: the next page starts past them.
+            skipped += len(codes) - codes.count(1)
+        return report
+
+    def unique_holder(self, unique_key: str) -> str | None:
+        """The id of the unfinished job holding ``unique_key``, if any: the
+        job enqueue() would return for that key now (two reads, not atomic)."""
+        holder = self.client.hget(self.keys.unique, unique_key)
+        if holder is None:
+            return None
+        status = self.client.hget(self.keys.job(_s(holder)), "status")
+        return _s(holder) if status is not None and _s(status) in ("pending", "scheduled", "processing") else None
 
     # -------------------------------------------------------------------- scan
 
@@ -168,7 +241,7 @@ class QueueOperations:
 
     def _reclaim_call(self, limit: int, workers: Sequence[str] = ()) -> tuple[scripts.Script, list[str], list[Any]]:
         k = self.keys
-        args: list[Any] = [self._now(), self.visibility_ms, limit, self.failed_ttl_s, *workers]
+        args: list[Any] = [self._now(), self.visibility_ms, limit, self.failed_ttl_s, self.expired_ttl_s(), *workers]
         return (
             scripts.get("reclaim"),
             [
@@ -192,7 +265,7 @@ class QueueOperations:
         """Move jobs whose lease ran out back to pending; returns their IDs.
         (Jobs whose attempts are used up are dead-lettered instead.)"""
         script, keys, args = self._reclaim_call(limit)
-        reclaimed, _dead = script(self.client, keys, args)
+        reclaimed, _dead, _expired = script(self.client, keys, args)
         return [_s(i) for i in reclaimed]
 
     def release_unanswered_claims(self, worker_id: str, tokens: Iterable[str]) -> list[str]:
@@ -225,7 +298,7 @@ class QueueOperations:
     def reclaim_worker_jobs(self, worker_ids: Sequence[str]) -> list[str]:
         """Reclaim now every job of this queue that these (lost) workers hold."""
         script, keys, args = self._reclaim_call(0, worker_ids)
-        reclaimed, _dead = script(self.client, keys, args)
+        reclaimed, _dead, _expired = script(self.client, keys, args)
         return [_s(i) for i in reclaimed]
 
     def sweep(self, limit: int = 1000) -> SweepResult:
@@ -253,15 +326,15 @@ class QueueOperations:
                     k.claiming,
                     k.unstamped,
                 ],
-                [self._now(), limit, self.failed_ttl_s],
+                [self._now(), limit, self.expired_ttl_s()],
             ),
         ]
-        (promoted, next_due), (reclaimed, dead), (expired, _dropped) = scripts.run_pipeline(self.client, calls)
+        (promoted, next_due), (reclaimed, dead, ended), (expired, _dropped) = scripts.run_pipeline(self.client, calls)
         return SweepResult(
             promoted=int(promoted),
             reclaimed=[_s(i) for i in reclaimed],
             dead_lettered=[_s(i) for i in dead],
-            expired=[_s(i) for i in expired],
+            expired=[_s(i) for i in [*ended, *expired]],  # TTLs that passed while the jobs ran, and the others
             next_due_ms=None if int(next_due) < 0 else int(next_due),
         )
 
@@ -289,9 +362,27 @@ class QueueOperations:
         counters = {_s(a): int(b) for a, b in counters.items()}
         oldest_age_ms = None
         if oldest is not None:
-            enqueued = self.client.hget(k.job(_s(oldest)), "enqueued_at_ms")
+            # The age on the clock the scripts stamped enqueued_at_ms with: the
+            # queue's own when it has one, else the Redis server's (TIME), never
+            # this machine's, which may be off. TIME rides with the HGET on one
+            # Redis; a cluster pipeline refuses TIME, so there it is asked of the
+            # node that holds the job (the one whose clock stamped it).
+            job_key = k.job(_s(oldest))
+            now = self._now()
+            if now:
+                enqueued = self.client.hget(job_key, "enqueued_at_ms")
+            elif cluster.is_cluster(self.client):
+                enqueued = self.client.hget(job_key, "enqueued_at_ms")
+                seconds, micros = self.client.time(target_nodes=self.client.get_node_from_key(job_key))
+                now = int(seconds) * 1000 + int(micros) // 1000
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hget(job_key, "enqueued_at_ms")
+                pipe.time()
+                enqueued, (seconds, micros) = pipe.execute()
+                now = int(seconds) * 1000 + int(micros) // 1000
             if enqueued is not None:
-                oldest_age_ms = max(0, int(time.time() * 1000) - int(enqueued))
+                oldest_age_ms = max(0, now - int(enqueued))
         out: dict[str, Any] = {
             "queue": self.queue_name,
             "pending_depth": pending,

@@ -59,7 +59,9 @@ class Script:
         enqueue with its id chosen by the caller: the script recognises the
         resent call). Written straight on a pooled connection, without
         redis-py's per-command bookkeeping, which costs about as much as the
-        round trip; sent once more after a connection error, as redis-py would.
+        round trip; sent once more after a connection error (the connection
+        was closed or reset: a pooled one the server closed while it was idle,
+        or a reply lost with its connection), never after a timeout.
         """
         if not can_send_direct(client):
             return self(client, keys, args)
@@ -68,7 +70,11 @@ class Script:
             # Without the check for a connection the server closed: the call
             # is sent again below if it was, which costs nothing when it was not.
             (reply,) = send_direct(client, [command], check=False)
-        except (RedisConnectionError, RedisTimeoutError):
+        except RedisConnectionError:
+            # Not after a TimeoutError: the server took the call and has not
+            # answered within SOCKET_TIMEOUT (hung, or busy with a long
+            # script); a second call would wait as long again, and the caller
+            # was promised one SOCKET_TIMEOUT (docs/settings.md).
             (reply,) = send_direct(client, [command])
         if isinstance(reply, NoScriptError):
             (reply,) = send_direct(client, [("EVAL", self.source, len(keys), *keys, *args)])

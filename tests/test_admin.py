@@ -495,6 +495,35 @@ def test_requeue_now_leaves_finished_jobs_alone(r, manager, jobs):
     assert "Requeue now" not in body(manager.get(url("job", "jobs", jobs["completed"])))
 
 
+def test_requeue_now_leaves_a_running_at_most_once_job_alone(r, manager):
+    q = get_queue("jobs")
+    job_id = enqueue("once", {})
+    assert q.claim_nowait("w1").id == job_id
+    assert "Requeue now" not in body(manager.get(url("job", "jobs", job_id)))
+
+    # No question first (nothing would be revoked): refused, and said why.
+    done = post(manager, "jobs", action="requeue_now", list="processing", ids=[job_id])
+    assert "Requeued 0 job(s)" in body(done)
+    assert "1 job(s) left alone: at-most-once and running: requeueing would run it twice" in body(done)
+    assert status_of(r, job_id) == "processing" and r.llen("queue:jobs:pending") == 0
+
+
+def test_replay_is_refused_while_another_job_holds_the_unique_key(r, manager):
+    q = get_queue("jobs")
+    failed = enqueue("boom", {"message": "x"}, unique_key="invoice:1")
+    q.fail(q.claim_nowait("w1"), "boom", terminal=True)
+    completed = enqueue("add", {"a": 1, "b": 1}, unique_key="invoice:2")
+    q.complete(q.claim_nowait("w1"), 2)
+    holders = [enqueue("add", {}, unique_key=key) for key in ("invoice:1", "invoice:2")]
+
+    for action, which, job_id in (("retry", "failed", failed), ("requeue", "completed", completed)):
+        done = body(post(manager, "jobs", action=action, list=which, ids=[job_id]))
+        assert "0 job(s) of jobs." in done
+        assert "1 job(s) left alone: another unfinished job holds its unique key" in done and job_id in done
+        assert status_of(r, job_id) == which
+    assert r.hmget("queue:jobs:unique", "invoice:1", "invoice:2") == holders
+
+
 # ------------------------------------------------------------ permissions
 
 

@@ -455,6 +455,60 @@ def test_worker_started_before_redis_waits_logs_then_works(tmp_path):
     assert "registering the worker: Redis unavailable" in text and "Traceback" not in text
 
 
+class SilentServer:
+    """A loopback TCP server that accepts connections and never answers: a
+    Redis hung (stopped by SIGSTOP, a stalled VM) or a wrong port behind a proxy."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(conn)  # kept open, never read, never answered
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_enqueue_to_a_redis_that_never_answers_gives_up_after_socket_timeout(jobq_settings):
+    """SOCKET_TIMEOUT bounds enqueue(): a call that timed out is not sent again
+    (it may be running on a slow server; another wait would double the bound)."""
+    import time
+
+    server = SilentServer()
+    try:
+        jobq_settings(REDIS_URL=f"redis://127.0.0.1:{server.port}/0", SOCKET_TIMEOUT=1.0)
+        started = time.monotonic()
+        with pytest.raises(QueueUnavailable, match="[Tt]imeout"):
+            enqueue("add", {"a": 1, "b": 1})
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert 0.9 < elapsed < 1.9, elapsed  # one SOCKET_TIMEOUT, not two
+    assert len(server.accepted) == 1  # not sent again on a new connection
+
+
+def test_enqueue_on_a_connection_the_server_closed_while_idle_is_sent_again(r, redis_server, jobq_settings):
+    """The connection a thread keeps between calls was closed by the server (a
+    restart, an idle timeout, CLIENT KILL): the enqueue goes through at once, once."""
+    jobq_settings(REDIS_URL=redis_server.url, SOCKET_TIMEOUT=1.0, REDIS_OPTIONS={"client_name": "idle-enqueuer"})
+    first = enqueue("add", {"a": 1, "b": 1})
+    ((mine,),) = [[c["id"] for c in r.client_list() if c["name"] == "idle-enqueuer"]]
+    assert r.client_kill_filter(_id=mine) == 1
+    second = enqueue("add", {"a": 2, "b": 2})
+    assert r.lrange("queue:jobs:pending", 0, -1) == [second, first]
+    assert r.hget("queue:jobs:stats", "enqueued") == "2"
+
+
 def test_worker_cut_off_for_twice_the_visibility_timeout_cannot_finish_the_job(r, redis_server):
     """The network stalls under a running job for longer than its lease (1.2 s on
     the "fast" queue): the job is reclaimed and run by someone else; when the

@@ -134,6 +134,35 @@ def test_jobq_jobs_retry_requeue_purge_pause(r):
     assert "paused none" in run("jobq_jobs", "resume")
 
 
+def run_refused(*args: str) -> str:
+    """The output of a command that must exit 1 (CommandError)."""
+    out = StringIO()
+    with pytest.raises(CommandError, match="left as they were"):
+        call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_jobq_jobs_requeue_refuses_a_running_at_most_once_job(r):
+    job_id = enqueue("once", {})
+    assert get_queue("jobs").claim_nowait("w1").id == job_id
+    out = run_refused("jobq_jobs", "requeue", job_id)
+    assert f"refused (at-most-once and running: it would run twice): 1 {job_id}" in out
+    assert r.hget(f"queue:jobs:job:{job_id}", "status") == "processing"
+
+
+def test_jobq_jobs_retry_refuses_while_another_job_holds_the_unique_key(r):
+    q = get_queue("jobs")
+    failed = enqueue("boom", {"message": "x"}, unique_key="invoice:1")
+    q.fail(q.claim_nowait("w1"), "boom", terminal=True)
+    holder = enqueue("add", {}, unique_key="invoice:1")
+    label = "refused (another unfinished job holds its unique key)"
+    assert f"{label}: 1 {failed}" in run_refused("jobq_jobs", "retry", failed)
+    out = run_refused("jobq_jobs", "retry", "--all-failed")
+    assert "replayed: 0" in out and f"{label}: 1 {failed}" in out
+    assert r.hget(f"queue:jobs:job:{failed}", "status") == "failed"
+    assert r.hget("queue:jobs:unique", "invoice:1") == holder
+
+
 def test_the_worker_log_writes_lines_in_batches_and_warnings_at_once():
     import io
     import logging

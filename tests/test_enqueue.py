@@ -296,3 +296,39 @@ def test_two_functions_cannot_share_a_name(temp_job):
         @job(name="shared")
         def other(payload, job):
             return None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_with_a_unique_key_held_at_call_time_returns_the_holder(r):
+    holder = enqueue("add", {"a": 1, "b": 1}, unique_key="invoice:42")
+    with transaction.atomic():
+        # As without on_commit: the unfinished holder stands for this job.
+        assert enqueue("add", {"a": 2, "b": 2}, unique_key="invoice:42", on_commit=True) == holder
+        assert transaction.get_connection().run_on_commit == []  # nothing deferred
+    assert r.lrange("queue:jobs:pending", 0, -1) == [holder]
+    # Outside a transaction the write happens at once, and says who holds the key.
+    assert enqueue("add", {}, unique_key="invoice:42", on_commit=True) == holder
+    assert r.lrange("queue:jobs:pending", 0, -1) == [holder]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_with_a_unique_key_taken_before_the_commit_warns(r, caplog):
+    with transaction.atomic():
+        job_id = enqueue("add", {"a": 1, "b": 1}, unique_key="invoice:42", on_commit=True)
+        # Another request takes the key (without on_commit) before this transaction commits.
+        other = enqueue("add", {"a": 2, "b": 2}, unique_key="invoice:42")
+        assert other != job_id
+    # One holder, one job: the job id returned above never exists, and the log says so.
+    assert r.lrange("queue:jobs:pending", 0, -1) == [other]
+    assert not r.exists(f"queue:jobs:job:{job_id}")
+    (warning,) = [rec for rec in caplog.records if rec.levelname == "WARNING" and job_id in rec.getMessage()]
+    assert f"unique key 'invoice:42' is held by unfinished job {other}" in warning.getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_with_a_free_unique_key_adds_the_returned_id_at_commit(r):
+    with transaction.atomic():
+        job_id = enqueue("add", {"a": 1, "b": 1}, unique_key="invoice:42", on_commit=True)
+        assert r.llen("queue:jobs:pending") == 0
+    assert r.lrange("queue:jobs:pending", 0, -1) == [job_id]
+    assert r.hget("queue:jobs:unique", "invoice:42") == job_id

@@ -118,7 +118,7 @@ ACL_COMMANDS = (
     "+llen +lrange +lindex +lpush +lpop +rpush +rpop +lrem +ltrim +lmove +blmove "
     "+sadd +srem +smembers +zadd +zrem +zcard +zrange +zrevrange +zrangebyscore +zpopmin "
     # events: pub/sub and the events log (a stream)
-    "+publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +pubsub|numsub "
+    "+publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +pubsub|numsub +pubsub|numpat "
     "+xadd +xrange +xrevrange +xinfo|stream "
     # the Redis clock; persistence settings, read by the worker's durability check
     "+time +info"

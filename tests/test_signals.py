@@ -240,6 +240,33 @@ def test_the_published_message_names_its_events_log_entry(r):
     assert json.loads(fields["data"]) == {k: v for k, v in event.items() if k != "log_id"}
 
 
+def test_a_pattern_subscriber_receives_the_events_of_a_job(r):
+    """A monitor subscribed with PSUBSCRIBE to every queue's channel, and no
+    exact subscriber and no listener anywhere: the scripts publish for it too."""
+    pubsub = r.pubsub()
+    pubsub.psubscribe("queue:*:events")
+    assert wait_for(lambda: pubsub.get_message(timeout=1), what="subscribed")["type"] == "psubscribe"
+    assert r.pubsub_numsub("queue:jobs:events") == [("queue:jobs:events", 0)]
+    queue = RedisJobQueue(r, "jobs")
+    job_id = queue.enqueue({"n": 1}, name="add")
+    claimed = queue.claim(0)
+    assert claimed is not None and queue.complete(claimed, {"ok": True})
+    received = []
+    while len(received) < 3 and (message := pubsub.get_message(timeout=2)) is not None:
+        received.append(message)
+    pubsub.close()
+    assert {(m["type"], m["pattern"], m["channel"]) for m in received} == {
+        ("pmessage", "queue:*:events", "queue:jobs:events")
+    }
+    events = [json.loads(m["data"]) for m in received]
+    assert [(e["event"], e["id"], e["name"]) for e in events] == [
+        ("enqueued", job_id, "add"),
+        ("started", job_id, "add"),
+        ("completed", job_id, "add"),
+    ]
+    assert events[2]["result"] == {"ok": True}
+
+
 def test_the_events_log_is_capped(r):
     announce_a_listener(r)
     RedisJobQueue(r, "jobs").enqueue_many([{}] * 12_000)

@@ -417,6 +417,36 @@ def test_system_check_names_a_queue_jobqueue_does_not_have():
     assert "'emails'" in errors[0].msg
 
 
+def test_system_check_says_when_django_jobqueue_is_not_an_installed_app(settings):
+    """Without the app there is no jobq_worker command: enqueued tasks would
+    never run. The backend says so, as django-tasks' DatabaseBackend does."""
+    from django.core.checks import run_checks
+    from django.core.checks.registry import registry
+    from django.test import override_settings
+
+    use_tasks(settings)
+    backend = JobQueueBackend("default", {})
+    assert backend.check() == []
+    without = [a for a in settings.INSTALLED_APPS if a != "django_jobqueue"]
+    with override_settings(INSTALLED_APPS=without):
+        errors = backend.check()
+    assert [e.id for e in errors] == ["django_jobqueue.E011"]
+    assert "'django_jobqueue'" in errors[0].msg and "INSTALLED_APPS" in errors[0].msg
+    assert "INSTALLED_APPS" in errors[0].hint and errors[0].is_serious()
+
+    # Through Django's own run of the checks, as manage.py check does it. The
+    # backport registers its backend checks when its app is installed (docs/tasks.md).
+    backport = ["django_tasks"] if compat.FRAMEWORK == "django_tasks" else []
+    registered = set(registry.registered_checks)
+    try:
+        with override_settings(INSTALLED_APPS=[*without, *backport]):
+            assert "django_jobqueue.E011" in [e.id for e in run_checks()]
+        with override_settings(INSTALLED_APPS=[*settings.INSTALLED_APPS, *backport]):
+            assert "django_jobqueue.E011" not in [e.id for e in run_checks()]
+    finally:
+        registry.registered_checks = registered  # as this process had them
+
+
 def test_a_queue_jobqueue_does_not_have_is_refused_at_enqueue(settings, r):
     use_tasks(settings, QUEUES=[])
     with pytest.raises(compat.InvalidTask, match="unknown queue 'emails'"):
@@ -491,7 +521,8 @@ def test_a_real_worker_process_runs_tasks(r, settings, redis_server):
     assert sync.return_value == 42 and coro.return_value == {"sum": 2, "async": True}
     (worker_id,) = sync.worker_ids
     assert worker_id != default_worker_id()  # ran in the other process
-    assert [entry.rsplit(":", 1)[1] for entry in t.runs(r, "add")] == [worker_id.rsplit(".", 1)[1]]
+    # worker ids are host.pid.random; the run recorded its process's pid
+    assert [entry.rsplit(":", 1)[1] for entry in t.runs(r, "add")] == [worker_id.split(".")[-2]]
 
 
 def test_a_worker_killed_mid_task_loses_the_attempt_not_the_task(r, settings, redis_server):
@@ -513,7 +544,8 @@ def test_a_worker_killed_mid_task_loses_the_attempt_not_the_task(r, settings, re
     assert code == 0, err
     result.refresh()
     assert result.status == Status.SUCCESSFUL and result.attempts == 2
-    assert result.worker_ids[0].endswith(f".{first.pid}") and result.worker_ids[1].endswith(f".{second.pid}")
+    # worker ids are host.pid.random
+    assert [w.split(".")[-2] for w in result.worker_ids] == [str(first.pid), str(second.pid)]
     assert result.return_value == second.pid
 
 

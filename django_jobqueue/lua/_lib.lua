@@ -39,18 +39,39 @@ local function wants_log(channel)
   return w
 end
 
--- Whether anyone would see an event: a listener that wants the log, or a
--- subscriber to the channel. Nobody: emit() skips encoding and publishing,
--- which changes nothing anyone can see (Redis drops a message published to no
--- subscriber) and spares the worker's hot path most of an event's cost. In
--- cluster mode (a channel with a {hash tag}) a classic subscriber may sit on
--- another node, where this node cannot count it: there it always publishes.
+-- Whether a pattern subscriber exists on this server, e.g. a monitor on
+-- `PSUBSCRIBE queue:*:events`. NUMSUB counts exact subscribers only; NUMPAT
+-- counts every pattern subscription of the server, O(1), but cannot tell which
+-- channels a pattern matches, so any pattern counts: a message that matches no
+-- pattern is dropped by Redis, which costs the event's encoding and a PUBLISH,
+-- nothing else. Asked at most once per script run, whatever the channel, and
+-- only when NUMSUB found nobody. pcall: an ACL user granted `pubsub|numsub` but
+-- not `pubsub|numpat` (docs/reliability.md before pattern subscribers were
+-- counted) gets patterns uncounted instead of a failed state change.
+local patterns = nil
+local function has_patterns()
+  if patterns == nil then
+    local n = redis.pcall('PUBSUB', 'NUMPAT')
+    patterns = type(n) == 'number' and n > 0
+  end
+  return patterns
+end
+
+-- Whether anyone would see an event: a listener that wants the log, a
+-- subscriber to the channel, or a pattern subscriber. Nobody: emit() skips
+-- encoding and publishing, which changes nothing anyone can see (Redis drops a
+-- message published to no subscriber) and spares the worker's hot path most of
+-- an event's cost. Asked once per channel per script run (the hot scripts call
+-- it per job). In cluster mode (a channel with a {hash tag}) a subscriber may
+-- sit on another node, where this node cannot count it: there it always
+-- publishes, with SPUBLISH, which pattern subscribers never receive (sharded
+-- channels have no patterns: docs/signals.md).
 local audience = {}
 local function has_audience(channel)
   local a = audience[channel]
   if a == nil then
     a = wants_log(channel) or string.find(channel, '{', 1, true) ~= nil
-      or redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
+      or redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 or has_patterns()
     audience[channel] = a
   end
   return a

@@ -2,7 +2,8 @@
   Delete a job wherever it is. With a claim token (job.delete() from its
   handler) only the current claim may do it; without one (admin, shell) any
   job that is not running may be deleted: a running job is refused, since
-  its worker would go on and could not finish it.
+  its worker would go on and could not finish it. The id leaves whichever
+  list holds it (an expired job is on none).
 
   KEYS[1] job hash   KEYS[2] pending    KEYS[3] scheduled  KEYS[4] processing
   KEYS[5] leases     KEYS[6] completed  KEYS[7] failed     KEYS[8] deadlines
@@ -44,7 +45,10 @@ elseif st == 'processing' then
   drop_owner(KEYS[13], job_key, id)
 elseif st == 'completed' then
   redis.call('LREM', KEYS[6], 1, id)
-elseif st == 'failed' then
+elseif st ~= 'expired' then
+  -- The dead letter holds every other finished status: failed, lost (an
+  -- at-most-once job cut off, _jobs.dead_letter). Left there, the id would
+  -- count in the failed depth until a sweep reached it at the tail.
   redis.call('LREM', KEYS[7], 1, id)
 end
 redis.call('ZREM', KEYS[8], id)

@@ -8,7 +8,9 @@
   KEYS[12] worker-jobs prefix  KEYS[13] claiming  KEYS[14] unstamped
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] most jobs per call
-  ARGV[3] hash TTL seconds for expired jobs (0 = keep)
+  ARGV[3] hash TTL seconds for expired jobs (CLEANUP's EXPIRED_AFTER_SECONDS;
+          0 = keep). No list holds an expired job, so purge cannot reach its
+          hash: kept, it would stay until deleted by id.
 
   Returns {expired ids, history ids dropped}.
   Events: expired.

@@ -3,14 +3,18 @@
   a scheduled job runs now; a running job's claim is revoked (its worker can
   no longer finish it: at-least-once, the job runs again, counted as an
   additional delivery); a pending job jumps the line. Finished jobs are
-  refused: replay them with retry.lua.
+  refused: replay them with retry.lua. A running at-most-once job is refused
+  too: handing it out again could run it twice, which its delivery mode
+  forbids (reclaim marks such a job lost only once its worker is gone; here
+  the worker may well be running it still).
 
   KEYS[1] job hash  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
   KEYS[5] leases    KEYS[6] stats    KEYS[7] events     KEYS[8] worker-jobs prefix
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id
 
-  Returns 1 done, 0 no such job, -1 the job is finished (nothing changed).
+  Returns 1 done, 0 no such job, -1 the job is finished, -2 the job is
+  at-most-once and running (nothing changed in either case).
   Events: requeued (status pending).
 ]]
 --@include _lib
@@ -18,10 +22,11 @@
 
 local job_key = KEYS[1]
 local id = ARGV[2]
-local cur = redis.call('HMGET', job_key, 'status', 'name', 'queue', 'attempts')
+local cur = redis.call('HMGET', job_key, 'status', 'name', 'queue', 'attempts', 'delivery')
 if not cur[1] then return 0 end
 local st = cur[1]
 if st ~= 'scheduled' and st ~= 'pending' and st ~= 'processing' then return -1 end
+if st == 'processing' and cur[5] == 'at-most-once' then return -2 end
 local now = now_ms(ARGV[1])
 if st == 'scheduled' then
   redis.call('ZREM', KEYS[3], id)

@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.apps import apps
 from django.core import checks
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -337,13 +338,26 @@ class JobQueueBackend(BaseTaskBackend):
     # ----------------------------------------------------------------- checks
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        """django_jobqueue.E010: a queue this backend routes to is not in JOBQUEUE['QUEUES']."""
+        """django_jobqueue.E011: the django_jobqueue app is not installed;
+        django_jobqueue.E010: a queue this backend routes to is not in JOBQUEUE['QUEUES']."""
+        errors = list(super().check(**kwargs))
+        if not apps.is_installed("django_jobqueue"):
+            # Enqueueing still works without the app, but its jobq_worker
+            # command (and its own checks, the admin) do not exist: the tasks
+            # would wait in Redis with nothing to run them.
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] uses {type(self).__name__}, but 'django_jobqueue' is not in "
+                    "INSTALLED_APPS: no jobq_worker command exists to run the tasks it enqueues",
+                    hint="Add 'django_jobqueue' to INSTALLED_APPS.",
+                    id="django_jobqueue.E011",
+                )
+            )
         try:
             known = set(get_settings().queues)
         except Exception:  # noqa: BLE001 - a bad JOBQUEUE is reported by django_jobqueue.E001
-            return []
+            return errors
         names = set(self.queues) | set(self.routes)
-        errors = []
         for django_queue in sorted(names):
             for _minimum, queue in self.bands(django_queue):
                 if queue is not None and queue not in known:

@@ -10,8 +10,16 @@ from django_jobqueue import inspect
 from django_jobqueue.api import get_queue
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.queue import Outcome
+from django_jobqueue.queue_ops import Refusal
 
 STATES = ("scheduled", "pending", "processing", "completed", "failed")
+# What each outcome that changed nothing is called in the report.
+LABELS: dict[Outcome | Refusal, str] = {
+    Outcome.MISSING: "not found",
+    Outcome.NOT_OWNER: "refused (not in a state that allows it)",
+    Refusal.AT_MOST_ONCE_RUNNING: "refused (at-most-once and running: it would run twice)",
+    Refusal.UNIQUE_KEY_HELD: "refused (another unfinished job holds its unique key)",
+}
 
 
 class Command(BaseCommand):
@@ -84,19 +92,19 @@ class Command(BaseCommand):
         for key in sorted(fields):
             self.stdout.write(f"{key:<{width}}  {fields[key]}")
 
-    def _report(self, verb: str, outcomes: dict[Outcome, list[str]]) -> None:
+    def _report(self, verb: str, outcomes: dict[Outcome | Refusal, list[str]]) -> None:
         for outcome, ids in outcomes.items():
-            label = verb if outcome is Outcome.OK else {
-                Outcome.MISSING: "not found",
-                Outcome.NOT_OWNER: "refused (not in a state that allows it)",
-            }.get(outcome, outcome.value)
+            label = verb if outcome is Outcome.OK else LABELS.get(outcome, outcome.value)
             self.stdout.write(f"{label}: {len(ids)} {' '.join(ids)}")
         if any(o is not Outcome.OK for o in outcomes):
             raise CommandError("some jobs were left as they were")
 
     def do_retry(self, queue: Any, options: dict[str, Any]) -> None:
         if options["all_failed"]:
-            self.stdout.write(f"replayed: {queue.replay_failed()}")
+            report = queue.replay_dead_letter()
+            self.stdout.write(f"replayed: {report.replayed}")
+            if report.refused:
+                self._report("replayed", {Refusal.UNIQUE_KEY_HELD: report.refused})
             return
         if not options["job_ids"]:
             raise CommandError("name job ids, or give --all-failed")
