@@ -2,7 +2,9 @@
 
 The runner passes the Redis URLs in the environment. Timings are short so that
 recovery from a SIGKILLed worker or a restarted Redis takes seconds, not minutes;
-attempts are unlimited in practice, so a job is never dead-lettered by bad luck.
+attempts are unlimited in practice for ordinary jobs, so one is never dead-lettered
+by bad luck (the jobs of the mix that must end after few attempts say so themselves:
+chaos/jobs.py, chaos/run.py).
 """
 
 import os
@@ -28,9 +30,11 @@ JOBQUEUE = {
             "VISIBILITY_MS": 3000,
             "CONCURRENT_JOBS": 4,
             "MAX_ATTEMPTS": 1000,
-            "HISTORY": 100,
-            # Keep every hash: the run checks each job at the end.
-            "CLEANUP": {"COMPLETED_AFTER_SECONDS": None, "FAILED_AFTER_SECONDS": None},
+            # Keep every hash: the run checks each job at the end, and a finished job
+            # leaving a count-bounded history takes its hash with it. The bounds are
+            # far above any run's count (the failed list's default bound, 10 000, too).
+            "HISTORY": 10_000_000,
+            "CLEANUP": {"COMPLETED_AFTER_SECONDS": None, "FAILED_AFTER_SECONDS": None, "EXPIRED_AFTER_SECONDS": None},
             "BACKOFF_BASE_SECONDS": 0,
         }
     },

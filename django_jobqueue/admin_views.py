@@ -148,11 +148,13 @@ def overview_data() -> dict[str, Any]:
     client = get_client()
     now = inspect.server_time_ms(client)
     queues = []
+    retained = {}
     for name in settings.queues:
         queue = get_queue(name)
         stats = queue.stats()
         counters = {n: stats.get(f"{n}_total", 0) for n in inspect.SAMPLED_COUNTERS}
         samples = inspect.sample_counters(queue, counters, now)
+        retained[name] = inspect.retained_memory(queue)
         queues.append(
             {
                 "name": name,
@@ -160,6 +162,7 @@ def overview_data() -> dict[str, Any]:
                 "depths": [(which, stats.get(f"{which}_depth", 0)) for which in inspect.LISTS],
                 "counters": [(k[: -len("_total")], v) for k, v in stats.items() if k.endswith("_total")],
                 "throughput": inspect.throughput(samples, counters, now),
+                "kept": _kept(retained[name]),
             }
         )
     lapse_ms = settings.worker_timeout_seconds * 1000
@@ -169,7 +172,28 @@ def overview_data() -> dict[str, Any]:
         worker["lapsed"] = worker["beat_age_ms"] > lapse_ms
         # Link only what the admin serves: configured queues, well-formed IDs.
         worker["jobs"] = [(q, i, q in settings.queues and inspect.valid_job_id(i)) for q, i in worker["jobs"]]
-    return {"queues": queues, "workers": workers, "now_ms": now, "lists": inspect.LISTS}
+    return {
+        "queues": queues,
+        "workers": workers,
+        "now_ms": now,
+        "lists": inspect.LISTS,
+        "retention_problem": inspect.retention_problem(retained, inspect.maxmemory(client)),
+    }
+
+
+def _kept(lists: dict[str, inspect.Retained]) -> dict[str, Any]:
+    """The memory a queue's finished jobs hold, for the overview (an estimate)."""
+    parts = []
+    for r in lists.values():
+        bound = "no bound" if r.bound is None else f"{r.bound:,}"
+        parts.append(
+            f"{r.which}: {r.depth:,} of {bound} x {inspect.human_bytes(r.job_bytes)}"
+            + ("" if r.sampled else " (assumed: nothing to measure)")
+        )
+    return {
+        "total": inspect.human_bytes(sum(r.held_bytes for r in lists.values())),
+        "detail": "; ".join(parts),
+    }
 
 
 class OverviewPage(AdminPage):

@@ -47,7 +47,7 @@ def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
         visibility_ms=qs.visibility_ms,
         max_attempts=qs.max_attempts,
         key_prefix=settings.key_prefix,
-        history=qs.history,
+        history=-1 if qs.history is None else qs.history,  # -1: no count bound (complete.lua)
         completed_ttl_s=qs.completed_after_seconds,
         failed_ttl_s=qs.failed_after_seconds,
         max_payload_bytes=settings.max_payload_bytes,
@@ -56,6 +56,7 @@ def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
         cluster=settings.cluster,
     )
     queue.expired_ttl = qs.expired_after_seconds or 0
+    queue.failed_history = qs.failed_history
     return queue
 
 

@@ -73,3 +73,76 @@ def check_durability(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             id="django_jobqueue.W001",
         )
     ]
+
+
+# setting -> (its QueueSettings field, the jobs it keeps, their CLEANUP key and field)
+_BOUNDS = {
+    "HISTORY": ("history", "completed", "COMPLETED_AFTER_SECONDS", "completed_after_seconds"),
+    "FAILED_HISTORY": ("failed_history", "dead-lettered", "FAILED_AFTER_SECONDS", "failed_after_seconds"),
+}
+
+
+@register(Tags.compatibility)
+def check_retention_bounds(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """django_jobqueue.W003: a queue keeps finished jobs with no count bound
+    (HISTORY or FAILED_HISTORY None). Reads the setting only."""
+    settings, _errors = validate(raw_setting())
+    if settings is None:
+        return []  # E001 says why
+    out = []
+    for qs in settings.queues.values():
+        for key, (bound, what, cleanup, lifetime) in _BOUNDS.items():
+            if getattr(qs, bound) is not None:
+                continue
+            seconds = getattr(qs, lifetime)
+            growth = (
+                "and CLEANUP sets no lifetime either: they are kept until purged"
+                if seconds is None
+                else f"for CLEANUP's {cleanup} ({seconds} s) each: Redis memory grows with the rate "
+                f"(jobs per second x {seconds} s x bytes per job)"
+            )
+            out.append(
+                Warning(
+                    f"JOBQUEUE['QUEUES'][{qs.name!r}][{key!r}] is None: {what} jobs are kept with no count "
+                    f"bound, {growth}.",
+                    hint="Set a count (docs/settings.md, Retention), or silence django_jobqueue.W003 "
+                    "with SILENCED_SYSTEM_CHECKS when that is what you want.",
+                    id="django_jobqueue.W003",
+                )
+            )
+    return out
+
+
+@register(Tags.compatibility, deploy=True)
+def check_retention_memory(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """django_jobqueue.W004 (with --deploy): the finished jobs the queues may
+    keep (their count bounds x the bytes a job holds, measured on the jobs kept
+    now) exceed half of Redis maxmemory. Asks Redis; says nothing when it
+    cannot be reached."""
+    from redis.exceptions import RedisError
+
+    from . import inspect
+    from .api import get_queue
+    from .conf import get_settings
+    from .connection import get_client
+    from .exceptions import JobQueueError
+
+    try:
+        settings = get_settings()
+        limit = inspect.maxmemory(get_client())
+        if not limit:
+            return []
+        retained = {name: inspect.retained_memory(get_queue(name)) for name in settings.queues}
+    except (JobQueueError, RedisError):
+        return []  # E001 reports bad settings; an unreachable Redis is no reason to fail a check
+    problem = inspect.retention_problem(retained, limit)
+    if not problem:
+        return []
+    return [
+        Warning(
+            f"JOBQUEUE: {problem}.",
+            hint="Lower HISTORY / FAILED_HISTORY of the busiest queues, or raise maxmemory "
+            "(docs/settings.md, Retention).",
+            id="django_jobqueue.W004",
+        )
+    ]

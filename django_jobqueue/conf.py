@@ -48,7 +48,11 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "VISIBILITY_MS": 30_000,
     "CONCURRENT_JOBS": 1,
     "MAX_ATTEMPTS": 3,
-    "HISTORY": 50,
+    # Finished jobs kept, by count (docs/settings.md, "Retention"): the oldest
+    # past a bound leave their list and their hashes are deleted. None: no count
+    # bound (a system check warns).
+    "HISTORY": 10_000,
+    "FAILED_HISTORY": 10_000,
     # Expired jobs sit on no list (purge cannot reach them): their hashes get a
     # lifetime by default. Failed ones stay on the failed list until replayed or purged.
     "CLEANUP": {"COMPLETED_AFTER_SECONDS": 3600, "FAILED_AFTER_SECONDS": None, "EXPIRED_AFTER_SECONDS": 86_400},
@@ -70,7 +74,8 @@ class QueueSettings:
     visibility_ms: int
     concurrent_jobs: int
     max_attempts: int
-    history: int
+    # Completed jobs kept (None: no count bound).
+    history: int | None
     completed_after_seconds: int | None
     failed_after_seconds: int | None
     retry_jobs_running_before_restart: bool
@@ -83,6 +88,8 @@ class QueueSettings:
     prefetch: int | None = None
     # EXPIRE on the hash of a job past its TTL; None keeps it.
     expired_after_seconds: int | None = 86_400
+    # Dead letters (failed and lost jobs) kept (None: no count bound).
+    failed_history: int | None = 10_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,10 @@ def _positive_int(v: Any) -> str | None:
 
 def _non_negative_int(v: Any) -> str | None:
     return None if _is_int(v) and v >= 0 else "an integer >= 0"
+
+
+def _optional_count(v: Any) -> str | None:
+    return None if v is None or (_is_int(v) and v >= 0) else "None (no count bound) or an integer >= 0"
 
 
 def _positive_number(v: Any) -> str | None:
@@ -212,7 +223,8 @@ _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "VISIBILITY_MS": _positive_int,
     "CONCURRENT_JOBS": _positive_int,
     "MAX_ATTEMPTS": _positive_int,
-    "HISTORY": _non_negative_int,
+    "HISTORY": _optional_count,
+    "FAILED_HISTORY": _optional_count,
     "CLEANUP": _dict,
     "RETRY_JOBS_RUNNING_BEFORE_RESTART": _bool,
     "RUN_ON_STARTUP": _bool,
@@ -327,6 +339,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             concurrent_jobs=qs["CONCURRENT_JOBS"],
             max_attempts=qs["MAX_ATTEMPTS"],
             history=qs["HISTORY"],
+            failed_history=qs["FAILED_HISTORY"],
             completed_after_seconds=cleanup["COMPLETED_AFTER_SECONDS"],
             failed_after_seconds=cleanup["FAILED_AFTER_SECONDS"],
             retry_jobs_running_before_restart=qs["RETRY_JOBS_RUNNING_BEFORE_RESTART"],

@@ -192,7 +192,7 @@ class Fetcher:
             q.complete_batch_call([(a.claimed, a.result_json, a.keep_result) for a in group]) for q, group in groups
         ]
         if claim is not None:
-            calls.append(claim.claim_many_call(want, self.worker_id, start=start))
+            calls.append(claim.claim_many_call(want, self.worker_id, start=start, defer_last_chance=True))
         if not calls:
             return []
         try:
@@ -339,33 +339,37 @@ class Fetcher:
                     self._cond.notify_all()  # idle runners learn it (a burst ends)
                 self._ready.extend((q, c, now) for q, c in got[1:])
                 self._standby.notify()  # restart the watch on the new state
+        if got and not got[0][1].started:
+            got[0][1].needs_start = True  # its only chance: the claim left it to the worker (_stamp.lua)
         return (got[0], False) if got else (None, True)
 
     def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
-        """A runner takes a job claimed ahead: its run begins. Redis is told
-        before it runs when it must know first: an at-most-once job (so that a
-        death from here on makes it "lost", never run twice), a job whose TTL
-        may have passed while it waited (it must not run), a job that waited
-        through a Redis error (its claim may have died with a failed primary).
-        Otherwise the start rides on the next pipeline. False: not ours to run."""
-        must_know = (
-            suspect or claimed.fields.get("delivery") == "at-most-once" or self._deadline_near(claimed, ready_at)
-        )
-        if not must_know:
+        """A runner takes a job claimed ahead: its run begins.
+
+        Redis is told at once, before anything of the job runs, when the job
+        waited through a Redis error (its claim may have died with a failed
+        primary) or its TTL may have passed while it waited (it must not run).
+        A run that is the job's only chance (at-most-once, or its last
+        attempt) is started by the worker right before it calls the handler
+        (``needs_start``), so that a kill before then never uses it up. Any
+        other start rides on the next pipeline. False: not ours to run."""
+        if suspect or self._deadline_near(claimed, ready_at):
+            try:
+                (outcome,) = queue.start([claimed])
+            except Exception:
+                with self._cond:
+                    self._ready.appendleft((queue, claimed, ready_at))  # still to be started
+                raise
+            if outcome is not Outcome.OK:
+                self._on_lost(queue, claimed, outcome)
+                return False
+            claimed.attempts += 1
+        elif claimed.last_chance:
+            claimed.needs_start = True
+        else:
             self.ack(Ack(queue, claimed, "", False, start=True))
             claimed.attempts += 1
-            return True
-        try:
-            (outcome,) = queue.start([claimed])
-        except Exception:
-            with self._cond:
-                self._ready.appendleft((queue, claimed, ready_at))  # still to be started
-            raise
-        if outcome is Outcome.OK:
-            claimed.attempts += 1
-            return True
-        self._on_lost(queue, claimed, outcome)
-        return False
+        return True
 
     @staticmethod
     def _deadline_near(claimed: ClaimedJob, ready_at: float) -> bool:
@@ -491,7 +495,7 @@ class Fetcher:
                     self._send(late, None)
                 token = new_claim_token()
                 try:
-                    claimed = self.queues[0].claim(self.block_ms, self.worker_id, token=token)
+                    claimed = self.queues[0].claim(self.block_ms, self.worker_id, token=token, defer_last_chance=True)
                 except _REPLY_LOST:
                     self._unanswered.append((self.queues[0], token))
                     raise

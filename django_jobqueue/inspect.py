@@ -400,3 +400,112 @@ def throughput(samples: Sequence[dict[str, int]], counters: dict[str, int], now_
                     entry[name] = round(delta * 60_000 / span, 1)
         out.append(entry)
     return out
+
+
+# ------------------------------------------------------ retained memory
+
+# The finished jobs a queue keeps, each list up to its count bound (HISTORY,
+# FAILED_HISTORY), and within their CLEANUP lifetimes.
+RETAINED = ("completed", "failed")
+MEMORY_SAMPLE = 5  # the newest hashes of each list measured with MEMORY USAGE
+# What a kept job holds besides what MEMORY USAGE counts (its hash, key and
+# keyspace entry): its id on the list and its TTL entry, 110-130 B measured on
+# Redis 7.0 (docs/data-model.md, "Memory").
+ENTRY_BYTES = 120
+# Per job, for a list with nothing to measure. Measured: a no-op job ~540 B
+# kept, one with a 2 KB result ~3.2 KB, a dead letter with a short traceback
+# ~2 KB (a field over 64 bytes turns the hash from a listpack to a table).
+ASSUMED_JOB_BYTES = {"completed": 1024, "failed": 2048}
+# The share of Redis maxmemory that the bounds may fill before the admin and
+# the system check warn: pending jobs and everything else need the rest.
+RETENTION_SHARE = 0.5
+
+
+@dataclass
+class Retained:
+    """A queue's completed or failed list: what its jobs hold, an estimate."""
+
+    which: str
+    depth: int
+    bound: int | None  # None: no count bound
+    job_bytes: int  # per job: the average of ``sampled`` hashes, or ASSUMED_JOB_BYTES
+    sampled: int = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return self.depth * self.job_bytes
+
+    @property
+    def bound_bytes(self) -> int | None:
+        """What the list holds once full (None: it has no count bound)."""
+        return None if self.bound is None else self.bound * self.job_bytes
+
+
+def retained_memory(queue: RedisJobQueue, sample: int = MEMORY_SAMPLE) -> dict[str, Retained]:
+    """Estimate the memory the jobs on the completed and failed lists hold:
+    MEMORY USAGE of the newest ``sample`` hashes of each, averaged, plus
+    ENTRY_BYTES, times the list's length. Two round trips. A list with
+    nothing to measure (empty, or MEMORY refused by an ACL) is costed at
+    ASSUMED_JOB_BYTES a job."""
+    k = queue.keys
+    bounds = {"completed": None if queue.history < 0 else queue.history, "failed": queue.failed_history}
+    pipe = queue.client.pipeline(transaction=False)
+    for which in RETAINED:
+        pipe.llen(getattr(k, which))
+        pipe.lrange(getattr(k, which), 0, sample - 1)
+    replies = pipe.execute()
+    ids = {which: [_s(i) for i in replies[2 * n + 1]] for n, which in enumerate(RETAINED)}
+    pipe = queue.client.pipeline(transaction=False)
+    for which in RETAINED:
+        for job_id in ids[which]:
+            pipe.memory_usage(k.job(job_id), samples=0)
+    sizes = iter(pipe.execute(raise_on_error=False) if any(ids.values()) else [])
+    out = {}
+    for n, which in enumerate(RETAINED):
+        measured = [s for s in (next(sizes) for _ in ids[which]) if isinstance(s, int)]
+        job_bytes = sum(measured) // len(measured) + ENTRY_BYTES if measured else ASSUMED_JOB_BYTES[which]
+        out[which] = Retained(which, int(replies[2 * n]), bounds[which], job_bytes, len(measured))
+    return out
+
+
+def maxmemory(client: Any) -> int | None:
+    """Redis's maxmemory in bytes, None when it has none (the smallest of the
+    primaries', in a cluster). INFO, not CONFIG GET: managed Redis services
+    refuse CONFIG."""
+    info = client.info("memory")
+    limits = [info.get("maxmemory")] if "maxmemory" in info else [i.get("maxmemory") for i in info.values()]
+    limits = [int(m) for m in limits if m]
+    return min(limits) if limits else None
+
+
+def retention_problem(queues: dict[str, dict[str, Retained]], limit: int | None) -> str | None:
+    """Why the count bounds of these queues may not fit in Redis (None: they
+    fit, or Redis has no maxmemory): what full lists would hold, summed over
+    queues (a list with no count bound: what it holds now), against
+    RETENTION_SHARE of maxmemory."""
+    if not limit:
+        return None
+    total, parts = 0, []
+    for name, lists in queues.items():
+        terms = []
+        for r in lists.values():
+            full = r.bound_bytes
+            total += r.held_bytes if full is None else full
+            count = f"no bound, now {r.depth:,}" if r.bound is None else f"{r.bound:,}"
+            terms.append(f"{count} {r.which} x {human_bytes(r.job_bytes)}")
+        parts.append(f"{name}: {' + '.join(terms)}")
+    if total <= limit * RETENTION_SHARE:
+        return None
+    return (
+        f"the finished jobs the queues keep may hold about {human_bytes(total)} ({'; '.join(parts)}), "
+        f"over {RETENTION_SHARE:.0%} of Redis maxmemory ({human_bytes(limit)})"
+    )
+
+
+def human_bytes(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB")
+    step = 0
+    while n >= 1024 and step < len(units) - 1:
+        n /= 1024
+        step += 1
+    return f"{n:,.0f} B" if step == 0 else f"{n:,.1f} {units[step]}"

@@ -76,12 +76,25 @@ class ClaimedJob:
     fields: dict[str, str] = field(default_factory=dict, repr=False)
     # Set when the stored payload could not be decoded; payload is then None.
     payload_error: str | None = None
+    # The worker must tell Redis the run begins (RedisJobQueue.start) right
+    # before it calls the handler: the run is the job's only chance.
+    needs_start: bool = False
 
     @property
     def started(self) -> bool:
         """Whether Redis knows this claim's run began (a job claimed ahead of a
         free runner is not started until its worker starts it: RedisJobQueue.start)."""
         return bool(self.claim_token) and self.fields.get("started") == self.claim_token
+
+    @property
+    def last_chance(self) -> bool:
+        """Whether the run about to begin is the job's only chance: an
+        at-most-once job, or the last of its attempts (a run cut off by a kill
+        is then its end, so it is started in Redis only as its handler is called)."""
+        if self.fields.get("delivery") == "at-most-once":
+            return True
+        tries = self.attempts if self.started else self.attempts + 1
+        return self.max_attempts > 0 and tries >= self.max_attempts
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> ClaimedJob:

@@ -203,10 +203,7 @@ class WorkerMaintenance:
             except CONNECTION_ERRORS as exc:
                 logger.debug("sweep of %s skipped: %s", queue.queue_name, exc)
                 continue
-            for job_id in result.dead_lettered:
-                # User code: run by the hooks thread, never here (a slow hook
-                # would hold up the sweep of the other queues).
-                self._hooks.submit(functools.partial(self._exhausted_by_reclaim, queue, job_id))
+            self._exhausted_later(queue, result.dead_lettered)
             if result.reclaimed or result.dead_lettered or result.expired:
                 logger.warning(
                     "sweep of %s: %d reclaimed, %d dead-lettered, %d expired",
@@ -229,6 +226,13 @@ class WorkerMaintenance:
             # healthy node would take every other worker for lost.)
             return
         self._presence.reclaim_lapsed()
+
+    def _exhausted_later(self, queue: RedisJobQueue, job_ids: list[str]) -> None:
+        """Jobs dead-lettered because their last attempt died with its worker
+        (by a sweep, or by the reclaim of a lost worker's jobs): their hooks
+        are user code, run by the hooks thread, never here."""
+        for job_id in job_ids:
+            self._hooks.submit(functools.partial(self._exhausted_by_reclaim, queue, job_id))
 
     def _exhausted_by_reclaim(self, queue: RedisJobQueue, job_id: str) -> None:
         """A job whose last attempt died with its worker: call its hook here,

@@ -53,9 +53,18 @@ class Presence:
     """
 
     def __init__(
-        self, worker_id: str, queues: Sequence[RedisJobQueue], concurrency: int, job_list: Callable[[], str]
+        self,
+        worker_id: str,
+        queues: Sequence[RedisJobQueue],
+        concurrency: int,
+        job_list: Callable[[], str],
+        *,
+        on_dead_lettered: Callable[[RedisJobQueue, list[str]], None] = lambda q, ids: None,
     ) -> None:
         self.worker_id = worker_id
+        # Told the jobs a lost worker's reclaim dead-lettered (their last
+        # attempt died with it): the worker calls their hooks, elsewhere.
+        self._on_dead_lettered = on_dead_lettered
         self.boot_id = new_boot_id()
         self.queues = list(queues)
         self.concurrency = concurrency
@@ -222,11 +231,23 @@ class Presence:
                 if dead:
                     logger.warning("worker %s restarted: %d running job(s) of %s dead-lettered", wid, dead, qname)
                 continue
-            ids = queue.reclaim_worker_jobs([wid])
+            result = queue.take_back_worker_jobs([wid])
+            ids = result.reclaimed
             if ids:
                 logger.warning(
                     "worker %s lost: %d job(s) of %s back to pending: %s", wid, len(ids), qname, ", ".join(ids)
                 )
+            if result.dead_lettered or result.expired:
+                logger.warning(
+                    "worker %s lost: of %s, %d job(s) dead-lettered (attempts used up, or at-most-once: lost): %s; "
+                    "%d past their TTL, expired",
+                    wid,
+                    qname,
+                    len(result.dead_lettered),
+                    ", ".join(result.dead_lettered),
+                    len(result.expired),
+                )
+                self._on_dead_lettered(queue, result.dead_lettered)
 
 
 def new_boot_id() -> str:

@@ -61,7 +61,7 @@ class RedisJobQueue(QueueOperations):
         visibility_ms: int = 5000,
         max_attempts: int = 3,
         key_prefix: str = "queue",
-        history: int = 50,
+        history: int = 10_000,
         completed_ttl_s: int | None = 3600,
         failed_ttl_s: int | None = None,
         max_payload_bytes: int = 1024 * 1024,
@@ -289,16 +289,23 @@ class RedisJobQueue(QueueOperations):
         ]
 
     def claim_nowait(
-        self, worker_id: str = "", *, lease_ms: int | None = None, token: str | None = None
+        self,
+        worker_id: str = "",
+        *,
+        lease_ms: int | None = None,
+        token: str | None = None,
+        defer_last_chance: bool = False,
     ) -> ClaimedJob | None:
         """Claim the next pending job, if any, in one round trip (promoting due
-        scheduled jobs first). ``token``: the claim token (default: a new one)."""
+        scheduled jobs first). ``token``: the claim token (default: a new one).
+        ``defer_last_chance``: a run that is the job's only chance (at-most-once,
+        or its last attempt) is not started by the claim; the caller starts it
+        (:meth:`start`) right before it calls the handler."""
         lease = self.visibility_ms if lease_ms is None else lease_ms
-        res = scripts.get("claim")(
-            self.client,
-            self._claim_keys(),
-            [self._now(), token or new_claim_token(), lease, worker_id, 100, self.expired_ttl_s()],
-        )
+        args = [self._now(), token or new_claim_token(), lease, worker_id, 100, self.expired_ttl_s()]
+        if defer_last_chance:
+            args += [0, "", "1"]
+        res = scripts.get("claim")(self.client, self._claim_keys(), args)
         if _is_paused(res):
             return None
         return ClaimedJob.from_fields(_pairs(res)) if res else None
@@ -320,13 +327,22 @@ class RedisJobQueue(QueueOperations):
         return self.parse_claim_many(script(self.client, keys, args))
 
     def claim_many_call(
-        self, count: int, worker_id: str = "", *, lease_ms: int | None = None, start: int | None = None
+        self,
+        count: int,
+        worker_id: str = "",
+        *,
+        lease_ms: int | None = None,
+        start: int | None = None,
+        defer_last_chance: bool = False,
     ) -> tuple[scripts.Script, list[str], list[Any]]:
-        """The script call behind claim_many(), for batching in a pipeline."""
+        """The script call behind claim_many(), for batching in a pipeline
+        (``defer_last_chance``: as claim_nowait's)."""
         lease = self.visibility_ms if lease_ms is None else lease_ms
         args = [self._now(), new_claim_token(), lease, worker_id, 100, self.expired_ttl_s(), int(count)]
-        if start is not None:
-            args.append(int(start))
+        if start is not None or defer_last_chance:
+            args.append("" if start is None else int(start))
+        if defer_last_chance:
+            args.append("1")
         return scripts.get("claim"), self._claim_keys(), args
 
     def start(self, jobs: Sequence[ClaimedJob]) -> list[Outcome]:
@@ -378,7 +394,13 @@ class RedisJobQueue(QueueOperations):
         return self.outcomes(script(self.client, keys, args))
 
     def claim(
-        self, timeout_ms: int = 1000, worker_id: str = "", *, lease_ms: int | None = None, token: str | None = None
+        self,
+        timeout_ms: int = 1000,
+        worker_id: str = "",
+        *,
+        lease_ms: int | None = None,
+        token: str | None = None,
+        defer_last_chance: bool = False,
     ) -> ClaimedJob | None:
         """Claim the next pending job, blocking up to ``timeout_ms`` for one.
 
@@ -391,7 +413,7 @@ class RedisJobQueue(QueueOperations):
         so that it can find the job if the reply is lost.
         """
         token = token or new_claim_token()
-        job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token)
+        job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
         if job is not None or timeout_ms <= 0:
             return job
         if self.paused_state() in ("out", "all"):
@@ -406,7 +428,7 @@ class RedisJobQueue(QueueOperations):
             if left <= 0:
                 return None
             block_s = max(0.1, min(left, MAX_BLOCK_MS / 1000))
-            moved, res = self._block_and_stamp(block_s, lease, worker_id, token)
+            moved, res = self._block_and_stamp(block_s, lease, worker_id, token, defer_last_chance)
             if _is_paused(res):
                 return None
             if res:
@@ -415,15 +437,18 @@ class RedisJobQueue(QueueOperations):
                 return None
             # Not ours to run (dropped orphan, expired, or reclaimed meanwhile):
             # look again without blocking, then block for what is left.
-            job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token)
+            job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
             if job is not None:
                 return job
 
-    def _block_and_stamp(self, block_s: float, lease: int, worker_id: str, token: str) -> tuple[bool, Any]:
+    def _block_and_stamp(
+        self, block_s: float, lease: int, worker_id: str, token: str, defer_last_chance: bool = False
+    ) -> tuple[bool, Any]:
         """BLMOVE, then stamp.lua: (whether BLMOVE moved an id, the stamp's reply)."""
         k = self.keys
         stamp = scripts.get("stamp")
         args = [self._now(), token, lease, worker_id]
+        tail = [self.expired_ttl_s(), "1" if defer_last_chance else "0"]  # ARGV[6], ARGV[7]
         if scripts.can_send_direct(self.client):
             # The stamp without an id takes the head of claiming: the id this
             # BLMOVE moved, since Redis runs it right after, before any other
@@ -433,11 +458,11 @@ class RedisJobQueue(QueueOperations):
                 self.client,
                 [
                     ("BLMOVE", k.pending, k.claiming, "RIGHT", "LEFT", block_s),
-                    ("EVALSHA", stamp.sha, len(keys), *keys, *args, "", self.expired_ttl_s()),
+                    ("EVALSHA", stamp.sha, len(keys), *keys, *args, "", *tail),
                 ],
             )
             if isinstance(res, NoScriptError):
-                res = stamp(self.client, keys, [*args, "", self.expired_ttl_s()])
+                res = stamp(self.client, keys, [*args, "", *tail])
             if res and not isinstance(res, Exception):
                 return True, res  # a job stamped for us: ours to run, whatever BLMOVE said
             for reply in (moved, res):
@@ -447,7 +472,7 @@ class RedisJobQueue(QueueOperations):
         job_id = self.client.blmove(k.pending, k.claiming, block_s, "RIGHT", "LEFT")
         if job_id is None:
             return False, None
-        return True, stamp(self.client, self._claim_keys(), [*args, _s(job_id), self.expired_ttl_s()])
+        return True, stamp(self.client, self._claim_keys(), [*args, _s(job_id), *tail])
 
     # ------------------------------------------------------- after-claim changes
 

@@ -15,6 +15,7 @@ attributes RedisJobQueue.__init__ sets, declared below for type checkers.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
 # setting EXPIRED_AFTER_SECONDS changes it). No list holds an expired job, so
 # purge cannot reach it: without a TTL its hash would stay until deleted by id.
 EXPIRED_TTL_S = 86_400
+
+# Dead letters kept per queue by default (the FAILED_HISTORY setting changes
+# it): the oldest past it are dropped by the sweep, counted and logged.
+FAILED_HISTORY = 10_000
+
+logger = logging.getLogger("django_jobqueue")
 
 
 class Refusal(enum.Enum):
@@ -64,6 +71,11 @@ class QueueOperations:
     keys: QueueKeys
     visibility_ms: int
     failed_ttl_s: int
+    # Completed jobs kept (-1: no count bound; complete.lua trims as jobs complete).
+    history: int
+    # Dead letters kept (None: no count bound); api.make_queue() sets it from
+    # FAILED_HISTORY. The sweep drops the oldest past it.
+    failed_history: int | None = FAILED_HISTORY
     # Seconds an expired job's hash is kept (0: for ever); api.make_queue()
     # sets it from CLEANUP. None (an engine made by hand): see expired_ttl_s().
     expired_ttl: int | None = None
@@ -296,15 +308,30 @@ class QueueOperations:
         return released
 
     def reclaim_worker_jobs(self, worker_ids: Sequence[str]) -> list[str]:
-        """Reclaim now every job of this queue that these (lost) workers hold."""
+        """Reclaim now every job of this queue that these (lost) workers hold;
+        returns the ids back to pending (see take_back_worker_jobs)."""
+        return self.take_back_worker_jobs(worker_ids).reclaimed
+
+    def take_back_worker_jobs(self, worker_ids: Sequence[str]) -> SweepResult:
+        """reclaim_worker_jobs(), with what became of each job: back to pending
+        (``reclaimed``), dead-lettered (``dead_lettered``: attempts used up, or
+        at-most-once and started: lost) or past its TTL (``expired``)."""
         script, keys, args = self._reclaim_call(0, worker_ids)
-        reclaimed, _dead, _expired = script(self.client, keys, args)
-        return [_s(i) for i in reclaimed]
+        reclaimed, dead, expired = script(self.client, keys, args)
+        return SweepResult(
+            reclaimed=[_s(i) for i in reclaimed],
+            dead_lettered=[_s(i) for i in dead],
+            expired=[_s(i) for i in expired],
+        )
 
     def sweep(self, limit: int = 1000) -> SweepResult:
-        """Promote due scheduled jobs, reclaim expired leases, expire TTLs:
-        one round trip, each part atomic, each touching only what is due."""
+        """Promote due scheduled jobs, reclaim expired leases, expire TTLs,
+        keep the completed and failed lists within their count bounds (at
+        most ``limit`` ids off each): one round trip, each part atomic, each
+        touching only what is due. Dead letters dropped past the bound are
+        counted (``dropped_failed_total``) and logged."""
         k = self.keys
+        failed_bound = -1 if self.failed_history is None else self.failed_history
         calls = [
             (scripts.get("promote"), [k.scheduled, k.pending, k.events, k.job_prefix], [self._now(), limit]),
             self._reclaim_call(limit),
@@ -326,10 +353,22 @@ class QueueOperations:
                     k.claiming,
                     k.unstamped,
                 ],
-                [self._now(), limit, self.expired_ttl_s()],
+                [self._now(), limit, self.expired_ttl_s(), self.history, failed_bound],
             ),
         ]
-        (promoted, next_due), (reclaimed, dead, ended), (expired, _dropped) = scripts.run_pipeline(self.client, calls)
+        (promoted, next_due), (reclaimed, dead, ended), (expired, _dropped, _trimmed, lost_letters) = (
+            scripts.run_pipeline(self.client, calls)
+        )
+        if lost_letters:
+            ids = [_s(i) for i in lost_letters]
+            logger.warning(
+                "queue %s: %d dead letter(s) dropped, the oldest past FAILED_HISTORY (%s): %s%s",
+                self.queue_name,
+                len(ids),
+                self.failed_history,
+                " ".join(ids[:10]),
+                " ..." if len(ids) > 10 else "",
+            )
         return SweepResult(
             promoted=int(promoted),
             reclaimed=[_s(i) for i in reclaimed],
@@ -409,6 +448,7 @@ class QueueOperations:
             "nacked",
             "lost",
             "orphans",
+            "dropped_failed",
         ):
             out[f"{name}_total"] = counters.get(name, 0)
         return out

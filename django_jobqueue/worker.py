@@ -18,6 +18,7 @@ maintenance.py, a mixin Worker inherits; this module is the runners' path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -88,6 +89,13 @@ class WorkerStats:
         )
 
 
+def _call_exhausted_hook(hook: Any, job: Job) -> None:
+    try:
+        hook(job)
+    except Exception:  # noqa: BLE001 - a hook's error is the hook's; the next hook runs
+        logger.exception("job %s: on_max_attempts_exhausted raised", job.id)
+
+
 def default_worker_id() -> str:
     """host.pid.random: containers share hostnames (host networking) and
     pids (each its own pid 1), so the random part keeps the ids apart."""
@@ -133,7 +141,9 @@ class Worker(WorkerMaintenance):
         self._last_sweep = 0.0
         self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
-        self._presence = Presence(self.worker_id, self.queues, self.concurrency, self._job_list)
+        self._presence = Presence(
+            self.worker_id, self.queues, self.concurrency, self._job_list, on_dead_lettered=self._exhausted_later
+        )
         self._fetcher = Fetcher(
             self.queues,
             self.worker_id,
@@ -413,6 +423,15 @@ class Worker(WorkerMaintenance):
                 queue.requeue(claimed, delay_ms=delay_ms, count_attempt=False, event="deferred")
                 return "deferred"
 
+        if claimed.needs_start:
+            # The job's only chance (at-most-once, or its last attempt) begins
+            # now, known to Redis before the handler's first line.
+            (started,) = queue.start([claimed])
+            if started is not Outcome.OK:
+                self._lost_before_start(queue, claimed, started)
+                return "expired" if started is Outcome.EXPIRED else "claim lost"
+            claimed.needs_start = False
+            claimed.attempts += 1
         try:
             result = definition.func(claimed.payload, job)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
@@ -455,10 +474,9 @@ class Worker(WorkerMaintenance):
         if result is Outcome.FAILED:
             hook = definition.on_max_attempts_exhausted
             if hook is not None and job.max_attempts and job.attempts >= job.max_attempts:
-                try:
-                    hook(job)
-                except Exception:  # noqa: BLE001
-                    logger.exception("job %s: on_max_attempts_exhausted raised", job.id)
+                # On the hooks thread: a slow hook (mail_admins through a slow
+                # SMTP server) holds up neither this runner nor its next job.
+                self._hooks.submit(functools.partial(_call_exhausted_hook, hook, job))
             return "failed"
         return "claim lost"
 

@@ -18,6 +18,7 @@ import pytest
 from django_jobqueue import enqueue
 from django_jobqueue.api import get_queue
 from django_jobqueue.queue import Outcome, RedisJobQueue
+from django_jobqueue.worker import Worker
 from tests.test_worker import _fetcher
 from tests.testapp.jobs import runs
 from tests.workers import start_worker, stop, wait_for
@@ -131,17 +132,28 @@ def test_a_job_claimed_ahead_whose_ttl_passed_before_it_started_never_runs(r):
     assert r.ttl(q.keys.job(short)) > 0  # an expired hash does not stay for ever
 
 
-def test_an_at_most_once_job_claimed_ahead_is_started_in_redis_before_it_runs(r):
+def test_a_last_chance_run_is_started_in_redis_only_as_its_handler_is_called(r):
+    # At-most-once, or the last attempt: a worker killed between the claim
+    # and the handler must not use the job's only chance up, and Redis must
+    # know the run began before the handler's first line.
     q = get_queue("jobs")
-    first = enqueue("add", {"a": 1, "b": 1})
-    once = enqueue("once", {})
+    first = enqueue("once_sees_its_start", {})
+    ahead = enqueue("once_sees_its_start", {})
     fetcher = _fetcher(q, prefetch=1)
-    fetcher.next_job()
-    assert job_hash(r, once)["attempts"] == "0"  # claimed ahead: not started
     (_q, job), _empty = fetcher.next_job()
-    assert job.id == once and job.attempts == 1
-    assert job_hash(r, once)["started"] == job.claim_token  # Redis knew before the run
-    assert job_hash(r, first)["started"] != job_hash(r, once)["started"]
+    assert job.id == first and job.needs_start and job.attempts == 0
+    assert job_hash(r, first)["attempts"] == "0"  # claimed, first of its claim, yet not started
+    (_q, job), _empty = fetcher.next_job()
+    assert job.id == ahead and job.needs_start
+    assert job_hash(r, ahead)["attempts"] == "0"
+
+
+def test_a_worker_starts_a_last_chance_run_in_redis_before_the_handler_runs(r):
+    ids = [enqueue("once_sees_its_start", {}) for _ in range(4)]
+    worker = Worker(["jobs"], concurrency=1, burst=True)  # claims of 1 + 1: one first, one ahead
+    assert worker.run(install_signals=False) == 0
+    assert sorted(e.rsplit(":", 1)[1] for e in runs(r)) == ["known"] * 4
+    assert [job_hash(r, i)["attempts"] for i in ids] == ["1"] * 4
 
 
 def test_an_at_least_once_job_claimed_ahead_starts_with_no_round_trip_of_its_own(r):

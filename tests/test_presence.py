@@ -189,3 +189,35 @@ def test_two_workers_with_the_same_hostname_each_pid_1_in_its_own_namespace_shar
             _out, err = p.communicate(timeout=30)
             logs.append(err)
     assert not any("back to pending" in log for log in logs), logs
+
+
+def test_a_lost_workers_job_on_its_last_attempt_gets_its_exhausted_hook(r):
+    # The reclaim of a lost worker's jobs dead-letters a started job whose
+    # attempts are used up: its hook runs (on the hooks thread), as it does
+    # when a lease runs out.
+    job_id = enqueue("flaky", {}, max_attempts=1)
+    assert get_queue("fast").claim_nowait("gone").id == job_id
+    r.hset(KEYS.worker("gone"), mapping={"id": "gone", "queues": '["fast"]'})
+    r.zadd(KEYS.workers, {"gone": 0})  # its last beat: long ago
+    sweeper = Worker(["fast"], burst=True)
+    sweeper._presence.register()
+    sweeper._presence._steady_since -= 10  # its own beats steady for long
+    sweeper._presence.reclaim_lapsed()
+    assert job_status(r, job_id, "fast") == "failed"
+    wait_for(lambda: r.lrange("test:exhausted", 0, -1) == [job_id], what="the hook")
+
+
+def test_a_slow_hook_of_a_job_that_failed_in_a_runner_holds_up_neither_the_runner_nor_its_lease(r, caplog):
+    first = enqueue("slow_hook", {})
+    second = enqueue("add", {"a": 1, "b": 1}, queue="fast")
+    worker = Worker(["fast"], concurrency=1)
+    thread = in_thread(worker)
+    try:
+        # The hook sleeps 3 s; the next job runs meanwhile on the same runner.
+        wait_for(lambda: job_status(r, second, "fast") == "completed", timeout=2.5, what="the next job")
+        assert r.lrange("test:exhausted", 0, -1) == []
+        wait_for(lambda: r.lrange("test:exhausted", 0, -1) == [first], what="the hook")
+    finally:
+        worker.stop()
+        thread.join(15)
+    assert "lease lost" not in caplog.text

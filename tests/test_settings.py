@@ -23,7 +23,7 @@ def test_no_setting_at_all_gives_the_documented_defaults():
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.key_prefix == "queue" and settings.default_queue == "jobs"
     q = settings.queue()
-    assert (q.name, q.visibility_ms, q.max_attempts, q.history) == ("jobs", 30_000, 3, 50)
+    assert (q.name, q.visibility_ms, q.max_attempts, q.history) == ("jobs", 30_000, 3, 10_000)
     assert (q.completed_after_seconds, q.failed_after_seconds) == (3600, None)
     assert q.retry_jobs_running_before_restart is True and q.run_on_startup is False
 

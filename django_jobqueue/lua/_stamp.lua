@@ -11,8 +11,10 @@
 -- stamp(id, now, token, visibility, worker, expired_ttl, start) is called once
 -- the id sits near the head of the processing list. `start`: the job's run
 -- begins now (one attempt more, and "started" = the token; see _jobs.start_run);
--- otherwise it is claimed ahead for a runner not yet free, and its attempts
--- stay as they are until its worker starts it. It returns the job hash (flat
+-- "unless last chance": so, unless that run is the job's only chance
+-- (at-most-once, or its last attempt), which its worker starts itself right
+-- before the handler; false: it is claimed ahead for a runner not yet free,
+-- and its attempts stay as they are until its worker starts it. It returns the job hash (flat
 -- HGETALL) when the job is ours to run, or false when the id had to be dropped
 -- (no hash, or a key of another type: the entry is an orphan; a status other
 -- than pending: a stale entry) or was expired by its TTL (its hash then gets
@@ -66,7 +68,7 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
   -- One pass over the reply: the fields the checks read, and where the
   -- fields this stamp writes sit in it. (A field -> index table and a
   -- closure per job cost more here than the commands: this runs for every job.)
-  local status, name, queue, attempts, expires
+  local status, name, queue, attempts, expires, delivery, max_attempts
   local i_status, i_token, i_claimed, i_lease, i_worker, i_attempts
   for i = 2, #flat, 2 do
     local k = flat[i - 1]
@@ -79,6 +81,8 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
     elseif k == 'claimed_at_ms' then i_claimed = i
     elseif k == 'lease_until_ms' then i_lease = i
     elseif k == 'worker' then i_worker = i
+    elseif k == 'delivery' then delivery = flat[i]
+    elseif k == 'max_attempts' then max_attempts = tonumber(flat[i])
     end
   end
   if status ~= 'pending' then
@@ -94,6 +98,13 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
   end
   if now ~= stamped_at then  -- the same for every job of a claim: formatted once
     stamped_at, now_text, deadline_text = now, int(now), int(now + visibility)
+  end
+  -- A run that is the job's only chance (at-most-once, or its last attempt)
+  -- starts only when its handler is about to be called (start.lua): a worker
+  -- killed between the claim and the handler must not use up that chance.
+  if start == 'unless last chance' and (delivery == 'at-most-once' or (max_attempts and max_attempts > 0
+      and (tonumber(attempts) or 0) + 1 >= max_attempts)) then
+    start = false
   end
   if start then
     local tries = (tonumber(attempts) or 0) + 1

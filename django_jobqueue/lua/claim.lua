@@ -18,6 +18,9 @@
   ARGV[8] how many of them start now, the first ones (absent: all; see
           _jobs.start_run): the others are claimed ahead for runners not yet
           free, and keep their attempts until their worker starts them
+  ARGV[9] "1": of those, a run that is the job's only chance (at-most-once, or
+          its last attempt) is left for the worker to start right before its
+          handler (start.lua), so a worker killed before then never uses it up
 
   Returns the job hash as a flat field/value array (or, with ARGV[7], a list
   of up to that many such arrays, each with its own claim token), false (or an
@@ -42,6 +45,8 @@ if bad then return bad end
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[7]) or 0
 local starting = tonumber(ARGV[8]) or math.huge
+local start_now = true
+if ARGV[9] == '1' then start_now = 'unless last chance' end
 promote(KEYS[4], KEYS[1], KEYS[7], KEYS[8], now, tonumber(ARGV[5]) or 100)
 local visibility = tonumber(ARGV[3])
 local expired_ttl = tonumber(ARGV[6]) or 0
@@ -72,7 +77,7 @@ while looked < limit do
     -- One random token per call, made unique per job of a batch by a suffix.
     local token = ARGV[2]
     if want > 0 then token = ARGV[2] .. '.' .. (#held + 1) end
-    local job = stamp(id, now, token, visibility, ARGV[4], expired_ttl, #held < starting)
+    local job = stamp(id, now, token, visibility, ARGV[4], expired_ttl, #held < starting and start_now)
     if job then
       held[#held + 1] = id
       if want == 0 then

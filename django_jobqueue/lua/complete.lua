@@ -3,7 +3,8 @@
   finished since its last claim in one call). For each job: check its claim
   token, take the id off the processing list and the lease set, store the
   result, push the id onto the capped completed history, set the hash's
-  cleanup TTL, count, publish. Each job is checked and changed on its own: a
+  cleanup TTL, count, publish. Ids pushed past the history's length leave it
+  with their hashes (see the end). Each job is checked and changed on its own: a
   stale token refuses that job and leaves the others to complete. The lease
   set, the history and the worker's set are written once per batch (one
   command with every id) rather than once per job. A job claimed ahead whose
@@ -15,8 +16,9 @@
   KEYS[9] worker-jobs prefix
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] hash TTL seconds (0 = keep)
-  ARGV[3] history length             ARGV[4] largest result, in bytes, copied
-                                      into the event
+  ARGV[3] history length: completed jobs kept (HISTORY; -1 = no count bound,
+          0 = none: a completed job's hash is deleted at once)
+  ARGV[4] largest result, in bytes, copied into the event
   then, per job, four values from ARGV[5] on:
     id, claim token, result JSON, "1" keep the hash / "0" delete it (fast
     acknowledgement)
@@ -90,7 +92,7 @@ for i = 5, #ARGV - 3, 4 do
       redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', now_text,
         'result', result, 'claim_token', '', 'attempts', attempts)
       redis.call('HDEL', job_key, 'lease_until_ms')
-      if cap > 0 then history[#history + 1] = id end
+      history[#history + 1] = id
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     end
     if audience then  -- else the result would be copied for nothing
@@ -104,9 +106,30 @@ for i = 5, #ARGV - 3, 4 do
 end
 if done > 0 then
   redis.call('ZREM', KEYS[4], unpack(unleased))
+  -- The history bounds retention by count: an id that leaves the completed
+  -- list takes its hash with it, so every completed hash kept is one the list
+  -- leads to (a hash left behind would hold memory until its TTL, or for ever
+  -- without one, and nothing would count it). LPUSH replies the length, so a
+  -- list within its bound costs nothing more; past it, one RPOP and one DEL
+  -- per batch, and a status read per id leaving. A lowered HISTORY shrinks a
+  -- long list by at most 1000 more per batch, so no single call stalls Redis;
+  -- the sweep (expire.lua) trims too, for a queue where nothing completes.
   if #history > 0 then
-    redis.call('LPUSH', KEYS[3], unpack(history))  -- the last completed ends up at the head
-    redis.call('LTRIM', KEYS[3], 0, cap - 1)
+    local leaving = history  -- HISTORY 0: every job just completed
+    if cap ~= 0 then
+      leaving = {}
+      local len = redis.call('LPUSH', KEYS[3], unpack(history))  -- the last completed ends up at the head
+      if cap > 0 and len > cap then
+        leaving = redis.call('RPOP', KEYS[3], math.min(len - cap, #history + 1000))
+      end
+    end
+    local gone = {}
+    for _, id in ipairs(leaving) do
+      -- Only a completed job's hash: an id whose hash CLEANUP expired may
+      -- name a newer job by now (an id chosen by the caller), which stays.
+      if redis.pcall('HGET', KEYS[1] .. id, 'status') == 'completed' then gone[#gone + 1] = KEYS[1] .. id end
+    end
+    if #gone > 0 then redis.call('DEL', unpack(gone)) end
   end
   redis.call('HINCRBY', KEYS[7], 'completed', done)
   -- Last: the one key not type-checked above.

@@ -1,6 +1,9 @@
 --[[
   Housekeeping that is due by the clock: drop jobs past their TTL wherever
-  they wait, and pop history ids whose hash CLEANUP has already expired.
+  they wait, pop history ids whose hash CLEANUP has already expired, and keep
+  the completed and failed lists within their count bounds (HISTORY,
+  FAILED_HISTORY): the oldest ids past a bound leave the list and their hashes
+  are deleted, so no finished hash outlives the list that leads to it.
 
   KEYS[1] deadlines  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
   KEYS[5] leases     KEYS[6] unique   KEYS[7] stats      KEYS[8] events
@@ -11,8 +14,13 @@
   ARGV[3] hash TTL seconds for expired jobs (CLEANUP's EXPIRED_AFTER_SECONDS;
           0 = keep). No list holds an expired job, so purge cannot reach its
           hash: kept, it would stay until deleted by id.
+  ARGV[4] completed jobs kept (HISTORY; -1 = no count bound)
+  ARGV[5] dead letters kept (FAILED_HISTORY; -1 = no count bound)
 
-  Returns {expired ids, history ids dropped}.
+  Returns {expired ids, history ids dropped (their hash had expired),
+  completed jobs trimmed past HISTORY (a count), dead letters dropped past
+  FAILED_HISTORY (their ids)}. Each list loses at most ARGV[2] ids a call.
+  Counters: dropped_failed (dead letters dropped past FAILED_HISTORY).
   Events: expired.
 ]]
 --@include _lib
@@ -62,4 +70,29 @@ for _, list in ipairs({KEYS[9], KEYS[10]}) do
     table.insert(dropped, id)
   end
 end
-return {expired, dropped}
+
+-- Count bounds. complete.lua keeps the completed list within HISTORY as jobs
+-- complete; this catches up after HISTORY was lowered on a queue where nothing
+-- completes. Dead letters are written by several scripts (fail, reclaim, the
+-- lost-worker sweep), so the failed list is bounded here only: it may exceed
+-- FAILED_HISTORY by what fails between two sweeps. Only a hash of the list's
+-- statuses is deleted: an id whose hash CLEANUP expired may name a newer job
+-- by now (an id chosen by the caller).
+local function trim(list, bound, statuses)
+  local gone = {}
+  if bound < 0 then return gone end
+  local over = math.min(redis.call('LLEN', list) - bound, limit)
+  if over <= 0 then return gone end
+  for _, id in ipairs(redis.call('RPOP', list, over)) do
+    local job_key = KEYS[11] .. id
+    if statuses[redis.pcall('HGET', job_key, 'status')] then
+      redis.call('DEL', job_key)
+      table.insert(gone, id)
+    end
+  end
+  return gone
+end
+local trimmed = trim(KEYS[9], tonumber(ARGV[4]) or -1, {completed = true})
+local dead = trim(KEYS[10], tonumber(ARGV[5]) or -1, {failed = true, lost = true})
+if #dead > 0 then redis.call('HINCRBY', KEYS[7], 'dropped_failed', #dead) end
+return {expired, dropped, #trimmed, dead}

@@ -10,8 +10,9 @@
   Two cases come first: a job whose TTL has passed ends "expired" (once,
   whether it had started or not), and a job that was claimed ahead but never
   started (its "started" field does not hold the claim's token) goes back to
-  the head of pending with no attempt used and no delivery counted, in either
-  delivery mode: it never ran.
+  the head of pending with no attempt used, in either delivery mode: as far
+  as Redis knows it never ran (its additional_deliveries counts the lost
+  claim, but never dead-letters it).
   Ids stuck on the claiming list (a worker died between BLMOVE and its stamp)
   are timed from the first sweep that saw them, and handed back after
   2 x visibility. The jobs of named workers (whose heartbeat lapsed, or that
@@ -53,7 +54,11 @@ local function give_back(id, job_key, meta, reason, started, expires)
     return
   end
   if not started then
+    -- Counted as a delivery (its claim was lost; an at-least-once job claimed
+    -- ahead may have begun before its start reached Redis), never as a reason
+    -- to dead-letter: as far as Redis knows it never ran.
     redis.call('HSET', job_key, 'status', 'pending', 'claim_token', '')
+    redis.call('HINCRBY', job_key, 'additional_deliveries', 1)
     redis.call('HDEL', job_key, 'lease_until_ms')
     redis.call('RPUSH', KEYS[1], id)
     redis.call('HINCRBY', KEYS[9], 'reclaimed', 1)

@@ -18,6 +18,8 @@
   KEYS: as claim.lua.
   ARGV[1] now ms  ARGV[2] claim token  ARGV[3] visibility ms  ARGV[4] worker id
   ARGV[5] job id, or "" for the head of claiming  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
+  ARGV[7] "1": a run that is the job's only chance is left for the worker to
+          start right before its handler (as claim.lua's ARGV[9])
 
   Returns the job hash (flat array), false when the job is not ours to run
   (reclaimed meanwhile, an orphan id, or expired by TTL) or claiming is empty
@@ -44,8 +46,10 @@ if claims_paused() then
   return {'paused'}
 end
 redis.call('LPUSH', KEYS[2], id)
--- The blocked runner runs the job at once: it starts now.
-local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0, true)
+-- The blocked runner runs the job at once: it starts now (see ARGV[7]).
+local start = true
+if ARGV[7] == '1' then start = 'unless last chance' end
+local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0, start)
 if job then hold({id}, now, tonumber(ARGV[3]), ARGV[4]) end
 if dropped then return redis.error_reply(dropped) end
 return job

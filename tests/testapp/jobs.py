@@ -127,6 +127,14 @@ def once(payload, job):
     return "ran"
 
 
+@job(name="once_sees_its_start", delivery="at-most-once")
+def once_sees_its_start(payload, job):
+    # Whether Redis knew this run began before the handler's first line.
+    started = get_client().hget(f"queue:{job.queue}:job:{job.id}", "started")
+    started = started.decode() if isinstance(started, bytes) else started
+    record(job, "known" if started == job.claim_token else "unknown")
+
+
 @job(name="nacker", max_nacks=2)
 def nacker(payload, job):
     record(job)

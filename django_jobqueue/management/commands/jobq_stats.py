@@ -6,11 +6,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
+from django_jobqueue import inspect
+from django_jobqueue.api import get_queue
+from django_jobqueue.connection import get_client
 from django_jobqueue.exceptions import JobQueueError
+from django_jobqueue.inspect import human_bytes
 from django_jobqueue.monitor import queue_stats, workers
 
 DEPTHS = ("scheduled", "pending", "processing", "completed", "failed")
-COUNTERS = ("enqueued", "completed", "failed", "retried", "reclaimed", "expired")
+COUNTERS = ("enqueued", "completed", "failed", "retried", "reclaimed", "expired", "dropped_failed")
 
 
 class Command(BaseCommand):
@@ -26,12 +30,21 @@ class Command(BaseCommand):
         try:
             stats = queue_stats(options["queues"])
             live = workers()
+            retained = {name: inspect.retained_memory(get_queue(name)) for name in stats}
+            limit = inspect.maxmemory(get_client())
         except (JobQueueError, LookupError) as exc:
             raise CommandError(str(exc)) from exc
         except RedisError as exc:
             raise CommandError(f"Redis unavailable: {exc}") from exc
         if options["json"]:
-            self.stdout.write(json.dumps({"queues": stats, "workers": live}, indent=2, sort_keys=True))
+            for name, lists in retained.items():
+                stats[name]["retained_memory"] = {
+                    "estimate": True,
+                    "bytes": sum(r.held_bytes for r in lists.values()),
+                    **{which: _as_dict(r) for which, r in lists.items()},
+                }
+            data = {"queues": stats, "workers": live, "maxmemory": limit}
+            self.stdout.write(json.dumps(data, indent=2, sort_keys=True))
             return
         header = f"{'queue':<16}" + "".join(f"{d:>11}" for d in DEPTHS) + f"{'oldest':>10}"
         self.stdout.write(header)
@@ -40,9 +53,13 @@ class Command(BaseCommand):
             oldest = "-" if age is None else f"{age / 1000:.1f}s"
             self.stdout.write(f"{name:<16}" + "".join(f"{s[f'{d}_depth']:>11}" for d in DEPTHS) + f"{oldest:>10}")
         self.stdout.write("")
-        self.stdout.write(f"{'totals':<16}" + "".join(f"{c:>11}" for c in COUNTERS))
+        widths = [max(11, len(c) + 2) for c in COUNTERS]
+        self.stdout.write(f"{'totals':<16}" + "".join(f"{c:>{w}}" for c, w in zip(COUNTERS, widths, strict=True)))
         for name, s in stats.items():
-            self.stdout.write(f"{name:<16}" + "".join(f"{s[f'{c}_total']:>11}" for c in COUNTERS))
+            cells = (f"{s[f'{c}_total']:>{w}}" for c, w in zip(COUNTERS, widths, strict=True))
+            self.stdout.write(f"{name:<16}" + "".join(cells))
+        self.stdout.write("")
+        self._memory(retained, limit)
         self.stdout.write("")
         if not live:
             self.stdout.write("no live workers")
@@ -51,3 +68,40 @@ class Command(BaseCommand):
                 f"worker {w['id']} ({w['state']}) queues {', '.join(w['queues'])}, concurrency {w['concurrency']}, "
                 f"heartbeat {w['beat_age_s']}s ago, running {len(w['running'])}"
             )
+
+    def _memory(self, retained: dict[str, dict[str, inspect.Retained]], limit: int | None) -> None:
+        self.stdout.write(
+            f"memory held by finished jobs (an estimate: MEMORY USAGE of the newest {inspect.MEMORY_SAMPLE} "
+            "hashes of each list x its length)"
+        )
+        self.stdout.write(f"{'memory':<16}{'completed':>36}{'failed':>36}")
+        for name, lists in retained.items():
+            self.stdout.write(f"{name:<16}" + "".join(f"{_describe(r):>36}" for r in lists.values()))
+        bounded = sum(r.bound_bytes or 0 for lists in retained.values() for r in lists.values())
+        if limit is None:
+            self.stdout.write(f"Redis maxmemory: none; full lists would hold about {human_bytes(bounded)}")
+        else:
+            self.stdout.write(
+                f"Redis maxmemory {human_bytes(limit)}; full lists would hold about {human_bytes(bounded)} "
+                f"({bounded / limit:.0%})"
+            )
+        problem = inspect.retention_problem(retained, limit)
+        if problem:
+            self.stdout.write(self.style.WARNING(f"warning: {problem}"))
+
+
+def _describe(r: inspect.Retained) -> str:
+    bound = "no bound" if r.bound is None else f"{r.bound:,}"
+    per_job = human_bytes(r.job_bytes) + ("" if r.sampled else " assumed")
+    return f"{human_bytes(r.held_bytes)} ({r.depth:,} of {bound} x {per_job})"
+
+
+def _as_dict(r: inspect.Retained) -> dict[str, Any]:
+    return {
+        "depth": r.depth,
+        "bound": r.bound,
+        "bytes_per_job": r.job_bytes,
+        "sampled": r.sampled,
+        "bytes": r.held_bytes,
+        "bound_bytes": r.bound_bytes,
+    }
