@@ -323,7 +323,7 @@ class Fetcher:
             if not claimed.started and not self._start(queue, claimed, ready_at, suspect):
                 return None, False
             return (queue, claimed), False
-        got: list[tuple[RedisJobQueue, ClaimedJob]] = []
+        got: list[tuple[RedisJobQueue, ClaimedJob, float]] = []
         began = time.monotonic()
         try:
             got = self._fetch(want, acks)
@@ -337,23 +337,28 @@ class Fetcher:
                 else:
                     self._last_empty, self._empty_began = now, began
                     self._cond.notify_all()  # idle runners learn it (a burst ends)
-                self._ready.extend((q, c, now) for q, c in got[1:])
+                self._ready.extend(got[1:])  # each timed from when its claim was sent
                 self._standby.notify()  # restart the watch on the new state
-        if got and not got[0][1].started:
-            got[0][1].needs_start = True  # its only chance: the claim left it to the worker (_stamp.lua)
-        return (got[0], False) if got else (None, True)
+        if not got:
+            return None, True
+        queue, claimed, _sent_at = got[0]
+        if not claimed.started:
+            claimed.needs_start = True  # its only chance: the claim left it to the worker (_stamp.lua)
+        return (queue, claimed), False
 
     def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
         """A runner takes a job claimed ahead: its run begins.
 
         Redis is told at once, before anything of the job runs, when the job
         waited through a Redis error (its claim may have died with a failed
-        primary) or its TTL may have passed while it waited (it must not run).
+        primary), when its TTL may have passed while it waited (it must not
+        run), and when it was handed out before (a job that kills its worker
+        while its start rides would otherwise never count an attempt).
         A run that is the job's only chance (at-most-once, or its last
         attempt) is started by the worker right before it calls the handler
         (``needs_start``), so that a kill before then never uses it up. Any
         other start rides on the next pipeline. False: not ours to run."""
-        if suspect or self._deadline_near(claimed, ready_at):
+        if suspect or claimed.fields.get("additional_deliveries") or self._deadline_near(claimed, ready_at):
             try:
                 (outcome,) = queue.start([claimed])
             except Exception:
@@ -456,8 +461,9 @@ class Fetcher:
                     ", ".join(ids),
                 )
 
-    def _fetch(self, want: int, acks: list[Ack]) -> list[tuple[RedisJobQueue, ClaimedJob]]:
-        got: list[tuple[RedisJobQueue, ClaimedJob]] = []
+    def _fetch(self, want: int, acks: list[Ack]) -> list[tuple[RedisJobQueue, ClaimedJob, float]]:
+        """Claim up to ``want`` jobs: (queue, job, when its claim was sent) each."""
+        got: list[tuple[RedisJobQueue, ClaimedJob, float]] = []
         failure: Exception | None = None
         if self._unanswered:
             try:
@@ -468,6 +474,9 @@ class Fetcher:
                 raise
         for i, queue in enumerate(self.queues):  # strict priority: the first queue first
             need = want - len(got)
+            # The claim runs after this moment: a job's wait here (its TTL
+            # check, whether a Redis error came after it) is measured from it.
+            sent_at = time.monotonic()
             try:
                 # The completions ride with the first queue's claim.
                 # Only the first job of the whole fetch starts at once (this
@@ -479,7 +488,7 @@ class Fetcher:
                 # must still run. The error is raised if nothing was claimed.
                 failure = failure or exc
                 continue
-            got += self._track(queue, jobs)
+            got += self._track(queue, jobs, sent_at)
             if len(got) >= want:
                 return got
         if failure is not None:
@@ -494,6 +503,7 @@ class Fetcher:
                 if late:
                     self._send(late, None)
                 token = new_claim_token()
+                sent_at = time.monotonic()
                 try:
                     claimed = self.queues[0].claim(self.block_ms, self.worker_id, token=token, defer_last_chance=True)
                 except _REPLY_LOST:
@@ -503,13 +513,26 @@ class Fetcher:
                 with self._cond:
                     self._blocking = False
             if claimed is not None:
-                got += self._track(self.queues[0], [claimed])
+                got += self._track(self.queues[0], [claimed], sent_at)
         return got
 
-    def _track(self, queue: RedisJobQueue, jobs: list[ClaimedJob]) -> list[tuple[RedisJobQueue, ClaimedJob]]:
+    def _track(
+        self, queue: RedisJobQueue, jobs: list[ClaimedJob], sent_at: float
+    ) -> list[tuple[RedisJobQueue, ClaimedJob, float]]:
         if jobs:
             self._on_claimed(queue, jobs)
-        return [(queue, claimed) for claimed in jobs]
+        return [(queue, claimed, sent_at) for claimed in jobs]
+
+    def discard(self, claimed: ClaimedJob) -> bool:
+        """Forget a job claimed ahead whose claim is no longer ours (its lease
+        renewal was refused: a worker frozen past its lease or its heartbeat,
+        whose jobs went back): no runner may run it. False: not waiting here."""
+        with self._cond:
+            for i, (_q, c, _t) in enumerate(self._ready):
+                if c is claimed:
+                    del self._ready[i]
+                    return True
+        return False
 
     def take_unstarted(self) -> list[tuple[RedisJobQueue, ClaimedJob]]:
         """Claimed jobs no runner has taken yet (at shutdown: to hand back)."""

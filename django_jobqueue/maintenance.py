@@ -152,7 +152,11 @@ class WorkerMaintenance:
         return json.dumps(jobs)
 
     def _heartbeat(self) -> None:
-        self._presence.beat(stopping=self._stopping.is_set())
+        if self._presence.beat(stopping=self._stopping.is_set()):
+            # Our beats stopped for a while (frozen, cut off): another worker
+            # may have taken us for lost and handed back the jobs we claimed
+            # ahead. Each is checked in Redis before a runner starts it.
+            self._fetcher.redis_failed()
 
     def _startup(self) -> None:
         if self.settings.durable:
@@ -185,6 +189,12 @@ class WorkerMaintenance:
             with self._lock:
                 if self._running.get(r.claimed.id) is not r:
                     continue  # it finished here meanwhile: nothing was lost
+            if self._fetcher.discard(r.claimed):
+                # Claimed ahead, not yet taken by a runner: it must not run here.
+                with self._lock:
+                    self._running.pop(r.claimed.id, None)
+                logger.warning("job %s: claim lost before it started (not run here)", r.claimed.id)
+                continue
             logger.warning("job %s: lease lost (reclaimed or finished elsewhere)", r.claimed.id)
 
     def _sweep(self) -> None:
@@ -244,9 +254,12 @@ class WorkerMaintenance:
             definition = get_definition(fields.get("name", ""))
         except UnknownJobError:
             return
+        claimed = ClaimedJob.from_fields(fields)
+        if fields.get("status") != "failed" or not claimed.max_attempts or claimed.attempts < claimed.max_attempts:
+            return  # lost (at-most-once), or past max_deliveries: its attempts are not used up
         if definition.on_max_attempts_exhausted is not None:
             try:
-                definition.on_max_attempts_exhausted(Job(queue, ClaimedJob.from_fields(fields), definition))
+                definition.on_max_attempts_exhausted(Job(queue, claimed, definition))
             except Exception:  # noqa: BLE001
                 logger.exception("job %s: on_max_attempts_exhausted raised", job_id)
 

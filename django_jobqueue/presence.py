@@ -99,7 +99,9 @@ class Presence:
         ]
         self.beat(stopping=False)
 
-    def beat(self, *, stopping: bool) -> None:
+    def beat(self, *, stopping: bool) -> bool:
+        """Renew our record and heartbeat. True when this beat ends a gap in
+        our beats long enough for another worker to have taken us for lost."""
         # The whole record every time: if a sweeper took it for lapsed while we
         # were paused, the next beat puts back all of it, not just the state.
         state = "stopping" if stopping else "running"
@@ -112,9 +114,12 @@ class Presence:
             self._steady_since = None
             raise
         now = time.monotonic()
-        if self._steady_since is None or now - self._last_beat_ok > self._max_gap():
+        gap = now - self._last_beat_ok > self._max_gap()
+        if self._steady_since is None or gap:
             self._steady_since = now
+        first = self._last_beat_ok == float("-inf")
         self._last_beat_ok = now
+        return gap and not first
 
     def _max_gap(self) -> float:
         # A gap this long between our own beats may be a registry outage long
@@ -170,6 +175,8 @@ class Presence:
             for raw_wid, beat in client.zrange(self.keys.workers, 0, -1, withscores=True):
                 wid = _s(raw_wid)
                 record = {_s(k): _s(v) for k, v in client.hgetall(self.keys.worker(wid)).items()}
+                if record.get("boot") == self.boot_id:
+                    continue  # our own: a register() tried again after its beat's reply was lost
                 same_id = wid == self.worker_id
                 pid = record.get("pid", "")
                 dead_here = (

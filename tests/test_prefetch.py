@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import threading
 import time
 
 import pytest
+import redis
 
 from django_jobqueue import enqueue
 from django_jobqueue.api import get_queue
+from django_jobqueue.context import Job
+from django_jobqueue.fetcher import Fetcher
 from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
+from tests.test_bad_input import FlakyProxy
 from tests.test_worker import _fetcher
 from tests.testapp.jobs import runs
 from tests.workers import start_worker, stop, wait_for
@@ -195,3 +201,155 @@ def test_a_worker_sigkilled_while_its_first_job_runs_loses_none_of_the_jobs_it_c
     assert (job["status"], job["attempts"]) == ("pending", "0"), job
     assert job_hash(r, slow)["status"] == "pending" and job_hash(r, slow)["attempts"] == "1"
     assert runs(r, waiting) == []
+
+
+# ------------------------------------------------------------ faults found in review
+
+
+def _two_queue_fetcher(queues, wid):
+    return Fetcher(
+        queues, wid, block=False, block_ms=0, prefetch=1, on_claimed=lambda q, jobs: None, on_acked=lambda acked: None
+    )
+
+
+def test_a_job_that_kills_its_worker_from_a_lower_priority_queue_is_counted_engine_level(r):
+    # Each time, the job is claimed ahead behind a job of a higher-priority
+    # queue; a runner takes it and the process dies before its next pipeline.
+    # It may run once uncounted (its start was riding), never more.
+    high, low = get_queue("high"), get_queue("low")
+    poison = enqueue("add", {"a": 0, "b": 0}, queue="low", max_attempts=2)
+    rounds = 0
+    while low.get_fields(poison)["status"] == "pending" and rounds < 6:
+        rounds += 1
+        enqueue("add", {"a": 1, "b": 1}, queue="high")  # the worker's high queue always has a job
+        wid = f"w{rounds}"
+        fetcher = _two_queue_fetcher([high, low], wid)
+        (_q, first), _ = fetcher.next_job()
+        assert first.queue == "high" and first.started
+        assert high.complete(first, "done")
+        (_q, job), _ = fetcher.next_job()  # a runner takes the job claimed ahead and runs it...
+        assert job.id == poison
+        if job.needs_start:  # its last attempt: the worker starts it right before the handler
+            assert low.start([job]) == [Outcome.OK]
+        for q in (high, low):  # ...and the process dies: no flush; its heartbeat lapses
+            q.reclaim_worker_jobs([wid])
+    fields = low.get_fields(poison)
+    assert (fields["status"], fields["attempts"]) == ("failed", "2"), fields
+    assert rounds <= 3  # max_attempts runs, plus at most one whose start never reached Redis
+
+
+def test_a_job_that_kills_its_worker_from_a_lower_priority_queue_is_counted_real_worker(r, redis_server):
+    low = get_queue("low")
+    poison = enqueue("kills_worker", {})
+    for _n in range(4):
+        # A high-priority job that finishes with job.completed() (sent at once, not batched).
+        enqueue("explicit", {"do": "completed"}, queue="high")
+        proc = start_worker(redis_server.url, "-q", "high", "-q", "low", "--concurrency", "1")
+        try:
+            proc.wait(timeout=30)  # killed by the job
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        proc.communicate()
+        wid = low.get_fields(poison)["worker"]
+        low.reclaim_worker_jobs([wid])  # its heartbeat lapsed: what the next sweep does
+        get_queue("high").reclaim_worker_jobs([wid])
+        if low.get_fields(poison)["status"] != "pending":
+            break
+    fields = low.get_fields(poison)
+    assert len(runs(r, poison)) <= 2, (runs(r, poison), fields)  # max_attempts=1: one run, two at worst
+    assert fields["status"] == "failed", fields
+
+
+def test_a_job_claimed_ahead_by_a_worker_taken_for_lost_is_not_run_by_it_later(r, redis_server):
+    q = get_queue("jobs")
+    slow = enqueue("sleepy", {"seconds": 3})
+    ahead = enqueue("add", {"a": 1, "b": 2})
+    proc = start_worker(redis_server.url, "--concurrency", "1")  # PREFETCH unset: claims of 1 + 1
+    try:
+        wait_for(lambda: runs(r, slow, "start"), what="the slow job to start")
+        assert r.hget(q.keys.job(ahead), "status") == "processing"  # claimed ahead, waiting
+        wid = r.hget(q.keys.job(slow), "worker")
+        proc.send_signal(signal.SIGSTOP)  # frozen (VM pause, a C call holding the GIL, ...)
+        time.sleep(2.0)  # past WORKER_TIMEOUT_SECONDS (1.5 here)
+        q.reclaim_worker_jobs([wid])  # another worker's sweep takes it for lost
+        fields = q.get_fields(ahead)
+        assert (fields["status"], fields["attempts"]) == ("pending", "0")  # "never started: no attempt used"
+        theirs = {j.id: j for j in q.claim_many(2, "w2")}  # another worker runs both
+        assert ahead in theirs
+        for job in theirs.values():
+            assert q.complete(job, "done elsewhere")
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(3.0)  # the slow job's handler returns; the runner takes the job it claimed ahead
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        _code, _out, err = stop(proc)
+    assert runs(r, ahead) == [], err[-3000:]
+
+
+def test_a_job_claimed_ahead_whose_ttl_passed_during_a_slow_fetch_never_runs(r, redis_server):
+    proxy = FlakyProxy(redis_server.port)  # the low queue's node answers slowly this time
+    slow = redis.Redis(port=proxy.port, decode_responses=True)
+    slow.ping()
+    high, low = get_queue("high"), RedisJobQueue(slow, "low")
+    enqueue("add", {"a": 1, "b": 1}, queue="high")
+    short = enqueue("add", {"a": 2, "b": 2}, queue="high", ttl=0.45)
+    ended = []
+    fetcher = Fetcher(
+        [high, low],
+        "w1",
+        block=False,
+        block_ms=0,
+        prefetch=2,
+        on_claimed=lambda q, jobs: None,
+        on_acked=lambda acked: None,
+        on_lost=lambda q, claimed, outcome: ended.append((claimed.id, outcome)),
+    )
+    try:
+        proxy.stall()
+        threading.Timer(0.6, proxy.resume).start()
+        began = time.monotonic()
+        (_q, first), _empty = fetcher.next_job()  # high: 2 jobs; low's claim (need 1) waits 0.6 s
+        assert time.monotonic() - began >= 0.55
+        assert first.queue == "high"
+        taken = fetcher.next_job()  # a free runner takes `short` at once: its TTL passed 0.15 s ago
+        assert taken == (None, False), (taken, r.hgetall(high.keys.job(short)))
+        assert r.hget(high.keys.job(short), "status") == "expired"
+    finally:
+        slow.close()
+        proxy.close()
+
+
+def test_a_run_of_a_job_claimed_ahead_nacked_before_its_start_went_out_has_its_started_event(r):
+    log_events(r)
+    q = get_queue("jobs")
+    first = enqueue("add", {"a": 1, "b": 1})
+    ahead = enqueue("add", {"a": 2, "b": 2})
+    fetcher = _fetcher(q, prefetch=1)
+    (_q, job1), _ = fetcher.next_job()
+    assert job1.id == first
+    (_q, claimed), _ = fetcher.next_job()  # a runner takes it: its start rides on the next pipeline...
+    assert claimed.id == ahead
+    Job(q, claimed).nack()  # ...but its handler nacks / deletes it first (sent at once)
+    fetcher.flush()
+    # The same run of a job that started with its claim shows "started" first:
+    assert events_of(r, first)[:2] == ["enqueued", "started"]
+    assert "started" in events_of(r, ahead), events_of(r, ahead)
+
+
+def test_a_job_never_stamped_counts_no_delivery(r, redis_server):
+    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    q = RedisJobQueue(client, "jobs", visibility_ms=300)
+    job_id = q.enqueue({}, name="add", extra={"max_deliveries": "1"})
+    r.lmove(q.keys.pending, q.keys.claiming, "RIGHT", "LEFT")  # BLMOVE, then the worker died
+    q.sweep()  # first seen
+    time.sleep(0.7)
+    assert q.sweep().reclaimed == [job_id]
+    fields = q.get_fields(job_id)
+    assert (fields["status"], fields["attempts"]) == ("pending", "0")
+    assert fields.get("additional_deliveries", "0") == "0", fields  # it never started
+    # ...so that its one real run, cut off by a worker's death, is retried, not dead-lettered:
+    q.claim_nowait("w1")
+    q.reclaim_worker_jobs(["w1"])
+    assert q.get_fields(job_id)["status"] == "pending", q.get_fields(job_id)
+    client.close()

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_jobqueue import enqueue
 from django_jobqueue.api import get_queue
@@ -221,3 +222,52 @@ def test_a_slow_hook_of_a_job_that_failed_in_a_runner_holds_up_neither_the_runne
         worker.stop()
         thread.join(15)
     assert "lease lost" not in caplog.text
+
+
+def test_the_sweep_calls_the_exhausted_hook_only_when_attempts_are_exhausted(r):
+    # A runner calls on_max_attempts_exhausted only when job.attempts >= max_attempts
+    # (worker._after_fail); the sweep calls it for every dead-lettered id: here an
+    # at-most-once job "lost" on its first attempt of 3.
+    q = get_queue("fast")
+    job_id = enqueue("flaky", {}, delivery="at-most-once")  # max_attempts=3
+    claimed = q.claim_nowait("dead-worker")  # lease 1.2 s; no worker record (found by its lease)
+    assert claimed.attempts == 1
+    time.sleep(1.3)
+    worker = Worker(["fast"], concurrency=1)
+    t = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: r.hget(q.keys.job(job_id), "status") == "lost", what="the job lost")
+        time.sleep(0.5)
+        assert r.lrange("test:exhausted", 0, -1) == []  # attempt 1 of 3: not exhausted
+    finally:
+        worker.stop()
+        t.join(15)
+
+
+def test_registering_again_after_a_lost_reply_does_not_take_our_own_record_for_another_worker():
+    # What Worker._with_redis(self._startup) does when register()'s beat ran in
+    # Redis but its reply never came back (a socket timeout, a dropped connection).
+    p = Presence("w1", [get_queue("jobs")], 1, lambda: "[]")
+    p.register()
+    began = time.monotonic()
+    p.register()  # its own record (our boot id, our pid) is not another worker's
+    assert time.monotonic() - began < 1.0  # it waited for its own record to lapse (1.5 s here)
+
+
+def test_a_worker_whose_first_beat_reply_was_lost_starts(monkeypatch):
+    worker = Worker(["jobs"], concurrency=1, worker_id="w1")
+    real_beat = Presence.beat
+    calls = []
+
+    def beat_then_lose_reply(self, *, stopping):
+        real_beat(self, stopping=stopping)  # the heartbeat script ran in Redis...
+        calls.append(1)
+        if len(calls) == 1:
+            raise RedisConnectionError("Connection closed by server.")  # ...its reply was lost
+
+    monkeypatch.setattr(Presence, "beat", beat_then_lose_reply)
+    began = time.monotonic()
+    worker._with_redis(worker._startup, "registering the worker")  # as Worker.run() does
+    assert time.monotonic() - began < 1.0
+    assert len(calls) == 2

@@ -142,7 +142,7 @@ for _, id in ipairs(stuck) do
     local job_key = KEYS[11] .. id
     local meta = read_meta(job_key)
     if meta[1] then
-      redis.call('HINCRBY', job_key, 'additional_deliveries', 1)
+      -- Never stamped, so never handed to a worker: no delivery counted.
       redis.call('RPUSH', KEYS[1], id)
       redis.call('HINCRBY', KEYS[9], 'reclaimed', 1)
       emit(KEYS[10], id, 'reclaimed', 'pending', meta, now, {reason = 'claim never stamped'})

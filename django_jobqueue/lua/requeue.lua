@@ -46,6 +46,11 @@ if ARGV[5] == '1' then
 elseif cur[6] == ARGV[3] and attempts > 0 then
   attempts = redis.call('HINCRBY', job_key, 'attempts', -1)
   redis.call('HDEL', job_key, 'started')
+elseif ARGV[7] == 'nacked' and cur[6] ~= ARGV[3] and has_audience(KEYS[7]) then
+  -- A run of a job claimed ahead, nacked before its start was recorded: it
+  -- began all the same (a deferral or a hand-back is no run).
+  emit(KEYS[7], id, 'started', 'processing', {cur[3], cur[4], attempts + 1}, now,
+    {worker = redis.call('HGET', job_key, 'worker')})
 end
 redis.call('LREM', KEYS[2], -1, id)
 redis.call('ZREM', KEYS[5], id)

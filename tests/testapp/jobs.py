@@ -165,3 +165,13 @@ def uses_db(payload, job):
     connection.connection.close()
     connection.connection = None
     return threading.get_ident()
+
+
+@job(name="kills_worker", queue="low", max_attempts=1)
+def kills_worker(payload, job):
+    # A job that kills its worker every time (a segfault in a C extension, the
+    # OOM killer): it must be dead-lettered once its attempts are used up.
+    import signal
+
+    record(job)
+    os.kill(os.getpid(), signal.SIGKILL)
