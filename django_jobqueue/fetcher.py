@@ -174,22 +174,24 @@ class Fetcher:
     def _send(self, acks: list[Ack], claim: RedisJobQueue | None, want: int = 0, start: int = 1) -> list[ClaimedJob]:
         """One pipeline: the starts and completions, then (optionally) a claim
         of ``want`` jobs, the first ``start`` of which start at once."""
-        # A job completing in this batch needs no start of its own: its
-        # completion counts the attempt (complete.lua).
+        # One script call per queue completes all of that queue's jobs and
+        # records the starts of its jobs claimed ahead, except of those that
+        # complete in it (their completion counts the attempt: complete.lua).
         completing = {a.claimed.id for a in acks if not a.start}
-        starts: dict[int, tuple[RedisJobQueue, list[Ack]]] = {}
-        by_queue: dict[int, tuple[RedisJobQueue, list[Ack]]] = {}
+        by_queue: dict[int, tuple[RedisJobQueue, list[Ack], list[Ack]]] = {}
         for a in acks:
-            if not a.start:
-                by_queue.setdefault(id(a.queue), (a.queue, []))[1].append(a)
-            elif a.claimed.id not in completing:
-                starts.setdefault(id(a.queue), (a.queue, []))[1].append(a)
-        start_groups = list(starts.values())
+            if a.start and a.claimed.id in completing:
+                continue
+            group = by_queue.get(id(a.queue))
+            if group is None:
+                group = by_queue[id(a.queue)] = (a.queue, [], [])
+            group[2 if a.start else 1].append(a)
         groups = list(by_queue.values())
-        # One script call per queue starts, and one completes, all of that queue's jobs.
-        calls = [q.start_call([a.claimed for a in group]) for q, group in start_groups]
-        calls += [
-            q.complete_batch_call([(a.claimed, a.result_json, a.keep_result) for a in group]) for q, group in groups
+        calls = [
+            q.complete_batch_call(
+                [(a.claimed, a.result_json, a.keep_result) for a in done], [a.claimed for a in starts]
+            )
+            for q, done, starts in groups
         ]
         if claim is not None:
             calls.append(claim.claim_many_call(want, self.worker_id, start=start, defer_last_chance=True))
@@ -206,28 +208,19 @@ class Fetcher:
         # type, a cluster node down) never discards a claim that succeeded in
         # the same pipeline, nor the other queues' completions.
         failure: Exception | None = None
-        for (_queue, group), reply in zip(start_groups, replies, strict=False):
-            if isinstance(reply, Exception):
-                failure = failure or reply
-                with self._cond:
-                    self._acks[:0] = group
-                continue
-            for a, outcome in zip(group, RedisJobQueue.start_outcomes(reply), strict=True):
-                if outcome is not Outcome.OK:
-                    # It runs already; its completion (refused) or the lease
-                    # renewal says what became of the claim.
-                    logger.debug("job %s: its start was refused (%s)", a.claimed.id, outcome.value)
-        replies = replies[len(start_groups) :]
         settled: list[tuple[Ack, Outcome]] = []
-        for (_queue, group), reply in zip(groups, replies, strict=False):
+        for (_queue, done, starts), reply in zip(groups, replies, strict=False):
             if isinstance(reply, Exception):
                 failure = failure or reply
                 with self._cond:
-                    self._acks[:0] = group
+                    self._acks[:0] = done + starts
                 if not isinstance(reply, _REPLY_LOST):
-                    logger.error("completing %d job(s) failed (tried again later): %s", len(group), reply)
+                    logger.error("completing %d job(s) failed (tried again later): %s", len(done), reply)
                 continue
-            settled += zip(group, RedisJobQueue.outcomes(reply), strict=True)
+            outcomes = RedisJobQueue.outcomes(reply)
+            settled += zip(done, outcomes, strict=False)
+            # A start refused: the job runs already; its completion (refused
+            # too) or the lease renewal says what became of the claim.
         if settled:
             # One call for the whole batch: the worker takes its lock once.
             self._on_acked(settled)
@@ -279,6 +272,14 @@ class Fetcher:
                 queue, claimed, ready_at = self._ready.popleft()
                 self._handed_out += 1
                 suspect = ready_at <= self._failed_at
+                # Most jobs claimed ahead: the start rides on the next
+                # pipeline (recorded here, under the lock already held).
+                riding = not claimed.started and self._start_may_ride(claimed, ready_at, suspect)
+                if riding:
+                    if not self._acks:
+                        self._acks_since = now
+                    self._acks.append(Ack(queue, claimed, "", False, start=True))
+                    claimed.attempts += 1
                 self._last_take = now
                 if not eager:
                     self._last_join = now
@@ -317,10 +318,12 @@ class Fetcher:
                 except Exception:
                     # The job is ours (tracked, its lease renewed): keep it for
                     # the next runner, or it would be held here forever.
+                    if riding:
+                        claimed.attempts -= 1  # counted again when a runner takes it
                     with self._cond:
                         self._ready.appendleft((queue, claimed, now))
                     raise
-            if not claimed.started and not self._start(queue, claimed, ready_at, suspect):
+            if not claimed.started and not riding and not self._start(queue, claimed, ready_at, suspect):
                 return None, False
             return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob, float]] = []
@@ -346,34 +349,44 @@ class Fetcher:
             claimed.needs_start = True  # its only chance: the claim left it to the worker (_stamp.lua)
         return (queue, claimed), False
 
-    def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
-        """A runner takes a job claimed ahead: its run begins.
-
-        Redis is told at once, before anything of the job runs, when the job
+    def _start_may_ride(self, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
+        """Whether the start of a job claimed ahead, taken by a runner now, may
+        ride on the next pipeline. Not when Redis must know first: the job
         waited through a Redis error (its claim may have died with a failed
-        primary), when its TTL may have passed while it waited (it must not
-        run), and when it was handed out before (a job that kills its worker
-        while its start rides would otherwise never count an attempt).
-        A run that is the job's only chance (at-most-once, or its last
-        attempt) is started by the worker right before it calls the handler
-        (``needs_start``), so that a kill before then never uses it up. Any
-        other start rides on the next pipeline. False: not ours to run."""
-        if suspect or claimed.fields.get("additional_deliveries") or self._deadline_near(claimed, ready_at):
-            try:
-                (outcome,) = queue.start([claimed])
-            except Exception:
-                with self._cond:
-                    self._ready.appendleft((queue, claimed, ready_at))  # still to be started
-                raise
-            if outcome is not Outcome.OK:
-                self._on_lost(queue, claimed, outcome)
-                return False
-            claimed.attempts += 1
-        elif claimed.last_chance:
-            claimed.needs_start = True
-        else:
-            self.ack(Ack(queue, claimed, "", False, start=True))
-            claimed.attempts += 1
+        primary), its TTL may have passed while it waited (it must not run),
+        it was handed out before (a job that kills its worker while its start
+        rides would otherwise never count an attempt), or the run is its only
+        chance (at-most-once, or its last attempt: started right before its
+        handler is called, so that a kill before then never uses it up)."""
+        return not (
+            suspect
+            or claimed.fields.get("additional_deliveries")
+            or claimed.last_chance
+            or self._deadline_near(claimed, ready_at)
+        )
+
+    def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
+        """A runner takes a job claimed ahead whose start may not ride (see
+        _start_may_ride): Redis is told now, or (its only chance, and nothing
+        to check first) by the worker right before the handler is called.
+        False: not ours to run."""
+        if (
+            not suspect
+            and not claimed.fields.get("additional_deliveries")
+            and not self._deadline_near(claimed, ready_at)
+        ):
+            claimed.needs_start = True  # last chance
+            return True
+        try:
+            (outcome,) = queue.start([claimed])
+        except Exception:
+            with self._cond:
+                self._ready.appendleft((queue, claimed, ready_at))  # still to be started
+            raise
+        if outcome is not Outcome.OK:
+            self._on_lost(queue, claimed, outcome)
+            return False
+        claimed.attempts += 1
         return True
 
     @staticmethod

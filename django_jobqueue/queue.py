@@ -487,15 +487,19 @@ class RedisJobQueue(QueueOperations):
         return self.complete_batch_call([(job, result_json, keep_result)])
 
     def complete_batch_call(
-        self, finished: Sequence[tuple[ClaimedJob, str, bool]]
+        self, finished: Sequence[tuple[ClaimedJob, str, bool]], started: Sequence[ClaimedJob] = ()
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         """One script call completing several jobs: (job, result JSON already
         size-checked, keep_result) each. Each job is token-checked on its own;
-        the reply is one code per job (parse with :meth:`outcomes`)."""
+        the reply is one code per job (parse with :meth:`outcomes`), then one
+        per job of ``started``: jobs claimed ahead whose runs began (what
+        :meth:`start` records, riding on this call)."""
         k = self.keys
         args: list[Any] = [self._now(), self.completed_ttl_s, self.history, self.result_event_bytes]
         for job, result_json, keep in finished:
             args += (job.id, job.claim_token, result_json, "1" if keep else "0")
+        for job in started:
+            args += (job.id, job.claim_token, "", "s")
         keys = [
             k.job_prefix,
             k.processing,

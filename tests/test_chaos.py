@@ -13,17 +13,9 @@ import sys
 
 import pytest
 
+from chaos.verify import ALLOWED  # the end states each kind may reach
 from tests.workers import ROOT
 
-# The end states each kind may reach (failed and lost only after a run a fault cut off,
-# which the run checks itself: bad_end_ids).
-ALLOWED = {
-    "ordinary": {"completed"},
-    "at-most-once": {"completed", "lost"},
-    "max-attempts-1": {"completed", "failed"},
-    "ttl": {"completed", "expired"},
-    "slow-hook": {"failed"},
-}
 # More of the rarer kinds than the full run's default, so that 2 000 jobs hold enough
 # of each; --aim makes each kill land in a run of the next kind in turn.
 SHORT_RUN = (

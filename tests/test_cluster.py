@@ -373,6 +373,7 @@ def test_coordinated_failover_mid_run_loses_nothing(tmp_path, r, redis_server, j
     assert counts["jobs"] == 300
 
 
+@pytest.mark.timeout(240)  # room for the wait of every job (120 s) to say which jobs are stuck, and where
 def test_primary_killed_mid_run_every_job_completes(tmp_path, r, redis_server):
     """SIGKILL a busy primary: its replica takes over within about two node
     timeouts, the workers follow, and every job completes. Reruns happen only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -485,38 +486,11 @@ def test_a_heartbeat_held_up_for_seconds_does_not_hold_up_lease_renewal(r, redis
     assert h["status"] == "completed" and h["attempts"] == "1"
 
 
-def test_redis_restarted_under_a_running_worker(r, redis_server, tmp_path):
-    """The worker logs, waits, and carries on when Redis is back."""
-    from django_jobqueue.devserver import RedisServer
-
-    server = RedisServer(["--appendonly", "yes", "--appendfsync", "always"]).start()
-    import redis as redis_py
-
-    client = redis_py.Redis(port=server.port, decode_responses=True)
-    try:
-        proc = start_worker(server.url, "--concurrency", "2")
-        from django_jobqueue.queue import RedisJobQueue
-
-        q = RedisJobQueue(client, "jobs")
-        first = q.enqueue({"a": 1, "b": 1}, name="add")
-        wait_for(lambda: client.hget(f"queue:jobs:job:{first}", "status") == "completed", what="first job")
-        server.restart(kill=True)
-        time.sleep(1.0)
-        second = q.enqueue({"a": 2, "b": 2}, name="add")
-        wait_for(
-            lambda: client.hget(f"queue:jobs:job:{second}", "status") == "completed", timeout=30, what="after restart"
-        )
-        code, _out, err = stop(proc)
-        assert code == 0
-        assert "Redis unavailable" in err
-    finally:
-        client.close()
-        server.cleanup()
-
-
-def test_a_worker_resumes_within_about_a_second_of_redis_answering_again(tmp_path):
-    """After a long outage the runners' pauses between tries stay short: the
-    first job enqueued once Redis is back runs within about a second."""
+@contextlib.contextmanager
+def a_worker_on_a_redis_of_its_own():
+    """A jobq_worker process on a private Redis with an AOF, to kill and
+    restart under it: yields (server, client, queue), once the worker has
+    completed a first job. Stops the worker (asserting it exits 0) after."""
     import redis as redis_py
 
     from django_jobqueue.devserver import RedisServer
@@ -529,6 +503,30 @@ def test_a_worker_resumes_within_about_a_second_of_redis_answering_again(tmp_pat
         q = RedisJobQueue(client, "jobs")
         first = q.enqueue({"a": 1, "b": 1}, name="add")
         wait_for(lambda: client.hget(f"queue:jobs:job:{first}", "status") == "completed", what="first job")
+        yield server, client, q
+        code, _out, err = stop(proc)
+        assert code == 0, err[-3000:]
+        assert "Redis unavailable" in err
+    finally:
+        client.close()
+        server.cleanup()
+
+
+def test_redis_restarted_under_a_running_worker():
+    """The worker logs, waits, and carries on when Redis is back."""
+    with a_worker_on_a_redis_of_its_own() as (server, client, q):
+        server.restart(kill=True)
+        time.sleep(1.0)
+        second = q.enqueue({"a": 2, "b": 2}, name="add")
+        wait_for(
+            lambda: client.hget(f"queue:jobs:job:{second}", "status") == "completed", timeout=30, what="after restart"
+        )
+
+
+def test_a_worker_resumes_within_about_a_second_of_redis_answering_again():
+    """After a long outage the runners' pauses between tries stay short: the
+    first job enqueued once Redis is back runs within about a second."""
+    with a_worker_on_a_redis_of_its_own() as (server, client, q):
         server.kill()
         time.sleep(12)  # long enough for any growing backoff to reach its ceiling
         server.start()
@@ -538,11 +536,6 @@ def test_a_worker_resumes_within_about_a_second_of_redis_answering_again(tmp_pat
         # The bound the docs give (at most 1 s between tries), with room for the
         # worker's own start of work; with pauses of up to 10 s this took up to 10 s.
         assert time.monotonic() - back < 3.5
-        code, _out, _err = stop(proc)
-        assert code == 0
-    finally:
-        client.close()
-        server.cleanup()
 
 
 # ------------------------------------------------------ batching and prefetch

@@ -21,11 +21,12 @@
   ARGV[4] largest result, in bytes, copied into the event
   then, per job, four values from ARGV[5] on:
     id, claim token, result JSON, "1" keep the hash / "0" delete it (fast
-    acknowledgement)
+    acknowledgement) / "s" not a completion: the run of a job claimed ahead
+    began (start.lua's work, riding on this call: one attempt, once per claim)
 
-  Returns one code per job, in order: 1 completed, 0 no such job, -1 the token
-  is not the current claim's (the job was reclaimed, finished, or claimed by
-  another worker): nothing changed for that job.
+  Returns one code per job, in order: 1 completed (or started), 0 no such
+  job, -1 the token is not the current claim's (the job was reclaimed,
+  finished, or claimed by another worker): nothing changed for that job.
   A shared key of the wrong type is an error before anything is changed.
   Events: started (a job whose start was not recorded yet), completed (with
   "result" when it is small enough).
@@ -63,6 +64,12 @@ for i = 5, #ARGV - 3, 4 do
     codes[#codes + 1] = 0
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
     codes[#codes + 1] = -1
+  elseif keep == 's' then
+    local attempts, began = start_run(job_key, token, cur[7], cur[8])
+    if began and audience then
+      emit(KEYS[8], id, 'started', 'processing', {cur[9], cur[10], attempts}, now, {worker = cur[4]})
+    end
+    codes[#codes + 1] = 1
   else
     processing_len = processing_len or redis.call('LLEN', KEYS[2])
     processing_len = processing_len - remove_processing(KEYS[2], KEYS[1], id, cur[3], processing_len)
