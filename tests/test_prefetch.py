@@ -353,3 +353,27 @@ def test_a_job_never_stamped_counts_no_delivery(r, redis_server):
     q.reclaim_worker_jobs(["w1"])
     assert q.get_fields(job_id)["status"] == "pending", q.get_fields(job_id)
     client.close()
+
+
+def test_a_completion_refused_for_a_key_of_the_wrong_type_never_discards_the_claim_beside_it(r):
+    # The worker's pipeline carries the completions of the jobs it ran and its
+    # next claim: a `completed` list of the wrong type (written by hand) fails
+    # the completion, and the claim that ran in the same pipeline must still
+    # hand its jobs to runners (dropped, they would wait out their leases and,
+    # at-most-once, end lost unrun).
+    from django_jobqueue.fetcher import Ack
+
+    q = get_queue("jobs")
+    first = enqueue("add", {"a": 1, "b": 1})
+    then = [enqueue("once", {}) for _ in range(2)]
+    fetcher = _fetcher(q, prefetch=0)
+    (_q, job), _empty = fetcher.next_job()
+    assert job.id == first
+    fetcher.ack(Ack(q, job, '{"sum": 2}', True))  # its handler returned: the completion rides next
+    r.set(q.keys.completed, "not a list")
+    (_q, nxt), _empty = fetcher.next_job()  # completion refused (WRONGTYPE), claim taken
+    assert nxt.id == then[0]
+    assert job_hash(r, first)["status"] == "processing"  # refused: nothing changed, tried again later
+    r.delete(q.keys.completed)
+    fetcher.flush()
+    assert job_hash(r, first)["status"] == "completed"
