@@ -274,7 +274,8 @@ class Fetcher:
                 suspect = ready_at <= self._failed_at
                 # Most jobs claimed ahead: the start rides on the next
                 # pipeline (recorded here, under the lock already held).
-                riding = not claimed.started and self._start_may_ride(claimed, ready_at, suspect)
+                check = not claimed.started and self._must_check(claimed, ready_at, suspect)
+                riding = not claimed.started and not check and not claimed.last_chance
                 if riding:
                     if not self._acks:
                         self._acks_since = now
@@ -323,7 +324,7 @@ class Fetcher:
                     with self._cond:
                         self._ready.appendleft((queue, claimed, now))
                     raise
-            if not claimed.started and not riding and not self._start(queue, claimed, ready_at, suspect):
+            if not claimed.started and not riding and not self._start(queue, claimed, ready_at, check):
                 return None, False
             return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob, float]] = []
@@ -349,33 +350,23 @@ class Fetcher:
             claimed.needs_start = True  # its only chance: the claim left it to the worker (_stamp.lua)
         return (queue, claimed), False
 
-    def _start_may_ride(self, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
-        """Whether the start of a job claimed ahead, taken by a runner now, may
-        ride on the next pipeline. Not when Redis must know first: the job
-        waited through a Redis error (its claim may have died with a failed
-        primary), its TTL may have passed while it waited (it must not run),
-        it was handed out before (a job that kills its worker while its start
-        rides would otherwise never count an attempt), or the run is its only
-        chance (at-most-once, or its last attempt: started right before its
-        handler is called, so that a kill before then never uses it up)."""
-        return not (
-            suspect
-            or claimed.fields.get("additional_deliveries")
-            or claimed.last_chance
-            or self._deadline_near(claimed, ready_at)
-        )
+    def _must_check(self, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
+        """Whether Redis must check a job claimed ahead before a runner runs it
+        (start.lua, one round trip): it waited through a Redis error (its claim
+        may have died with a failed primary), its TTL may have passed while it
+        waited (it must not run), or it was handed out before (a job that kills
+        its worker while its start rides would otherwise never count an
+        attempt). Otherwise its start rides on the next pipeline, unless the
+        run is its only chance (at-most-once, or its last attempt): that one is
+        started right before its handler is called (``needs_start``), so that a
+        kill before then never uses it up."""
+        return bool(suspect or claimed.fields.get("additional_deliveries") or self._deadline_near(claimed, ready_at))
 
-    def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, suspect: bool) -> bool:
+    def _start(self, queue: RedisJobQueue, claimed: ClaimedJob, ready_at: float, check: bool) -> bool:
         """A runner takes a job claimed ahead whose start may not ride (see
-        _start_may_ride): Redis is told now, or (its only chance, and nothing
-        to check first) by the worker right before the handler is called.
-        False: not ours to run."""
-        if (
-            not suspect
-            and not claimed.fields.get("additional_deliveries")
-            and not self._deadline_near(claimed, ready_at)
-        ):
-            claimed.needs_start = True  # last chance
+        _must_check). False: not ours to run."""
+        if not check:
+            claimed.needs_start = True  # its only chance: started as its handler is called
             return True
         try:
             (outcome,) = queue.start([claimed])

@@ -1289,6 +1289,19 @@ def _wrong(r: redis.Redis, key: str) -> None:
     r.set(key, "not what the engine keeps here")
 
 
+def _a_sweep_refused_changes_nothing(r: redis.Redis, clock, wrong: str, **enqueue_options) -> None:
+    """A job enqueued with ``enqueue_options`` falls due; the queue's ``wrong``
+    key holds another type; the sweep must refuse and change nothing."""
+    q = RedisJobQueue(r, "jobs", visibility_ms=VISIBILITY, clock=clock)
+    q.enqueue({}, **enqueue_options)
+    clock.advance(2)
+    _wrong(r, K + wrong)
+    before = dump(r)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        q.sweep()
+    assert dump(r) == before
+
+
 @engine_bug("start.lua checks key types only when it meets an expired job")
 def test_a_batch_start_refused_for_a_key_of_the_wrong_type_changes_nothing(r, clock):
     """start() of [a job to start, a job whose TTL passed]: the first job's start
@@ -1380,14 +1393,7 @@ def test_an_expiry_refused_for_a_key_of_the_wrong_type_changes_nothing(r, clock)
     expiry nobody counted (counters no longer add up) and no event. With the
     processing list of the wrong type instead, a running job loses its
     deadline entry and stays running."""
-    q = RedisJobQueue(r, "jobs", visibility_ms=VISIBILITY, clock=clock)
-    q.enqueue({}, ttl_ms=1000)
-    clock.advance(2)
-    _wrong(r, K + "stats")
-    before = dump(r)
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        q.sweep()
-    assert dump(r) == before
+    _a_sweep_refused_changes_nothing(r, clock, "stats", ttl_ms=1000)
 
 
 @engine_bug("stamp.lua (a blocking claim's stamp) checks no key types")
@@ -1412,14 +1418,7 @@ def test_a_promotion_refused_for_a_key_of_the_wrong_type_changes_nothing(r, cloc
     it "pending", then LPUSH onto the pending list fails: the job is on no list
     and waits for ever (claim.lua promotes too, but checks the pending list's
     type first)."""
-    q = RedisJobQueue(r, "jobs", visibility_ms=VISIBILITY, clock=clock)
-    q.enqueue({}, delay_ms=1000)
-    clock.advance(2)
-    _wrong(r, K + "pending")
-    before = dump(r)
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        q.sweep()
-    assert dump(r) == before
+    _a_sweep_refused_changes_nothing(r, clock, "pending", delay_ms=1000)
 
 
 @engine_bug("enqueue.lua guards only the list it writes first")
