@@ -123,8 +123,12 @@ class Fetcher:
         self._handed_out = 0
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
-        # Jobs claimed for runners not yet free: (queue, job, when made ready).
+        # Jobs claimed for runners not yet free: (queue, job, when its claim
+        # was sent: what its TTL check and a Redis error since are timed from).
         self._ready: deque[tuple[RedisJobQueue, ClaimedJob, float]] = deque()
+        # When the jobs waiting there were made ready (a fetch adds jobs only
+        # when none wait): what idle runners time their joining in from.
+        self._made_ready = 0.0
         self._standby = threading.Condition(lock)  # wakes the watching runner
         self._acks: list[Ack] = []
         self._acks_since = 0.0  # when the oldest waiting completion was left
@@ -185,7 +189,7 @@ class Fetcher:
             group = by_queue.get(id(a.queue))
             if group is None:
                 group = by_queue[id(a.queue)] = (a.queue, [], [])
-            group[2 if a.start else 1].append(a)
+            (group[2] if a.start else group[1]).append(a)
         groups = list(by_queue.values())
         calls = [
             q.complete_batch_call(
@@ -240,6 +244,13 @@ class Fetcher:
             raise reply
         return RedisJobQueue.parse_claim_many(reply)
 
+    @property
+    def spent(self) -> bool:
+        """Whether every job of the limit was handed to a runner (a worker with
+        max_jobs: its runners stop; counted under the lock, so two runners
+        never both take the last one)."""
+        return self.limit is not None and self._handed_out >= self.limit
+
     def redis_failed(self) -> None:
         """A Redis call failed: jobs made ready before now are checked before
         they start (their claims may have died with a failed primary)."""
@@ -266,6 +277,8 @@ class Fetcher:
         job the runner requeued meanwhile must not be missed (and end a burst).
         """
         with self._cond:
+            if self.spent:
+                return None, True
             now = time.monotonic()
             take = bool(self._ready) and (eager or now - self._join_clock() >= HELP_AFTER_S)
             if take:
@@ -274,8 +287,9 @@ class Fetcher:
                 suspect = ready_at <= self._failed_at
                 # Most jobs claimed ahead: the start rides on the next
                 # pipeline (recorded here, under the lock already held).
-                check = not claimed.started and self._must_check(claimed, ready_at, suspect)
-                riding = not claimed.started and not check and not claimed.last_chance
+                started = claimed.started
+                check = not started and self._must_check(claimed, ready_at, suspect)
+                riding = not started and not check and not claimed.last_chance
                 if riding:
                     if not self._acks:
                         self._acks_since = now
@@ -298,7 +312,7 @@ class Fetcher:
                 if self._job_s is not None and self._job_s < SHORT_JOB_S:
                     want = max(want, self.short_batch)
                 if self.limit is not None:
-                    want = max(1, min(want, self.limit - self._handed_out))
+                    want = min(want, self.limit - self._handed_out)
                 acks, self._acks = self._acks, []
             elif not eager and not self._ready and not self._fetching and self._last_empty > self._last_take:
                 # The last fetch, begun after this runner's last job ended, found
@@ -322,9 +336,11 @@ class Fetcher:
                     if riding:
                         claimed.attempts -= 1  # counted again when a runner takes it
                     with self._cond:
-                        self._ready.appendleft((queue, claimed, now))
+                        self._ready.appendleft((queue, claimed, ready_at))
+                        self._made_ready = now
+                        self._handed_out -= 1
                     raise
-            if not claimed.started and not riding and not self._start(queue, claimed, ready_at, check):
+            if not started and not riding and not self._start(queue, claimed, ready_at, check):
                 return None, False
             return (queue, claimed), False
         got: list[tuple[RedisJobQueue, ClaimedJob, float]] = []
@@ -342,6 +358,7 @@ class Fetcher:
                     self._last_empty, self._empty_began = now, began
                     self._cond.notify_all()  # idle runners learn it (a burst ends)
                 self._ready.extend(got[1:])  # each timed from when its claim was sent
+                self._made_ready = now
                 self._standby.notify()  # restart the watch on the new state
         if not got:
             return None, True
@@ -373,8 +390,11 @@ class Fetcher:
         except Exception:
             with self._cond:
                 self._ready.appendleft((queue, claimed, ready_at))  # still to be started
+                self._handed_out -= 1
             raise
         if outcome is not Outcome.OK:
+            with self._cond:
+                self._handed_out -= 1  # not run: another may be, within the limit
             self._on_lost(queue, claimed, outcome)
             return False
         claimed.attempts += 1
@@ -401,7 +421,7 @@ class Fetcher:
         it was made ready, or since the last runner joined in. (Without the
         latter every idle runner would join at once behind the first: the jobs
         of a long batch of short ones all look HELP_AFTER_S old.)"""
-        return max(self._ready[0][2], self._last_join)
+        return max(self._made_ready, self._last_join)
 
     def _stalled(self, now: float) -> bool:
         """No job taken for HELP_AFTER_S although the last fetch found some: the

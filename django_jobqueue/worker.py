@@ -279,10 +279,8 @@ class Worker(WorkerMaintenance):
         idle_since = time.monotonic()
         eager = True  # just ran a job, or leads the fetching: look for the next at once
         while not self._stopping.is_set():
-            if self.max_jobs is not None:
-                with self._lock:
-                    if self.stats.processed + len(self._busy) >= self.max_jobs:
-                        return
+            if self._fetcher.spent:
+                return  # max_jobs: every one is handed to a runner already
             try:
                 found, empty = self._fetcher.next_job(eager, idle_since)
             except CONNECTION_ERRORS as exc:

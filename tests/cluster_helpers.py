@@ -299,6 +299,21 @@ class LocalCluster:
                 total[name.removeprefix("cmdstat_")] = total.get(name.removeprefix("cmdstat_"), 0) + int(stats["calls"])
         return total
 
+    def describe(self, queues: Sequence[str]) -> str:
+        """Each live node's role, replication state and keys per queue slot,
+        for a failure message."""
+        lines = []
+        for port in self.alive_ports():
+            node = self.node(port)
+            replication = node.info("replication")
+            slots = {q: node.execute_command("CLUSTER COUNTKEYSINSLOT", key_slot(q.encode())) for q in queues}
+            lines.append(
+                f"{port}: {replication.get('role')} of {replication.get('master_port', '-')}"
+                f" link {replication.get('master_link_status', '-')}"
+                f" offset {replication.get('master_repl_offset')} keys {node.dbsize()} per queue {slots}"
+            )
+        return "; ".join(lines)
+
     # --------------------------------------------------------------- failures
 
     def manual_failover(self, primary_port: int, timeout: float = 30.0) -> int:

@@ -304,7 +304,9 @@ def run_through_failover(
                     what="every job to complete",
                 )
             except AssertionError as exc:
-                raise AssertionError(f"{exc}: {stuck_jobs(client, all_ids)}") from None
+                raise AssertionError(
+                    f"{exc}: {stuck_jobs(client, all_ids)}; failovers {failed_over}; {cluster.describe(names)}"
+                ) from None
             statuses = job_statuses(client, all_ids, fields=("additional_deliveries", "attempts"))
             if seen is not None:
                 wait_for(lambda: seen >= {i for _n, i in all_ids}, timeout=30, what="a completed event per job")

@@ -581,6 +581,20 @@ def _fetcher(q, **options):
     )
 
 
+def test_a_fetcher_with_a_limit_hands_out_no_more_than_it(r):
+    # A runner that asks once the limit is handed out (its check of the
+    # worker's count raced another runner taking the last job) gets nothing:
+    # no claim is made only for the job to be handed back at the exit.
+    q = get_queue("jobs")
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
+    fetcher = _fetcher(q, limit=1)
+    (_q, first), _empty = fetcher.next_job(eager=True)
+    assert first.id == ids[0]
+    assert fetcher.spent
+    assert fetcher.next_job(eager=True) == (None, True)
+    assert r.llen(q.keys.processing) == 1 and r.llen(q.keys.pending) == 2
+
+
 def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     # A failover to a replica that never saw a claim: the worker holds the job
     # (prefetched, waiting for a runner) while the new primary hands it out
@@ -672,6 +686,33 @@ def test_idle_runners_join_a_batch_one_at_a_time(r, monkeypatch):
     time.sleep(0.35)
     (_q, third), _empty = fetcher.next_job(eager=False)
     assert third.id == ids[2]
+
+
+def test_idle_runners_time_their_joining_from_when_the_jobs_were_made_ready(r, monkeypatch):
+    # A claim whose reply is slow must not make its jobs look old: idle runners
+    # would pile in behind the leader at once (the jobs' TTL checks, though,
+    # count from when the claim was sent).
+    from django_jobqueue import fetcher as fetcher_module
+    from django_jobqueue import scripts
+
+    monkeypatch.setattr(fetcher_module, "HELP_AFTER_S", 0.3)
+    real = scripts.run_pipeline
+
+    def slow_reply(client, calls, **kwargs):
+        replies = real(client, calls, **kwargs)
+        time.sleep(0.35)
+        return replies
+
+    monkeypatch.setattr(scripts, "run_pipeline", slow_reply)
+    q = get_queue("jobs")
+    ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
+    fetcher = _fetcher(q, prefetch=2)
+    (_q, first), _empty = fetcher.next_job(eager=True)  # the leader claims all three
+    assert first.id == ids[0]
+    assert fetcher.next_job(eager=False) == (None, False)  # just made ready: nobody joins yet
+    time.sleep(0.35)
+    (_q, second), _empty = fetcher.next_job(eager=False)
+    assert second.id == ids[1]
 
 
 def test_a_fetch_claims_a_full_batch_while_the_jobs_are_short(r):
