@@ -11,6 +11,10 @@ browser sends.
 
 from __future__ import annotations
 
+import json
+import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +23,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.views import View
 from redis.exceptions import RedisError
 
@@ -31,6 +35,7 @@ from .keys import GlobalKeys
 from .models import JobQueue
 from .queue import Outcome, RedisJobQueue
 from .queue_ops import Refusal
+from .templatetags.jobqueue_admin import PRETTY_LIMIT, SHORT_LIMIT, cut, json_preview
 
 PERM_VIEW = "django_jobqueue.view_jobs"
 PERM_MANAGE = "django_jobqueue.manage_jobs"
@@ -38,6 +43,13 @@ PER_PAGE_CHOICES = (25, 50, 100, 200)
 MAX_IDS_PER_POST = inspect.MAX_PER_PAGE
 RETRY_ALL_LIMIT = 10_000  # per click: an HTTP request must end
 TEMPLATES = "admin/django_jobqueue/"
+# What one page shows of data that can grow without bound: the rest is counted, not shown.
+WORKERS_SHOWN = 200
+ERROR_LOG_SHOWN = 100  # the newest entries of a job's error log
+OTHER_FIELDS_SHOWN = 100
+TIMES_SHOWN = 50
+NAME_LIMIT = 200  # a field name, an id, a worker's host or state
+INTEGER = re.compile(r"-?[0-9]{1,4000}")  # int() reads up to 4300 digits
 # Fields the detail page shows in their own places; the rest go to "other fields".
 SHOWN_FIELDS = frozenset(
     {"id", "name", "queue", "status", "attempts", "max_attempts", "payload", "result", "last_error"}
@@ -140,6 +152,77 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _integer(text: Any) -> int | None:
+    """A stored count or time in ms, or None when the text is not one."""
+    return int(text) if isinstance(text, str) and INTEGER.fullmatch(text) else None
+
+
+def job_url(queue: str, job_id: str) -> str | None:
+    """The job page of ``job_id``, or None for an ID that page cannot serve:
+    one get_job() refuses, or one no URL can carry (a "/" splits the path;
+    "." and ".." are resolved away by browsers)."""
+    if not inspect.valid_job_id(job_id) or "/" in job_id or not job_id.strip("."):
+        return None
+    try:
+        return reverse("admin:django_jobqueue_job", args=[queue, job_id])
+    except NoReverseMatch:
+        return None
+
+
+# ----------------------------------------------------------- queue stats
+
+
+def queue_stats(queue: RedisJobQueue) -> dict[str, Any]:
+    """queue.stats(), with "broken": what could not be read (nothing, usually).
+    When the stats hash holds something stats() cannot read (a counter that is
+    not a number), the depths and the counters that can be read, and the rest
+    named in "broken"."""
+    try:
+        return {**queue.stats(), "broken": []}
+    except (ValueError, TypeError, OverflowError) as exc:
+        return partial_stats(queue, exc)
+
+
+def partial_stats(queue: RedisJobQueue, problem: Exception) -> dict[str, Any]:
+    """The part of queue.stats() that can be read, field by field (the age of
+    the oldest pending job is left out)."""
+    k = queue.keys
+    pipe = queue.client.pipeline(transaction=False)
+    for key in (k.pending, k.processing, k.claiming, k.completed, k.failed):
+        pipe.llen(key)
+    pipe.zcard(k.scheduled)
+    pipe.hgetall(k.stats)
+    pipe.get(k.paused)
+    pending, processing, claiming, completed, failed, scheduled, counters, paused = pipe.execute()
+    stats: dict[str, Any] = {
+        "queue": queue.queue_name,
+        "pending_depth": pending,
+        "processing_depth": processing + claiming,
+        "completed_depth": completed,
+        "failed_depth": failed,
+        "scheduled_depth": scheduled,
+        "visibility_ms": queue.visibility_ms,
+        "oldest_pending_age_ms": None,
+        "paused": _text(paused) if paused else "none",
+        "broken": [],
+        "broken_counters": [],
+    }
+    for name, value in sorted((_text(n), _text(v)) for n, v in counters.items()):
+        number = _integer(value)
+        if number is None:
+            stats["broken_counters"].append(name)
+            stats["broken"].append(f"counter {cut(name, NAME_LIMIT)!r} holds {cut(value, NAME_LIMIT)!r}, not a number")
+        else:
+            stats[f"{name}_total"] = number
+    if not stats["broken"]:
+        stats["broken"].append(f"the statistics could not be read in full: {cut(str(problem), NAME_LIMIT)}")
+    return stats
+
+
 # -------------------------------------------------------------- overview
 
 
@@ -147,38 +230,129 @@ def overview_data() -> dict[str, Any]:
     settings = get_settings()
     client = get_client()
     now = inspect.server_time_ms(client)
-    queues = []
+    queues: list[dict[str, Any]] = []
     retained = {}
     for name in settings.queues:
         queue = get_queue(name)
-        stats = queue.stats()
-        counters = {n: stats.get(f"{n}_total", 0) for n in inspect.SAMPLED_COUNTERS}
-        samples = inspect.sample_counters(queue, counters, now)
+        stats = queue_stats(queue)
         retained[name] = inspect.retained_memory(queue)
         queues.append(
             {
                 "name": name,
                 "stats": stats,
                 "depths": [(which, stats.get(f"{which}_depth", 0)) for which in inspect.LISTS],
-                "counters": [(k[: -len("_total")], v) for k, v in stats.items() if k.endswith("_total")],
-                "throughput": inspect.throughput(samples, counters, now),
+                "counter_values": {k[: -len("_total")]: v for k, v in stats.items() if k.endswith("_total")},
+                "throughput": _throughput(queue, stats, now),
                 "kept": _kept(retained[name]),
             }
         )
+    counter_names = _counter_columns(queues)
+    for q in queues:
+        broken = q["stats"].get("broken_counters", [])
+        q["counters"] = [(n, q["counter_values"].get(n), n in broken) for n in counter_names]
     lapse_ms = settings.worker_timeout_seconds * 1000
-    workers = inspect.workers(client, GlobalKeys(settings.key_prefix, settings.cluster))
-    for worker in workers:
-        worker["beat_age_ms"] = max(0, now - worker["beat_ms"])
-        worker["lapsed"] = worker["beat_age_ms"] > lapse_ms
-        # Link only what the admin serves: configured queues, well-formed IDs.
-        worker["jobs"] = [(q, i, q in settings.queues and inspect.valid_job_id(i)) for q, i in worker["jobs"]]
+    keys = GlobalKeys(settings.key_prefix, settings.cluster)
     return {
         "queues": queues,
-        "workers": workers,
+        "counter_names": counter_names,
+        "workers": worker_rows(client, keys, now, lapse_ms, settings.queues),
         "now_ms": now,
         "lists": inspect.LISTS,
         "retention_problem": inspect.retention_problem(retained, inspect.maxmemory(client)),
     }
+
+
+def _counter_columns(queues: list[dict[str, Any]]) -> list[str]:
+    """The counters table's columns: every counter of every queue (the same
+    for all, unless a queue's stats could be read only in part)."""
+    names: dict[str, None] = {}
+    for q in queues:
+        names.update(dict.fromkeys(q["counter_values"]))
+        names.update(dict.fromkeys(q["stats"].get("broken_counters", [])))
+    return list(names)
+
+
+def _throughput(queue: RedisJobQueue, stats: dict[str, Any], now: int) -> list[dict[str, Any]]:
+    """The queue's throughput; no rates (and no new sample) while its counters
+    or its samples cannot be read."""
+    unknown = [{"minutes": m, "seconds": None} for m in inspect.THROUGHPUT_WINDOWS_MINUTES]
+    if stats["broken"]:
+        return unknown
+    counters = {n: stats.get(f"{n}_total", 0) for n in inspect.SAMPLED_COUNTERS}
+    try:
+        return inspect.throughput(inspect.sample_counters(queue, counters, now), counters, now)
+    except (ValueError, TypeError, OverflowError, RecursionError):  # a corrupt sample
+        stats["broken"].append("the throughput samples (stats:samples) are not what the admin writes")
+        return unknown
+
+
+def worker_rows(
+    client: Any, keys: GlobalKeys, now: int, lapse_ms: float, queues: Collection[str]
+) -> list[dict[str, Any]]:
+    """The registered workers, most recent heartbeat first (at most
+    WORKERS_SHOWN), each record read field by field: a field that cannot be
+    read (not the JSON it should be, nested too deeply, a heartbeat that is not
+    a time) is named in the worker's "broken" list and the rest is shown. The
+    claim tokens a record holds are dropped here."""
+    rows = []
+    for wid, beat, record in inspect.worker_records(client, keys, WORKERS_SHOWN):
+        broken: list[str] = []
+        row: dict[str, Any] = {"id": cut(wid, NAME_LIMIT), "broken": broken}
+        for name in ("host", "pid", "concurrency", "state"):
+            row[name] = cut(record.get(name, ""), NAME_LIMIT)
+        row["started_at_ms"] = _integer(record.get("started_at_ms"))
+        if math.isfinite(beat):
+            row["beat_age_ms"] = max(0, now - int(beat))
+            row["lapsed"] = row["beat_age_ms"] > lapse_ms
+        else:
+            row["beat_age_ms"], row["lapsed"] = None, False
+            broken.append(f"heartbeat time {beat}")
+        row["queues"] = _worker_queues(record.get("queues"), broken)
+        row["jobs"] = _worker_jobs(record.get("jobs"), broken, queues)
+        rows.append(row)
+    return rows
+
+
+def _json_list(name: str, text: str | None, broken: list[str]) -> list[Any]:
+    """A field holding a JSON list; [] and a note in ``broken`` when it does not."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        broken.append(f"{name}: nested too deeply to read")
+        return []
+    except ValueError:
+        broken.append(f"{name}: not JSON: {cut(text, NAME_LIMIT)}")
+        return []
+    if not isinstance(value, list):
+        broken.append(f"{name}: not a list: {json_preview(value, NAME_LIMIT)}")
+        return []
+    return value
+
+
+def _worker_queues(text: str | None, broken: list[str]) -> list[str]:
+    names = []
+    for name in _json_list("queues", text, broken)[:WORKERS_SHOWN]:
+        if isinstance(name, str):
+            names.append(cut(name, NAME_LIMIT))
+        else:
+            broken.append(f"queues: not a name: {json_preview(name, NAME_LIMIT)}")
+    return names
+
+
+def _worker_jobs(text: str | None, broken: list[str], queues: Collection[str]) -> list[tuple[str, str, str | None]]:
+    """The jobs a worker runs, as (queue, id, job page URL or None): links only
+    to what the admin serves (configured queues, IDs a URL can carry)."""
+    jobs = []
+    for entry in _json_list("jobs", text, broken)[:WORKERS_SHOWN]:
+        if isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str) and isinstance(entry[1], str):
+            queue, job_id = entry[0], entry[1]  # [queue, id, token]: no token
+            url = job_url(queue, job_id) if queue in queues else None
+            jobs.append((cut(queue, NAME_LIMIT), cut(job_id, NAME_LIMIT), url))
+        else:
+            broken.append(f"jobs: not [queue, id, token]: {json_preview(entry, NAME_LIMIT)}")
+    return jobs
 
 
 def _kept(lists: dict[str, inspect.Retained]) -> dict[str, Any]:
@@ -216,7 +390,7 @@ class OverviewJSON(AdminPage):
 
 
 def summary_data(queue: RedisJobQueue) -> dict[str, Any]:
-    stats = queue.stats()
+    stats = queue_stats(queue)
     return {
         "queue_name": queue.queue_name,
         "stats": stats,
@@ -234,6 +408,8 @@ class ListPage(AdminPage):
         if per_page not in PER_PAGE_CHOICES:
             per_page = PER_PAGE_CHOICES[0]
         page = inspect.page(q, which, _int(request.GET.get("page"), 1), per_page)
+        for row in page.rows:
+            _bound_row(queue, row)
         context = self.context(
             request,
             title=f"{queue}: {which}",
@@ -245,6 +421,17 @@ class ListPage(AdminPage):
             **summary_data(q),
         )
         return TemplateResponse(request, TEMPLATES + "list.html", context)
+
+
+def _bound_row(queue: str, row: dict[str, Any]) -> None:
+    """A list row made fit to show: its link (None for an ID the job page
+    cannot serve), whether it can be selected, and every text cut."""
+    job_id = row["id"]
+    row["url"] = job_url(queue, job_id)
+    row["selectable"] = inspect.valid_job_id(job_id)  # what ActionView acts on
+    for name, value in row.items():
+        if isinstance(value, str):
+            row[name] = cut(value, SHORT_LIMIT if name == "last_error" else NAME_LIMIT)
 
 
 class SummaryJSON(AdminPage):
@@ -259,22 +446,26 @@ class SummaryJSON(AdminPage):
 # ------------------------------------------------------------------ jobs
 
 
-def job_context(queue: RedisJobQueue, fields: dict[str, str]) -> dict[str, Any]:
+def job_context(queue: RedisJobQueue, job_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """What the job page shows of the job hash ``fields``, every part bounded.
+    ``job_id`` is the ID in the URL: links are built from it, never from the
+    hash's own ``id`` field (which may say anything)."""
     status = fields.get("status", "")
     # A running at-most-once job is never handed out again (requeue_now refuses it).
     requeueable = status == "scheduled" or (status == "processing" and fields.get("delivery") != "at-most-once")
-    times = sorted(
-        ((k, v) for k, v in fields.items() if k.endswith(("_at_ms", "_until_ms")) and v.isdigit()),
-        key=lambda kv: int(kv[1]),
-    )
+    times = _times(fields)
+    errors, errors_left = error_log(fields.get("errors"))
+    other = sorted((k, v) for k, v in fields.items() if k not in SHOWN_FIELDS and k not in times)
     return {
         "queue_name": queue.queue_name,
-        "job": fields,
-        "times": [(k.removesuffix("_ms").replace("_", " "), v) for k, v in times],
-        "errors": inspect.decode_errors(fields.get("errors")),
-        "other_fields": sorted(
-            (k, v) for k, v in fields.items() if k not in SHOWN_FIELDS and not k.endswith(("_at_ms", "_until_ms"))
-        ),
+        "job_id": job_id,
+        "job": _bound_fields(fields),
+        "id_mismatch": fields.get("id", job_id) != job_id,
+        "times": [(cut(k.removesuffix("_ms").replace("_", " "), NAME_LIMIT), ms) for k, ms in times.items()],
+        "errors": errors,
+        "errors_left": errors_left,
+        "other_fields": [(cut(k, NAME_LIMIT), cut(v, SHORT_LIMIT)) for k, v in other[:OTHER_FIELDS_SHOWN]],
+        "other_fields_left": max(0, len(other) - OTHER_FIELDS_SHOWN),
         # (action, button label, destructive)
         "job_actions": [
             (a, ACTIONS[a].label + ("…" if confirm else ""), a == "delete")
@@ -289,6 +480,62 @@ def job_context(queue: RedisJobQueue, fields: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _times(fields: dict[str, str]) -> dict[str, int]:
+    """The timestamp fields that hold a time in ms, oldest first (at most
+    TIMES_SHOWN); one that does not hold a number is shown with the other fields."""
+    times = [
+        (k, ms) for k, v in fields.items() if k.endswith(("_at_ms", "_until_ms")) and (ms := _integer(v)) is not None
+    ]
+    return dict(sorted(times, key=lambda kv: kv[1])[:TIMES_SHOWN])
+
+
+def _bound_fields(fields: dict[str, str]) -> dict[str, str]:
+    """The job hash with every text cut to what the page shows. The payload
+    and the result are left whole: pretty_json reads them only as far as it
+    shows them."""
+    limits = {"payload": None, "result": None, "errors": None, "last_traceback": PRETTY_LIMIT}
+    return {k: v if (limit := limits.get(k, SHORT_LIMIT)) is None else cut(v, limit) for k, v in fields.items()}
+
+
+def error_log(text: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The job's ``errors`` field (a JSON list of {attempt, error, ts_ms},
+    newest last) for the page: its newest ERROR_LOG_SHOWN entries, and how many
+    older ones are not shown. What is not such a list or entry is shown as
+    text, marked broken."""
+    if not text:
+        return [], 0
+    try:
+        log = json.loads(text)
+    except RecursionError:
+        return [_broken_entry(f"the error log is nested too deeply to read: {cut(text, SHORT_LIMIT)}")], 0
+    except ValueError:
+        return [_broken_entry(f"the error log is not JSON: {cut(text, SHORT_LIMIT)}")], 0
+    if not isinstance(log, list):
+        return [_broken_entry(f"the error log is not a list: {json_preview(log)}")], 0
+    shown = log[-ERROR_LOG_SHOWN:]
+    return [_error_entry(e) for e in shown], len(log) - len(shown)
+
+
+def _broken_entry(error: str) -> dict[str, Any]:
+    return {"attempt": "", "ts_ms": None, "error": error, "broken": True}
+
+
+def _error_entry(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        return _broken_entry(f"not an entry: {json_preview(entry)}")
+    attempt, error, ts_ms = entry.get("attempt", ""), entry.get("error", ""), entry.get("ts_ms")
+    return {
+        "attempt": _entry_text(attempt, NAME_LIMIT),
+        "ts_ms": ts_ms if isinstance(ts_ms, int | str) else None,
+        "error": _entry_text(error, SHORT_LIMIT),
+        "broken": not isinstance(attempt, int | str) or not isinstance(error, str),
+    }
+
+
+def _entry_text(value: Any, limit: int) -> str:
+    return cut(value, limit) if isinstance(value, str) else json_preview(value, limit)
+
+
 class JobPage(AdminPage):
     def get(self, request: HttpRequest, queue: str, job_id: str) -> HttpResponse:
         q = self.queue(queue)
@@ -296,7 +543,7 @@ class JobPage(AdminPage):
         if fields is None:
             context = self.context(request, title="No such job", queue_name=queue, job_id=job_id)
             return TemplateResponse(request, TEMPLATES + "job_missing.html", context, status=404)
-        context = self.context(request, title=f"Job {job_id}", **job_context(q, fields))
+        context = self.context(request, title=f"Job {job_id}", **job_context(q, job_id, fields))
         return TemplateResponse(request, TEMPLATES + "job.html", context)
 
 
@@ -306,7 +553,7 @@ class JobJSON(AdminPage):
         fields = inspect.get_job(q, job_id)
         if fields is None:
             return JsonResponse({"parts": {}, "missing": True}, status=404)
-        html = render_to_string(TEMPLATES + "_job_status.html", job_context(q, fields), request)
+        html = render_to_string(TEMPLATES + "_job_status.html", job_context(q, job_id, fields), request)
         return JsonResponse({"parts": {"status": html}})
 
 
@@ -318,9 +565,9 @@ class SearchPage(AdminPage):
         queue_name = request.GET.get("queue", "")
         names = [queue_name] if queue_name else list(get_settings().queues)
         queues = [self.queue(n) for n in names]
-        found = inspect.find_job(queues, job_id) if job_id else []
-        if len(found) == 1:
-            return HttpResponseRedirect(reverse("admin:django_jobqueue_job", args=[found[0], job_id]))
+        found = [(q, job_url(q, job_id)) for q in (inspect.find_job(queues, job_id) if job_id else [])]
+        if len(found) == 1 and found[0][1]:
+            return HttpResponseRedirect(found[0][1])
         context = self.context(request, title="Search", job_id=job_id, queue_name=queue_name, found=found)
         return TemplateResponse(request, TEMPLATES + "search.html", context)
 
@@ -380,8 +627,8 @@ class ActionView(AdminPage):
 
     @staticmethod
     def _back(request: HttpRequest, queue: str, which: str, ids: list[str]) -> str:
-        if request.POST.get("back") == "job" and len(ids) == 1:
-            return reverse("admin:django_jobqueue_job", args=[queue, ids[0]])
+        if request.POST.get("back") == "job" and len(ids) == 1 and (url := job_url(queue, ids[0])):
+            return url
         if which:
             return reverse("admin:django_jobqueue_list", args=[queue, which])
         return reverse("admin:django_jobqueue_jobqueue_changelist")

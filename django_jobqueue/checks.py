@@ -7,15 +7,18 @@ from typing import Any
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import raw_setting, validate
+from .redact import mask_credentials
 
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """django_jobqueue.E001: a JOBQUEUE value is wrong; one error per problem."""
+    """django_jobqueue.E001: a JOBQUEUE value is wrong; one error per problem.
+    Values are quoted with their passwords masked (validate() does it; masked
+    again here because these messages reach terminals, CI logs and e-mails)."""
     _settings, errors = validate(raw_setting())
     return [
         Error(
-            f"{path} {problem}",
+            mask_credentials(f"{path} {problem}"),
             hint="See docs/settings.md for every JOBQUEUE key, its type and its default.",
             id="django_jobqueue.E001",
         )
@@ -63,7 +66,10 @@ def check_durability(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             return []
         problem = persistence_problem(get_client())
     except (JobQueueError, RedisError) as exc:
-        return [Warning(f"JOBQUEUE['DURABLE'] is on, but Redis could not be asked: {exc}", id="django_jobqueue.W002")]
+        reason = mask_credentials(str(exc))
+        return [
+            Warning(f"JOBQUEUE['DURABLE'] is on, but Redis could not be asked: {reason}", id="django_jobqueue.W002")
+        ]
     if not problem:
         return []
     return [

@@ -19,6 +19,7 @@ from django.dispatch import receiver
 
 from .exceptions import ConfigurationError
 from .keys import validate_name
+from .redact import shown
 
 MiB = 1024 * 1024
 
@@ -94,14 +95,15 @@ class QueueSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str
+    # Out of the repr (a debug page's local variables, a log line): they may hold passwords.
+    redis_url: str = field(repr=False)
     cache_alias: str | None
     key_prefix: str
     default_queue: str
     cluster: bool
     sentinels: tuple[tuple[str, int], ...] | None
     sentinel_service: str | None
-    redis_options: dict[str, Any]
+    redis_options: dict[str, Any] = field(repr=False)
     connect_timeout: float
     socket_timeout: float
     max_payload_bytes: int
@@ -114,7 +116,7 @@ class Settings:
     # Workers also run an events listener thread (fires the signals, events.py).
     worker_events_listener: bool = False
     # Keyword arguments for the connections to the sentinels (password, ssl, ...).
-    sentinel_options: dict[str, Any] = field(default_factory=dict)
+    sentinel_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def queue(self, name: str | None = None) -> QueueSettings:
         from .exceptions import UnknownQueueError
@@ -168,10 +170,11 @@ def _optional_str(v: Any) -> str | None:
 
 
 def _redis_url(v: Any) -> str | None:
-    if not isinstance(v, str):
-        return "a redis://, rediss:// or unix:// URL"
-    scheme = urlsplit(v).scheme
-    return None if scheme in ("redis", "rediss", "unix") else "a redis://, rediss:// or unix:// URL"
+    # The prefixes redis-py reads (in lower case): "redis:/host" or "REDIS://host" would pass
+    # a check of the scheme alone and fail later, deep inside the client.
+    if isinstance(v, str) and v.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return "a redis://, rediss:// or unix:// URL"
 
 
 def _name(v: Any) -> str | None:
@@ -236,6 +239,19 @@ _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+# Settings never quoted in an error, whatever their type: a password may be anywhere in them.
+_MAY_HOLD_PASSWORDS = frozenset({"REDIS_OPTIONS", "SENTINEL_OPTIONS"})
+
+
+def _quoting(key: str) -> Callable[[Any], str]:
+    """How an error quotes the value of a top-level key: never with a password."""
+    if key in _MAY_HOLD_PASSWORDS:
+        return lambda value: f"a {type(value).__name__}"
+    if key == "REDIS_URL":
+        return lambda value: shown(value, url=True)
+    return shown
+
+
 def _topology_errors(top: dict[str, Any]) -> list[tuple[str, str]]:
     """Settings that do not fit the chosen topology (one Redis, Sentinel, Cluster)."""
     errors = []
@@ -274,17 +290,17 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
     if not isinstance(raw, dict):
         return None, [("JOBQUEUE", f"must be a dict, got {type(raw).__name__}")]
 
-    def check(path: str, value: Any, rule: Callable[[Any], str | None]) -> None:
+    def check(path: str, value: Any, rule: Callable[[Any], str | None], quote: Callable[[Any], str] = shown) -> None:
         want = rule(value)
         if want:
-            errors.append((path, f"must be {want}, got {value!r}"))
+            errors.append((path, f"must be {want}, got {quote(value)}"))
 
     for key in raw:
         if key not in DEFAULTS:
             errors.append((f"JOBQUEUE[{key!r}]", f"is not a known setting{_close_match(str(key), DEFAULTS)}"))
     top = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
     for key, rule in _TOP_CHECKS.items():
-        check(f"JOBQUEUE[{key!r}]", top[key], rule)
+        check(f"JOBQUEUE[{key!r}]", top[key], rule, _quoting(key))
     if top["SENTINELS"] and not top["SENTINEL_SERVICE"]:
         errors.append(("JOBQUEUE['SENTINEL_SERVICE']", "must name the primary's service when SENTINELS is set"))
     if (

@@ -8,10 +8,13 @@ fork, so workers with threads and forked processes can share this.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from .conf import Settings, get_settings
+from .redact import url_location
 
 logger = logging.getLogger("django_jobqueue")
 _lock = threading.Lock()
@@ -19,11 +22,32 @@ _client: Any = None
 
 
 def build_client(settings: Settings) -> Any:
-    """A new redis-py client for these settings (no connection is opened yet)."""
+    """A new redis-py client for these settings (no connection is opened yet,
+    except to a cluster's nodes, which redis-py asks for the slot table)."""
     if settings.cache_alias:
         from django_redis import get_redis_connection
 
         return get_redis_connection(settings.cache_alias)
+    options = client_options(settings)
+    if settings.sentinels:
+        from redis.sentinel import Sentinel
+
+        assert settings.sentinel_service  # validate() requires it with SENTINELS
+        sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_connection_options(settings))
+        return sentinel.master_for(settings.sentinel_service, **options)
+    if settings.cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.redis_url, **options)
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of the client for the queue's Redis: with
+    ``REDIS_URL`` for one Redis and a cluster, alone for a Sentinel-managed
+    primary. ``REDIS_OPTIONS`` win over ours (and, for the primary, over the URL)."""
     options: dict[str, Any] = {
         "socket_connect_timeout": settings.connect_timeout,
         "socket_timeout": settings.socket_timeout,
@@ -33,37 +57,74 @@ def build_client(settings: Settings) -> Any:
         # in the middle of a claim: they decode with U+FFFD, the payload then
         # fails JSON decoding, and the job is dead-lettered at once.
         "encoding_errors": "replace",
-        **settings.redis_options,
     }
     if settings.sentinels:
-        from redis.sentinel import Sentinel
-
-        sentinel = Sentinel(
-            list(settings.sentinels),
-            sentinel_kwargs={
-                "socket_connect_timeout": settings.connect_timeout,
-                "socket_timeout": settings.socket_timeout,
-                **settings.sentinel_options,  # the sentinels' own password, TLS, ...
-            },
-        )
         # The sentinels name the primary; REDIS_URL may still give its user,
-        # password, db and TLS (host and port are ignored); REDIS_OPTIONS win.
-        return sentinel.master_for(settings.sentinel_service, **{**_url_credentials(settings.redis_url), **options})
+        # password, db and TLS (host and port are ignored).
+        options = {**options, **_url_credentials(settings.redis_url), **settings.redis_options}
+        return with_hostname_check(options, tls=bool(options.get("ssl")))
+    options.update(settings.redis_options)
     if settings.cluster:
-        from redis.cluster import RedisCluster
-
         options.pop("health_check_interval", None)
-        return RedisCluster.from_url(settings.redis_url, **options)
-    import redis
+    # Arguments in the URL's query (?ssl_cert_reqs=none) win over keyword arguments in redis-py.
+    chosen = {**options, **_url_query_options(settings.redis_url)}
+    tls = urlsplit(settings.redis_url).scheme == "rediss" or bool(options.get("ssl"))
+    return {**options, **_hostname_check(chosen, tls=tls)}
 
-    return redis.Redis.from_url(settings.redis_url, **options)
+
+def sentinel_connection_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of the connections to the sentinels themselves."""
+    options = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.socket_timeout,
+        **settings.sentinel_options,  # the sentinels' own password, TLS, ...
+    }
+    return with_hostname_check(options, tls=bool(options.get("ssl")))
+
+
+# ssl_cert_reqs values that turn certificate verification off (redis-py reads None as "none").
+_NO_VERIFICATION = (None, "none", ssl.CERT_NONE)
+
+
+def _hostname_check(options: dict[str, Any], *, tls: bool) -> dict[str, Any]:
+    """``{"ssl_check_hostname": True}`` when a TLS connection with these options
+    would verify the certificate but nobody chose whether to check its host name."""
+    if not tls or "ssl_check_hostname" in options:
+        return {}
+    if "ssl_cert_reqs" in options and options["ssl_cert_reqs"] in _NO_VERIFICATION:
+        # No certificate check, so no name to check: Python refuses the pair.
+        return {}
+    return {"ssl_check_hostname": True}
+
+
+def with_hostname_check(options: dict[str, Any], *, tls: bool) -> dict[str, Any]:
+    """``options``, plus ``ssl_check_hostname=True`` for a TLS connection.
+
+    redis-py before 6.0 compares the server's host name with its certificate
+    only when told to: otherwise any certificate the trusted CA issued, to any
+    host, is accepted. The check is asked for explicitly, so no redis-py default
+    decides (pyproject.toml also requires 6.1, whose Cluster client is the first
+    to pass the option on: 5.x and 6.0 drop it). An explicit choice in the
+    options wins: ``ssl_check_hostname`` itself, or ``ssl_cert_reqs`` "none"
+    (no verification at all).
+    """
+    return {**options, **_hostname_check(options, tls=tls)}
+
+
+def _url_query_options(url: str) -> dict[str, Any]:
+    """The TLS choices made in a URL's query string (``?ssl_check_hostname=false``)."""
+    from redis.connection import parse_url
+
+    try:
+        parsed = parse_url(url)
+    except ValueError:
+        return {}  # the client reports the bad URL itself
+    return {k: parsed[k] for k in ("ssl_check_hostname", "ssl_cert_reqs") if k in parsed}
 
 
 def _url_credentials(url: str) -> dict[str, Any]:
     """User, password, db and TLS of a redis:// or rediss:// URL, for a
     Sentinel-managed primary."""
-    from urllib.parse import urlsplit
-
     from redis.connection import parse_url
 
     parsed = parse_url(url)
@@ -99,16 +160,10 @@ def reset() -> None:
 
 def describe(settings: Settings | None = None) -> str:
     """Where the queue's Redis is, for logs: never with a password."""
-    from urllib.parse import urlsplit
-
     settings = settings or get_settings()
     if settings.cache_alias:
         return f"cache alias {settings.cache_alias!r}"
     if settings.sentinels:
         hosts = ", ".join(f"{h}:{p}" for h, p in settings.sentinels)
         return f"sentinel service {settings.sentinel_service!r} via {hosts}"
-    parts = urlsplit(settings.redis_url)
-    host = parts.hostname or parts.path
-    port = f":{parts.port}" if parts.port else ""
-    db = parts.path if parts.scheme != "unix" else ""
-    return f"{parts.scheme}://{host}{port}{db}" + (" (cluster)" if settings.cluster else "")
+    return url_location(settings.redis_url) + (" (cluster)" if settings.cluster else "")

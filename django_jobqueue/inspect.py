@@ -212,7 +212,7 @@ def decode_errors(text: str | None) -> list[dict[str, Any]]:
         return []
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not ours: nested past Python's stack
         return [{"error": text}]
     return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
 
@@ -297,23 +297,31 @@ def purge(queue: RedisJobQueue, which: str) -> BulkResult:
 # ------------------------------------------------------------- workers
 
 
+def worker_records(client: Any, keys: GlobalKeys, limit: int) -> list[tuple[str, float, dict[str, str]]]:
+    """(id, heartbeat time, record as text) of the registered workers, most
+    recent heartbeat first (at most ``limit``), in one round trip for the records."""
+    entries = client.zrevrange(keys.workers, 0, limit - 1, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for wid, _beat in entries:
+        pipe.hgetall(keys.worker(_s(wid)))
+    return [
+        (_s(wid), beat, {_s(k): _s(v) for k, v in raw.items()})
+        for (wid, beat), raw in zip(entries, pipe.execute() if entries else [], strict=True)
+    ]
+
+
 def workers(client: Any, keys: GlobalKeys, limit: int = 200) -> list[dict[str, Any]]:
     """The registered workers, most recent heartbeat first (at most ``limit``).
 
     Each running job is given as (queue, id): the claim token the worker
     record holds is dropped here.
     """
-    entries = client.zrevrange(keys.workers, 0, limit - 1, withscores=True)
-    pipe = client.pipeline(transaction=False)
-    for wid, _beat in entries:
-        pipe.hgetall(keys.worker(_s(wid)))
     out = []
-    for (wid, beat), raw in zip(entries, pipe.execute() if entries else [], strict=True):
-        record = {_s(k): _s(v) for k, v in raw.items()}
+    for wid, beat, record in worker_records(client, keys, limit):
         running = [j for j in _json_list(record.get("jobs")) if isinstance(j, list) and len(j) >= 2]
         out.append(
             {
-                "id": _s(wid),
+                "id": wid,
                 "host": record.get("host", ""),
                 "pid": record.get("pid", ""),
                 "queues": _json_list(record.get("queues")),
@@ -330,7 +338,7 @@ def workers(client: Any, keys: GlobalKeys, limit: int = 200) -> list[dict[str, A
 def _json_list(text: str | None) -> list[Any]:
     try:
         value = json.loads(text or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):  # not ours: nested past Python's stack
         return []
     return value if isinstance(value, list) else []
 
@@ -358,7 +366,7 @@ def sample_counters(queue: RedisJobQueue, counters: dict[str, int], now_ms: int)
     for raw in queue.client.lrange(key, 0, -1):
         try:
             sample = json.loads(_s(raw))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(sample, dict) and isinstance(sample.get("ts"), int):
             samples.append(sample)

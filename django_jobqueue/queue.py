@@ -20,8 +20,9 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from . import scripts, serialization
+from .errortext import cap_error, cap_traceback
 from .exceptions import QueuePaused, ReplicationError
-from .ids import new_claim_token, new_job_id
+from .ids import check_job_id, new_claim_token, new_job_id
 from .jobtypes import _CODES, _FAIL_CODES, _START_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s
 
 # Re-exported: defined here before the split, so callers may import them from here.
@@ -106,7 +107,7 @@ class RedisJobQueue(QueueOperations):
         extra: Mapping[str, str] | None = None,
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         k = self.keys
-        job_id = job_id or new_job_id(self.clock() if self.clock else None)
+        job_id = new_job_id(self.clock() if self.clock else None) if job_id is None else check_job_id(job_id)
         args: list[Any] = [
             self._now(),
             job_id,
@@ -138,7 +139,8 @@ class RedisJobQueue(QueueOperations):
         unfinished job already holding ``unique_key``.
 
         Options: name, delay_ms, ttl_ms, unique_key, max_attempts, extra
-        (more hash fields), job_id (chosen by the caller).
+        (more hash fields), job_id (chosen by the caller: ids.JOB_ID_RULE,
+        else InvalidJobOptions and nothing is written).
         """
         return self.enqueue_encoded(serialization.dumps(payload, max_bytes=self.max_payload_bytes), **options)
 
@@ -536,6 +538,8 @@ class RedisJobQueue(QueueOperations):
         terminal: bool = False,
         lost: bool = False,
     ) -> Outcome:
+        """Record a failure (see :meth:`fail`); ``error`` and ``traceback``
+        are capped first (errortext.py), whoever the caller is."""
         k = self.keys
         code = scripts.get("fail")(
             self.client,
@@ -556,8 +560,8 @@ class RedisJobQueue(QueueOperations):
                 self._now(),
                 job.id,
                 job.claim_token,
-                str(error),
-                traceback,
+                cap_error(str(error)),
+                cap_traceback(traceback),
                 int(retry_delay_ms),
                 "lost" if lost else "terminal" if terminal else "auto",
                 self.failed_ttl_s,
@@ -603,7 +607,8 @@ class RedisJobQueue(QueueOperations):
         counter: str = "",
         error: str | None = None,
     ) -> Outcome:
-        """Put a claimed job back to wait (now, or after ``delay_ms``)."""
+        """Put a claimed job back to wait (now, or after ``delay_ms``);
+        ``error`` (a nack's reason) is capped like a failure's."""
         k = self.keys
         code = scripts.get("requeue")(
             self.client,
@@ -629,7 +634,7 @@ class RedisJobQueue(QueueOperations):
                 "front" if front else "back",
                 event,
                 counter,
-                error or "",
+                cap_error(error) if error else "",
                 self.failed_ttl_s,
             ],
         )

@@ -26,7 +26,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ from .conf import get_settings
 from .connection import describe
 from .context import Job
 from .dbconn import close_stale_connections
+from .errortext import cap_error, failure_text, format_traceback
 from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
 from .fetcher import MAX_BATCH, Ack, Fetcher
@@ -461,9 +461,9 @@ class Worker(WorkerMaintenance):
         return job.outcome or "?"
 
     def _fail(self, job: Job, definition: JobDefinition, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        job.failed(text, traceback=tb)
+        # Both capped (errortext.py): the traceback part by part, so that a huge
+        # message cannot push every frame out of it.
+        job.failed(failure_text(exc), traceback=format_traceback(exc))
         return self._after_fail(job, definition, getattr(job, "fail_result", None))
 
     def _after_fail(self, job: Job, definition: JobDefinition, result: Outcome | None) -> str:
@@ -479,6 +479,7 @@ class Worker(WorkerMaintenance):
         return "claim lost"
 
     def _dead_letter(self, queue: RedisJobQueue, claimed: ClaimedJob, error: str) -> str:
+        error = cap_error(error)  # it quotes what was stored: the log line gets the capped text too
         outcome = queue.fail_outcome(claimed, error, terminal=True)
         logger.error("job %s %r dead-lettered: %s", claimed.id, claimed.name, error)
         return "failed" if outcome is Outcome.FAILED else "claim lost"

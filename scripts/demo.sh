@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The demo: installs what it needs, uses the Redis at 127.0.0.1:6379 if one answers
 # (else starts a private one), then runs the demo project and a worker.
+# Its keys are under its own prefix (jobq-demo:*), never a local project's queue:*.
 # Ctrl-C stops everything it started.
 #   DEMO_REDIS_URL=redis://host:port/db   use that Redis instead
 #   DEMO_PORT=8000                        the web port (a free one if taken)
+#   DEMO_KEY_PREFIX=jobq-demo             the first part of every key the demo writes
+#   DEMO_DEBUG=1                          Django's DEBUG (off by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -36,7 +39,7 @@ if [ -n "${DEMO_REDIS_URL:-}" ]; then
   redis_note="the Redis you named"
 elif port_answers 127.0.0.1 6379; then
   DEMO_REDIS_URL="redis://127.0.0.1:6379/0"
-  redis_note="the Redis already running on 127.0.0.1:6379 (keys under queue:*)"
+  redis_note="the Redis already running on 127.0.0.1:6379"
 else
   log=$(mktemp)
   "$PY" -m django_jobqueue.devserver > "$log" 2>&1 &
@@ -47,6 +50,10 @@ else
   redis_note="a private $(head -1 "$log" | cut -d' ' -f1-3) started for the demo"
 fi
 export DEMO_REDIS_URL
+export DEMO_KEY_PREFIX="${DEMO_KEY_PREFIX:-jobq-demo}"
+# A secret of this run's own: sessions and signatures of one demo run mean nothing to the next.
+DEMO_SECRET_KEY="${DEMO_SECRET_KEY:-$("$PY" -c "import secrets; print(secrets.token_urlsafe(40))")}"
+export DEMO_SECRET_KEY
 
 web_port=${DEMO_PORT:-8000}
 if "$PY" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $web_port)) != 0)"; then
@@ -73,7 +80,7 @@ cat <<MSG
   django-jobqueue demo is running
     demo page:  http://127.0.0.1:$web_port/
     admin:      http://127.0.0.1:$web_port/admin/   user: admin   password: $password
-    redis:      $DEMO_REDIS_URL ($redis_note)
+    redis:      $DEMO_REDIS_URL ($redis_note), keys under $DEMO_KEY_PREFIX:*
     worker:     manage.py jobq_worker --queue jobs --concurrency 4
 
   Press Ctrl-C to stop.

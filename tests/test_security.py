@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -219,12 +220,16 @@ def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     return key, cert
 
 
-def make_server_cert(directory: Path, ca_key: Path, ca_cert: Path) -> tuple[Path, Path]:
+def make_server_cert(
+    directory: Path, ca_key: Path, ca_cert: Path, names: Sequence[str] = ("IP:127.0.0.1", "DNS:localhost")
+) -> tuple[Path, Path]:
+    """A server certificate from the CA for ``names`` (subject alternative names)."""
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ext = directory / "san.cnf"
+    common_name = next((n.removeprefix("DNS:") for n in names if n.startswith("DNS:")), "server")
     # What Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a server certificate.
     ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={','.join(names)}\n"
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth\n"
@@ -233,7 +238,7 @@ def make_server_cert(directory: Path, ca_key: Path, ca_cert: Path) -> tuple[Path
     )
     subprocess.run(
         ["openssl", "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        + ["-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+        + ["-keyout", key, "-out", csr, "-subj", f"/CN={common_name}"],
         check=True,
         capture_output=True,
     )
@@ -247,15 +252,23 @@ def make_server_cert(directory: Path, ca_key: Path, ca_cert: Path) -> tuple[Path
 
 
 class TLSRedisServer(RedisServer):
-    """redis-server with TLS only (``--port 0``): checked ready over TLS."""
+    """redis-server with TLS only (``--port 0``): checked ready over TLS. Its
+    certificate names ``names``; ``extra`` are more redis-server options."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        names: Sequence[str] = ("IP:127.0.0.1", "DNS:localhost"),
+        extra: Sequence[str] = (),
+        port: int | None = None,
+    ) -> None:
         self.ca_key, self.ca_cert = make_ca(directory, "ca")
-        key, cert = make_server_cert(directory, self.ca_key, self.ca_cert)
-        port = free_port()
+        self.key, self.cert = make_server_cert(directory, self.ca_key, self.ca_cert, names)
+        port = port or free_port()
         super().__init__(
-            ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-            + ["--tls-ca-cert-file", str(self.ca_cert), "--tls-auth-clients", "no"],
+            ["--port", "0", "--tls-port", str(port)]
+            + ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)]
+            + ["--tls-ca-cert-file", str(self.ca_cert), "--tls-auth-clients", "no", *extra],
             port=port,
         )
 
@@ -265,6 +278,7 @@ class TLSRedisServer(RedisServer):
 
     def ping(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.ca_cert))
+        context.check_hostname = False  # readiness only: the certificate may name another host on purpose
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
                 with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:

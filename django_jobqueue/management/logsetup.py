@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import IO
+from typing import IO, Any
+
+from django_jobqueue.terminal import safe_text
 
 
 class BatchHandler(logging.Handler):
@@ -54,7 +56,11 @@ class BatchHandler(logging.Handler):
 
 
 class _Formatter(logging.Formatter):
-    """The default format, with the date and time text made once a second."""
+    """The default format, with the date and time text made once a second.
+
+    Log lines quote stored text (job names and ids, worker ids, error text):
+    control characters in it are escaped (terminal.py), and a message stays
+    on one line; a traceback keeps its newlines."""
 
     _second = -1
     _text = ""
@@ -66,6 +72,15 @@ class _Formatter(logging.Formatter):
         if second != self._second:
             self._text, self._second = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)), second
         return f"{self._text},{int(record.msecs):03d}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return safe_text(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return safe_text(super().formatException(ei), multiline=True)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return safe_text(super().formatStack(stack_info), multiline=True)
 
 
 class _Flusher(threading.Thread):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import threading
-import traceback
 from typing import Any
 
 from django.utils import timezone
@@ -32,6 +31,7 @@ from .. import serialization
 from ..api import get_queue
 from ..conf import get_settings
 from ..context import Job
+from ..errortext import failure_text, format_traceback
 from ..exceptions import CorruptJobError
 from ..queue import Outcome
 from ..registry import JobDefinition
@@ -49,9 +49,6 @@ from .compat import (
 )
 from .naming import load_task
 from .results import ERROR_FIELD, F_BACKEND, F_STARTED, WORKER_FIELD, build_result, class_path
-
-# A traceback kept per attempt is capped (its end, where the exception is, is kept).
-MAX_TRACEBACK_CHARS = 32_000
 
 _definitions: dict[str, JobDefinition] = {}
 _lock = threading.Lock()
@@ -112,10 +109,9 @@ def _write_if_ours(job: Job, mapping: dict[str, str], *, setnx: tuple[str, str] 
 
 
 def _failure(exc: BaseException) -> TaskError:
-    text = "".join(traceback.format_exception(exc))
-    if len(text) > MAX_TRACEBACK_CHARS:
-        text = "...(traceback cut)\n" + text[-MAX_TRACEBACK_CHARS:]
-    return TaskError(exception_class_path=class_path(type(exc)), traceback=text)
+    # Capped as the job's own last_traceback is (errortext.py): one attempt's
+    # field holds at most MAX_TRACEBACK_CHARS, whatever the exception says.
+    return TaskError(exception_class_path=class_path(type(exc)), traceback=format_traceback(exc))
 
 
 def _finish(result: TaskResult, status: TaskResultStatus, **changes: Any) -> TaskResult:
@@ -153,8 +149,7 @@ def run_task(task: Task, payload: Any, job: Job) -> Any:
         error = _failure(exc)
         data = {"exception_class_path": error.exception_class_path, "traceback": error.traceback}
         _write_if_ours(job, {f"{ERROR_FIELD}{job.attempts}": json.dumps(data)})
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        job.failed(text, traceback=error.traceback)
+        job.failed(failure_text(exc), traceback=error.traceback)
         if getattr(job, "fail_result", None) is Outcome.FAILED:
             # Sent inside the except block, as Django does, so receivers (and
             # Django's own logging) see the exception in sys.exc_info().

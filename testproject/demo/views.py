@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -15,6 +18,27 @@ from django_jobqueue import InvalidJobOptions, PayloadError, QueueUnavailable, e
 from .pool import KINDS, QUEUE, pool
 
 LIST_PREVIEW = 15
+# The live page and its state API are open to anyone: error texts there may
+# quote other visitors' sign-up addresses ("smtp timeout sending to ..."), so
+# every word with an "@" in it is hidden. Sign-up takes only addresses that are
+# one such word (no spaces, quotes or controls), so none is shown in part.
+EMAIL_LIKE = re.compile(r"[^\s@]*@[^\s@]*")
+HIDDEN_EMAIL = "[e-mail address hidden]"
+
+
+def hide_emails(text: str) -> str:
+    return EMAIL_LIKE.sub(HIDDEN_EMAIL, text)
+
+
+def _plain_email(email: str) -> bool:
+    """A valid address with nothing a word-based mask could split."""
+    if len(email) > 254 or not email.isprintable() or any(c.isspace() or c == '"' for c in email):
+        return False
+    try:
+        validate_email(email)
+    except ValidationError:
+        return False
+    return True
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -27,7 +51,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     context: dict = {}
     if request.method == "POST":
         email = request.POST.get("email", "").strip()
-        if "@" not in email or len(email) > 254:
+        if not _plain_email(email):
             context["error"] = "Enter an e-mail address."
         else:
             try:
@@ -49,8 +73,13 @@ def _preview(queue, ids: list[str]) -> list[dict]:
         except (ValueError, AttributeError):
             kind = None
         rows.append(
-            {"id": job_id, "name": kind or name or "", "status": status or "gone", "attempts": attempts or "0",
-             "error": error or ""}
+            {
+                "id": job_id,
+                "name": kind or name or "",
+                "status": status or "gone",
+                "attempts": attempts or "0",
+                "error": hide_emails(error or ""),
+            }
         )
     return rows
 

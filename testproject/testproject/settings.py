@@ -6,7 +6,9 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DEMO_SECRET_KEY", "demo-only-not-secret")
-DEBUG = os.environ.get("DEMO_DEBUG", "1") == "1"
+# Off unless asked for (DEMO_DEBUG=1): a debug page shows settings and local
+# variables to whoever triggers it. Static files are served either way (urls.py).
+DEBUG = os.environ.get("DEMO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 INSTALLED_APPS = [
@@ -55,8 +57,14 @@ TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The demo's keys are its own (`jobq-demo:jobs:pending`, ...), not the default
+# `queue:*`: `make demo` may borrow a Redis that a local project already uses,
+# and its worker must never claim (and dead-letter as unknown) that project's jobs.
+DEMO_KEY_PREFIX = os.environ.get("DEMO_KEY_PREFIX", "jobq-demo")
+
 JOBQUEUE = {
     "REDIS_URL": os.environ.get("DEMO_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "KEY_PREFIX": DEMO_KEY_PREFIX,
     "QUEUES": {
         # Real @job handlers (demo/jobs.py), run by `manage.py jobq_worker`.
         "jobs": {"VISIBILITY_MS": 10_000, "CONCURRENT_JOBS": 4},

@@ -175,3 +175,9 @@ def kills_worker(payload, job):
 
     record(job)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job(name="loud_failure", queue="fast", max_attempts=3)
+def loud_failure(payload, job):
+    # A handler whose exception quotes a whole (huge) input field.
+    raise ValueError(f"bad field: {'x' * payload['size']}")

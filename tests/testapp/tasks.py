@@ -67,6 +67,12 @@ def failing_system_exit():
 
 
 @task
+def failing_loudly(size):
+    # Its exception quotes a whole (huge) input field.
+    raise ValueError(f"bad field: {'x' * size}")
+
+
+@task
 def complex_exception():
     raise ValueError(ValueError("This task failed"))
 

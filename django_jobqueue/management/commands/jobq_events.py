@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_jobqueue.events import EventsListener
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.management import logsetup
+from django_jobqueue.terminal import safe_text
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         try:
             listener = EventsListener(options["queues"])
         except (JobQueueError, LookupError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(safe_text(exc)) from exc
 
         def on_signal(signum: int, frame: Any) -> None:
             listener.stop()  # run() returns within a poll interval

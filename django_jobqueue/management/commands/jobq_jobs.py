@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,8 +10,11 @@ from django_jobqueue.api import get_queue
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.queue import Outcome
 from django_jobqueue.queue_ops import Refusal
+from django_jobqueue.terminal import safe_json, safe_text
 
 STATES = ("scheduled", "pending", "processing", "completed", "failed")
+# Fields printed as blocks by `show`, newlines kept (any other stored newline is escaped).
+MULTILINE_FIELDS = frozenset({"last_traceback"})
 # What each outcome that changed nothing is called in the report.
 LABELS: dict[Outcome | Refusal, str] = {
     Outcome.MISSING: "not found",
@@ -62,9 +64,9 @@ class Command(BaseCommand):
             queue = get_queue(options["queue"])
             getattr(self, f"do_{options['action']}")(queue, options)
         except (JobQueueError, LookupError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(safe_text(exc)) from exc
         except RedisError as exc:
-            raise CommandError(f"Redis unavailable: {exc}") from exc
+            raise CommandError(safe_text(f"Redis unavailable: {exc}")) from exc
 
     def do_list(self, queue: Any, options: dict[str, Any]) -> None:
         if options["count"] < 1:
@@ -72,30 +74,32 @@ class Command(BaseCommand):
         cursor, ids = queue.scan(options["state"], options["cursor"], options["count"])
         rows = inspect.job_rows(queue, ids)
         if options["json"]:
-            self.stdout.write(json.dumps({"cursor": cursor, "jobs": rows}, indent=2))
+            self.stdout.write(safe_json({"cursor": cursor, "jobs": rows}, indent=2))
             return
         for row in rows:
             self.stdout.write(
-                f"{row['id']}  {row.get('name') or '-':<24} {row.get('status') or 'gone':<10} "
-                f"attempts {row.get('attempts') or 0}  {row.get('last_error') or ''}".rstrip()
+                f"{safe_text(row['id'])}  {safe_text(row.get('name') or '-'):<24} "
+                f"{safe_text(row.get('status') or 'gone'):<10} attempts {safe_text(row.get('attempts') or 0)}  "
+                f"{safe_text(row.get('last_error') or '')}".rstrip()
             )
         self.stdout.write(f"next: --cursor {cursor}" if cursor else "(end)")
 
     def do_show(self, queue: Any, options: dict[str, Any]) -> None:
         fields = inspect.get_job(queue, options["job_id"])
         if fields is None:
-            raise CommandError(f"no job {options['job_id']!r} in queue {queue.queue_name!r}")
+            raise CommandError(safe_text(f"no job {options['job_id']!r} in queue {queue.queue_name!r}"))
         if options["json"]:
-            self.stdout.write(json.dumps(fields, indent=2, sort_keys=True))
+            self.stdout.write(safe_json(fields, indent=2, sort_keys=True))
             return
-        width = max(len(k) for k in fields)
-        for key in sorted(fields):
-            self.stdout.write(f"{key:<{width}}  {fields[key]}")
+        shown = {safe_text(key): safe_text(value, multiline=key in MULTILINE_FIELDS) for key, value in fields.items()}
+        width = max(len(k) for k in shown)
+        for key in sorted(shown):
+            self.stdout.write(f"{key:<{width}}  {shown[key]}")
 
     def _report(self, verb: str, outcomes: dict[Outcome | Refusal, list[str]]) -> None:
         for outcome, ids in outcomes.items():
             label = verb if outcome is Outcome.OK else LABELS.get(outcome, outcome.value)
-            self.stdout.write(f"{label}: {len(ids)} {' '.join(ids)}")
+            self.stdout.write(f"{label}: {len(ids)} {safe_text(' '.join(ids))}")
         if any(o is not Outcome.OK for o in outcomes):
             raise CommandError("some jobs were left as they were")
 
@@ -120,14 +124,14 @@ class Command(BaseCommand):
         state = options["state"]
         if not options["yes"]:
             count = inspect.list_length(queue, state)
-            answer = input(f"Delete the {count} job(s) on {queue.queue_name}:{state}? Type 'yes': ")
+            answer = input(f"Delete the {count} job(s) on {safe_text(queue.queue_name)}:{state}? Type 'yes': ")
             if answer.strip() != "yes":
                 raise CommandError("not purged")
         result = inspect.purge(queue, state)
         self.stdout.write(f"purged {state}: {result.done} job(s) deleted, {result.skipped} stale id(s) dropped")
 
     def do_pause(self, queue: Any, options: dict[str, Any]) -> None:
-        self.stdout.write(f"{queue.queue_name}: paused {queue.pause(options['direction'])}")
+        self.stdout.write(safe_text(f"{queue.queue_name}: paused {queue.pause(options['direction'])}"))
 
     def do_resume(self, queue: Any, options: dict[str, Any]) -> None:
-        self.stdout.write(f"{queue.queue_name}: paused {queue.resume(options['direction'])}")
+        self.stdout.write(safe_text(f"{queue.queue_name}: paused {queue.resume(options['direction'])}"))

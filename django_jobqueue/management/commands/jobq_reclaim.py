@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from django_jobqueue.api import get_queue
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.monitor import queue_names
+from django_jobqueue.terminal import safe_text
 
 
 class Command(BaseCommand):
@@ -33,12 +34,12 @@ class Command(BaseCommand):
         try:
             queues = [get_queue(name) for name in queue_names(options["queues"])]
         except (JobQueueError, LookupError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(safe_text(exc)) from exc
         stop = threading.Event()
         if options["loop"]:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
-            names = ", ".join(q.queue_name for q in queues)
+            names = safe_text(", ".join(q.queue_name for q in queues))
             self.stdout.write(f"sweeping {names} every {options['interval']} s; SIGTERM or Ctrl-C stops")
             self.stdout.flush()
         while True:
@@ -47,14 +48,14 @@ class Command(BaseCommand):
                     result = queue.sweep()
                 except RedisError as exc:
                     if not options["loop"]:
-                        raise CommandError(f"Redis unavailable: {exc}") from exc
-                    self.stderr.write(f"{queue.queue_name}: Redis unavailable: {exc}")
+                        raise CommandError(safe_text(f"Redis unavailable: {exc}")) from exc
+                    self.stderr.write(safe_text(f"{queue.queue_name}: Redis unavailable: {exc}"))
                     continue
                 if result.reclaimed or result.dead_lettered or result.expired or result.promoted or not options["loop"]:
                     counts = (
                         f"{len(result.reclaimed)} reclaimed, {len(result.dead_lettered)} dead-lettered, "
                         f"{len(result.expired)} expired, {result.promoted} promoted"
                     )
-                    self.stdout.write(f"{queue.queue_name}: {counts}")
+                    self.stdout.write(f"{safe_text(queue.queue_name)}: {counts}")
             if not options["loop"] or stop.wait(options["interval"]):
                 return

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -12,6 +11,7 @@ from django_jobqueue.connection import get_client
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.inspect import human_bytes
 from django_jobqueue.monitor import queue_stats, workers
+from django_jobqueue.terminal import safe_json, safe_text
 
 DEPTHS = ("scheduled", "pending", "processing", "completed", "failed")
 COUNTERS = ("enqueued", "completed", "failed", "retried", "reclaimed", "expired", "dropped_failed")
@@ -33,9 +33,9 @@ class Command(BaseCommand):
             retained = {name: inspect.retained_memory(get_queue(name)) for name in stats}
             limit = inspect.maxmemory(get_client())
         except (JobQueueError, LookupError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(safe_text(exc)) from exc
         except RedisError as exc:
-            raise CommandError(f"Redis unavailable: {exc}") from exc
+            raise CommandError(safe_text(f"Redis unavailable: {exc}")) from exc
         if options["json"]:
             for name, lists in retained.items():
                 stats[name]["retained_memory"] = {
@@ -44,29 +44,33 @@ class Command(BaseCommand):
                     **{which: _as_dict(r) for which, r in lists.items()},
                 }
             data = {"queues": stats, "workers": live, "maxmemory": limit}
-            self.stdout.write(json.dumps(data, indent=2, sort_keys=True))
+            self.stdout.write(safe_json(data, indent=2, sort_keys=True))
             return
         header = f"{'queue':<16}" + "".join(f"{d:>11}" for d in DEPTHS) + f"{'oldest':>10}"
         self.stdout.write(header)
         for name, s in stats.items():
             age = s["oldest_pending_age_ms"]
             oldest = "-" if age is None else f"{age / 1000:.1f}s"
-            self.stdout.write(f"{name:<16}" + "".join(f"{s[f'{d}_depth']:>11}" for d in DEPTHS) + f"{oldest:>10}")
+            depths = "".join(f"{s[f'{d}_depth']:>11}" for d in DEPTHS)
+            self.stdout.write(f"{safe_text(name):<16}{depths}{oldest:>10}")
         self.stdout.write("")
         widths = [max(11, len(c) + 2) for c in COUNTERS]
         self.stdout.write(f"{'totals':<16}" + "".join(f"{c:>{w}}" for c, w in zip(COUNTERS, widths, strict=True)))
         for name, s in stats.items():
             cells = (f"{s[f'{c}_total']:>{w}}" for c, w in zip(COUNTERS, widths, strict=True))
-            self.stdout.write(f"{name:<16}" + "".join(cells))
+            self.stdout.write(f"{safe_text(name):<16}" + "".join(cells))
         self.stdout.write("")
         self._memory(retained, limit)
         self.stdout.write("")
         if not live:
             self.stdout.write("no live workers")
         for w in live:
+            # Everything in a worker's record is stored text: printed escaped.
+            queues = ", ".join(safe_text(q) for q in w["queues"])
             self.stdout.write(
-                f"worker {w['id']} ({w['state']}) queues {', '.join(w['queues'])}, concurrency {w['concurrency']}, "
-                f"heartbeat {w['beat_age_s']}s ago, running {len(w['running'])}"
+                f"worker {safe_text(w['id'])} ({safe_text(w['state'])}) queues {queues}, "
+                f"concurrency {safe_text(w['concurrency'])}, heartbeat {w['beat_age_s']}s ago, "
+                f"running {len(w['running'])}"
             )
 
     def _memory(self, retained: dict[str, dict[str, inspect.Retained]], limit: int | None) -> None:
@@ -76,7 +80,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"{'memory':<16}{'completed':>36}{'failed':>36}")
         for name, lists in retained.items():
-            self.stdout.write(f"{name:<16}" + "".join(f"{_describe(r):>36}" for r in lists.values()))
+            self.stdout.write(f"{safe_text(name):<16}" + "".join(f"{_describe(r):>36}" for r in lists.values()))
         bounded = sum(r.bound_bytes or 0 for lists in retained.values() for r in lists.values())
         if limit is None:
             self.stdout.write(f"Redis maxmemory: none; full lists would hold about {human_bytes(bounded)}")
@@ -87,7 +91,7 @@ class Command(BaseCommand):
             )
         problem = inspect.retention_problem(retained, limit)
         if problem:
-            self.stdout.write(self.style.WARNING(f"warning: {problem}"))
+            self.stdout.write(self.style.WARNING(f"warning: {safe_text(problem)}"))
 
 
 def _describe(r: inspect.Retained) -> str:

@@ -10,6 +10,7 @@ from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.management import logsetup
 from django_jobqueue.pool import CHILD_ENV, WorkerPool, child_argv, watch_parent
 from django_jobqueue.presence import WorkerIdInUse
+from django_jobqueue.terminal import safe_text
 from django_jobqueue.worker import Worker
 
 
@@ -65,7 +66,7 @@ class Command(BaseCommand):
                 worker_id=worker_id,
             )
         except (JobQueueError, LookupError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(safe_text(exc)) from exc
         if options["processes"] > 1 and slot is None:
             try:
                 pool = WorkerPool(child_argv(self._child_args(options)), options["processes"], burst=options["burst"])
@@ -87,7 +88,7 @@ class Command(BaseCommand):
         try:
             code = worker.run()
         except WorkerIdInUse as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(safe_text(exc)) from exc
         finally:
             gc.unfreeze()  # back to normal when called in-process (tests, call_command)
             if flusher is not None:
