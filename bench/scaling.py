@@ -184,7 +184,7 @@ def single_node(jobs: int, drainers: int, queue_counts: Sequence[int], repeat: i
 
 
 def cluster(jobs: int, drainers: int, queue_counts: Sequence[int], repeat: int) -> list[dict]:
-    from tests.cluster_helpers import LocalCluster
+    from tests.helpers.cluster import LocalCluster
 
     rows = []
     # No replicas: on one small machine they would only take CPU from the

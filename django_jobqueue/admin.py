@@ -5,7 +5,7 @@ class-based views (admin_views.py), each wrapped in ``admin_site.admin_view``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
@@ -14,9 +14,15 @@ from django.urls import path
 from . import admin_views as views
 from .models import JobQueue
 
+if TYPE_CHECKING:
+    # django-stubs' ModelAdmin is generic only for type checkers.
+    _JobQueueModelAdmin = admin.ModelAdmin[JobQueue]
+else:
+    _JobQueueModelAdmin = admin.ModelAdmin
+
 
 @admin.register(JobQueue)
-class JobQueueAdmin(admin.ModelAdmin):
+class JobQueueAdmin(_JobQueueModelAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return views.can_view(request.user)
 

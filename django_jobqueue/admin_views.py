@@ -16,11 +16,11 @@ import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -36,6 +36,13 @@ from .models import JobQueue
 from .queue import Outcome, RedisJobQueue
 from .queue_ops import Refusal
 from .templatetags.jobqueue_admin import PRETTY_LIMIT, SHORT_LIMIT, cut, json_preview
+
+if TYPE_CHECKING:
+    # Every page answers with an HttpResponse (so as_view() is typed so);
+    # django-stubs' View is generic only for type checkers.
+    _PageView = View[HttpResponse]
+else:
+    _PageView = View
 
 PERM_VIEW = "django_jobqueue.view_jobs"
 PERM_MANAGE = "django_jobqueue.manage_jobs"
@@ -114,13 +121,13 @@ PAUSED_STATES = {
 }
 
 
-class AdminPage(View):
+class AdminPage(_PageView):
     """Permission checks, the admin's context, and a readable page when Redis is down."""
 
     admin_site: Any = None
     manage_only = False
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not can_view(request.user) or (self.manage_only and not can_manage(request.user)):
             raise PermissionDenied
         try:

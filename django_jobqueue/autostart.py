@@ -10,19 +10,23 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conf import get_settings
 
+if TYPE_CHECKING:
+    from .worker import Worker
+
 logger = logging.getLogger("django_jobqueue.worker")
 _lock = threading.Lock()
-_started = False
-_worker: Any = None
+# Set once a worker was started in this process (cleared by stop()).
+_started = threading.Event()
+_worker: Worker | None = None
 
 
 def on_request_started(**kwargs: Any) -> None:
-    global _started, _worker
-    if _started:
+    global _worker
+    if _started.is_set():
         return
     try:
         queues = [q.name for q in get_settings().queues.values() if q.run_on_startup]
@@ -31,9 +35,9 @@ def on_request_started(**kwargs: Any) -> None:
     if not queues:
         return  # checked again on the next request: settings may change (tests)
     with _lock:
-        if _started:
+        if _started.is_set():  # another request's thread started it meanwhile
             return
-        _started = True
+        _started.set()
         from .worker import Worker
 
         worker = _worker = Worker(queues, worker_id=None)
@@ -47,9 +51,10 @@ def on_request_started(**kwargs: Any) -> None:
 
 def stop() -> None:
     """Stop the in-process worker, if one runs, and allow a new one to start."""
-    global _started, _worker
+    global _worker
     with _lock:
-        worker, _worker, _started = _worker, None, False
+        worker, _worker = _worker, None
+        _started.clear()
     if worker is not None:
         worker.stop()
         worker._stopped.wait(10)

@@ -10,6 +10,14 @@ from .conf import raw_setting, validate
 from .redact import mask_credentials
 
 
+def docs(page: str, section: str = "") -> str:
+    """Where a hint sends the reader: a page (and section) of the documentation, by title.
+    No repository path: an installed package has no docs/ folder beside it, and the
+    project declares no published address (pyproject.toml's [project.urls])."""
+    where = f'page "{page}", section "{section}"' if section else f'page "{page}"'
+    return f"the django-jobqueue documentation, {where}"
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """django_jobqueue.E001: a JOBQUEUE value is wrong; one error per problem.
@@ -19,7 +27,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return [
         Error(
             mask_credentials(f"{path} {problem}"),
-            hint="See docs/settings.md for every JOBQUEUE key, its type and its default.",
+            hint=f"See {docs('Settings')} for every JOBQUEUE key, its type and its default.",
             id="django_jobqueue.E001",
         )
         for path, problem in errors
@@ -75,7 +83,8 @@ def check_durability(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     return [
         Warning(
             f"JOBQUEUE['DURABLE'] is on, but {problem}.",
-            hint="Run Redis with `appendonly yes` and `appendfsync everysec` (or `always`); see docs/delivery.md.",
+            hint="Run Redis with `appendonly yes` and `appendfsync everysec` (or `always`); see "
+            f"{docs('Delivery guarantees and controls', 'Persistence')}.",
             id="django_jobqueue.W001",
         )
     ]
@@ -111,7 +120,7 @@ def check_retention_bounds(app_configs: Any = None, **kwargs: Any) -> list[Warni
                 Warning(
                     f"JOBQUEUE['QUEUES'][{qs.name!r}][{key!r}] is None: {what} jobs are kept with no count "
                     f"bound, {growth}.",
-                    hint="Set a count (docs/settings.md, Retention), or silence django_jobqueue.W003 "
+                    hint=f"Set a count ({docs('Settings', 'Retention')}), or silence django_jobqueue.W003 "
                     "with SILENCED_SYSTEM_CHECKS when that is what you want.",
                     id="django_jobqueue.W003",
                 )
@@ -148,7 +157,7 @@ def check_retention_memory(app_configs: Any = None, **kwargs: Any) -> list[Warni
         Warning(
             f"JOBQUEUE: {problem}.",
             hint="Lower HISTORY / FAILED_HISTORY of the busiest queues, or raise maxmemory "
-            "(docs/settings.md, Retention).",
+            f"({docs('Settings', 'Retention')}).",
             id="django_jobqueue.W004",
         )
     ]

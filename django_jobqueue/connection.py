@@ -111,12 +111,19 @@ def with_hostname_check(options: dict[str, Any], *, tls: bool) -> dict[str, Any]
     return {**options, **_hostname_check(options, tls=tls)}
 
 
-def _url_query_options(url: str) -> dict[str, Any]:
-    """The TLS choices made in a URL's query string (``?ssl_check_hostname=false``)."""
+def _parse_url(url: str) -> dict[str, Any]:
+    """redis-py's own reading of a URL: the options its clients would take from it."""
     from redis.connection import parse_url
 
+    # redis-py leaves parse_url unannotated.
+    parsed: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+def _url_query_options(url: str) -> dict[str, Any]:
+    """The TLS choices made in a URL's query string (``?ssl_check_hostname=false``)."""
     try:
-        parsed = parse_url(url)
+        parsed = _parse_url(url)
     except ValueError:
         return {}  # the client reports the bad URL itself
     return {k: parsed[k] for k in ("ssl_check_hostname", "ssl_cert_reqs") if k in parsed}
@@ -125,9 +132,7 @@ def _url_query_options(url: str) -> dict[str, Any]:
 def _url_credentials(url: str) -> dict[str, Any]:
     """User, password, db and TLS of a redis:// or rediss:// URL, for a
     Sentinel-managed primary."""
-    from redis.connection import parse_url
-
-    parsed = parse_url(url)
+    parsed = _parse_url(url)
     out = {k: parsed[k] for k in ("username", "password", "db") if parsed.get(k) not in (None, "")}
     if urlsplit(url).scheme == "rediss":
         out["ssl"] = True

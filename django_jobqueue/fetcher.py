@@ -132,6 +132,7 @@ class Fetcher:
         self._standby = threading.Condition(lock)  # wakes the watching runner
         self._acks: list[Ack] = []
         self._acks_since = 0.0  # when the oldest waiting completion was left
+        self._acks_in_flight = 0  # batches of them taken out and not yet settled
         self._fetching = False
         self._blocking = False  # the fetch in progress waits in BLMOVE for a job
         self._waiting = 0  # idle runners
@@ -169,15 +170,42 @@ class Fetcher:
                 return
         self.flush()
 
-    def flush(self) -> None:
-        """Send every completion left so far, now."""
+    def flush(self, wait_s: float = 0.0) -> None:
+        """Send every completion left so far, now. ``wait_s``: first wait up to
+        that long for completions another thread is sending (at shutdown: a
+        job whose completion is still on its way must not be handed back, or
+        it runs again while its completion is refused)."""
         with self._cond:
-            acks, self._acks = self._acks, []
+            deadline = time.monotonic() + wait_s
+            while self._acks_in_flight and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            acks = self._take_acks()
         self._send(acks, None)
+
+    def _take_acks(self) -> list[Ack]:
+        """(Holding the lock.) The completions left, now on their way: each
+        batch taken is settled by _send (see flush)."""
+        acks, self._acks = self._acks, []
+        if acks:
+            self._acks_in_flight += 1
+        return acks
+
+    def _settled(self, acks: list[Ack]) -> None:
+        """A batch taken by _take_acks was sent, or put back to wait."""
+        if acks:
+            with self._cond:
+                self._acks_in_flight -= 1
+                self._cond.notify_all()
 
     def _send(self, acks: list[Ack], claim: RedisJobQueue | None, want: int = 0, start: int = 1) -> list[ClaimedJob]:
         """One pipeline: the starts and completions, then (optionally) a claim
         of ``want`` jobs, the first ``start`` of which start at once."""
+        try:
+            return self._send_pipeline(acks, claim, want, start)
+        finally:
+            self._settled(acks)
+
+    def _send_pipeline(self, acks: list[Ack], claim: RedisJobQueue | None, want: int, start: int) -> list[ClaimedJob]:
         # One script call per queue completes all of that queue's jobs and
         # records the starts of its jobs claimed ahead, except of those that
         # complete in it (their completion counts the attempt: complete.lua).
@@ -301,7 +329,7 @@ class Fetcher:
                     self._cond.notify()  # someone else keeps watch now
                 stale: list[Ack] = []
                 if self._acks and now - self._acks_since > ACK_DELAY_S:
-                    stale, self._acks = self._acks, []
+                    stale = self._take_acks()
             elif (
                 not self._ready
                 and not self._fetching
@@ -313,7 +341,7 @@ class Fetcher:
                     want = max(want, self.short_batch)
                 if self.limit is not None:
                     want = min(want, self.limit - self._handed_out)
-                acks, self._acks = self._acks, []
+                acks = self._take_acks()
             elif not eager and not self._ready and not self._fetching and self._last_empty > self._last_take:
                 # The last fetch, begun after this runner's last job ended, found
                 # the queues empty: say so (a burst ends; with several queues the
@@ -324,7 +352,7 @@ class Fetcher:
                 if self._blocking:
                     # The fetch in progress waits in BLMOVE: it would carry
                     # this runner's completions only after a job arrives.
-                    own, self._acks = self._acks, []
+                    own = self._take_acks()
                 return self._wait(own, now)
         if take:
             if stale:
@@ -495,6 +523,7 @@ class Fetcher:
             except Exception:
                 with self._cond:
                     self._acks[:0] = acks
+                self._settled(acks)
                 raise
         for i, queue in enumerate(self.queues):  # strict priority: the first queue first
             need = want - len(got)
@@ -522,7 +551,7 @@ class Fetcher:
         if not got and self.block:
             with self._cond:
                 self._blocking = True
-                late, self._acks = self._acks, []  # left while the pipeline ran
+                late = self._take_acks()  # left while the pipeline ran
             try:
                 if late:
                     self._send(late, None)

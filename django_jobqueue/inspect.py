@@ -279,8 +279,8 @@ def purge(queue: RedisJobQueue, which: str) -> BulkResult:
     while budget > 0:
         taken, deleted, left = script(
             queue.client,
-            [key, k.job_prefix, k.deadlines, k.unique, k.stats, k.events],
-            [0, kind, min(PURGE_CHUNK, budget), *LIST_STATUSES[which]],
+            script.keys_for(k, purged=key),
+            script.argv_for(now=0, kind=kind, limit=min(PURGE_CHUNK, budget), statuses=LIST_STATUSES[which]),
         )
         taken, deleted = int(taken), int(deleted)
         result.done += deleted

@@ -19,7 +19,8 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .worker import Running
 
 logger = logging.getLogger("django_jobqueue.worker")
+
+T = TypeVar("T")
 
 # How often the renewal thread looks whether a third of the shortest lease has passed.
 RENEW_CHECK_S = 0.1
@@ -265,8 +268,9 @@ class WorkerMaintenance:
 
     # ------------------------------------------------------------ redis down
 
-    def _with_redis(self, fn: Any, what: str, attempts: int | None = None) -> Any:
-        """Call ``fn`` until Redis answers (or ``attempts`` run out), with backoff."""
+    def _with_redis(self, fn: Callable[[], T], what: str, attempts: int | None = None) -> T | None:
+        """Call ``fn`` until Redis answers, with backoff: its result, or None
+        when ``attempts`` ran out (or the worker stops while Redis is away)."""
         delay, tried = 0.2, 0
         while True:
             try:

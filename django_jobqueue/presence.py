@@ -107,8 +107,11 @@ class Presence:
         state = "stopping" if stopping else "running"
         fields = [*self._record, "state", state, "jobs", self._job_list()]
         try:
-            scripts.get("heartbeat")(
-                get_client(), [self.keys.workers, self.keys.worker(self.worker_id)], [0, self.worker_id, *fields]
+            script = scripts.get("heartbeat")
+            script(
+                get_client(),
+                script.keys_for(self.keys, worker=self.keys.worker(self.worker_id)),
+                script.argv_for(now=0, worker_id=self.worker_id, fields=fields),
             )
         except Exception:
             self._steady_since = None
@@ -147,7 +150,8 @@ class Presence:
         if not self.steady():
             return
         lapse_ms = int(self.settings.worker_timeout_seconds * 1000)
-        taken = scripts.get("lapsed")(get_client(), [self.keys.workers, self.keys.worker_prefix], [0, lapse_ms, 50])
+        script = scripts.get("lapsed")
+        taken = script(get_client(), script.keys_for(self.keys), script.argv_for(now=0, lapse_ms=lapse_ms, limit=50))
         it = iter(taken)
         for wid, queues in zip(it, it, strict=True):
             if _s(wid) == self.worker_id:

@@ -12,6 +12,7 @@ jobtypes.py (re-exported here).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,9 +24,11 @@ from . import scripts, serialization
 from .errortext import cap_error, cap_traceback
 from .exceptions import QueuePaused, ReplicationError
 from .ids import check_job_id, new_claim_token, new_job_id
-from .jobtypes import _CODES, _FAIL_CODES, _START_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s
+from .jobtypes import _CODES, _FAIL_CODES, _START_CODES, _is_paused, _pairs, _s
 
 # Re-exported: defined here before the split, so callers may import them from here.
+from .jobtypes import ClaimedJob as ClaimedJob
+from .jobtypes import Outcome as Outcome
 from .jobtypes import SweepResult as SweepResult
 from .jobtypes import _int as _int
 from .keys import QueueKeys
@@ -44,6 +47,18 @@ BULK_SCRIPT_JOBS = 100
 MAX_BLOCK_MS = 2000
 # A claim on a queue paused for claiming waits this long before saying "nothing".
 PAUSED_WAIT_MS = 500
+
+
+def _ids_added(batches: Sequence[Sequence[tuple[str, str]]], replies: list[Any]) -> list[str]:
+    """The ids of the jobs that enqueue_many.lua calls added: per batch (id,
+    payload JSON) each, its reply one code per job, or -1 (paused: none)."""
+    return [
+        job_id
+        for batch, codes in zip(batches, replies, strict=True)
+        if codes != -1
+        for (job_id, _text), code in zip(batch, codes, strict=True)
+        if code == 1
+    ]
 
 
 class RedisJobQueue(QueueOperations):
@@ -108,31 +123,20 @@ class RedisJobQueue(QueueOperations):
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         k = self.keys
         job_id = new_job_id(self.clock() if self.clock else None) if job_id is None else check_job_id(job_id)
-        args: list[Any] = [
-            self._now(),
-            job_id,
-            int(delay_ms),
-            int(ttl_ms),
-            unique_key,
-            self.queue_name,
-            name,
-            payload_json,
-            self.max_attempts if max_attempts is None else int(max_attempts),
-        ]
-        for key, value in (extra or {}).items():
-            args += [key, value]
-        keys = [
-            k.job(job_id),
-            k.pending,
-            k.scheduled,
-            k.deadlines,
-            k.unique,
-            k.stats,
-            k.events,
-            k.job_prefix,
-            k.paused,
-        ]
-        return scripts.get("enqueue"), keys, args
+        script = scripts.get("enqueue")
+        args = script.argv_for(
+            now=self._now(),
+            id=job_id,
+            delay_ms=int(delay_ms),
+            ttl_ms=int(ttl_ms),
+            unique_key=unique_key,
+            queue=self.queue_name,
+            name=name,
+            payload=payload_json,
+            max_attempts=self.max_attempts if max_attempts is None else int(max_attempts),
+            extra=[item for pair in extra.items() for item in pair] if extra else (),
+        )
+        return script, script.keys_for(k, job=k.job(job_id)), args
 
     def enqueue(self, payload: Any, **options: Any) -> str:
         """Add a job (one round trip). Returns its ID, or the ID of the
@@ -155,7 +159,7 @@ class RedisJobQueue(QueueOperations):
         """
         call = self._enqueue_call(payload_json, **options)
         script, keys, args = call
-        job_id = args[1]
+        job_id = str(args[1])  # ARGV[2]: the id, chosen or checked by _enqueue_call
         if replicas:
             (reply,) = self._write_and_wait(
                 [call], replicas, replication_timeout_ms, lambda results: [job_id] if results[0] == 1 else []
@@ -220,16 +224,7 @@ class RedisJobQueue(QueueOperations):
             ]
             if replicas:
                 results = self._write_and_wait(
-                    calls,
-                    replicas,
-                    replication_timeout_ms,
-                    lambda results, batches=batches: [
-                        job_id
-                        for batch, codes in zip(batches, results, strict=True)
-                        if codes != -1
-                        for (job_id, _text), code in zip(batch, codes, strict=True)
-                        if code == 1
-                    ],
+                    calls, replicas, replication_timeout_ms, functools.partial(_ids_added, batches)
                 )
             else:
                 results = scripts.run_pipeline(self.client, calls)
@@ -252,43 +247,28 @@ class RedisJobQueue(QueueOperations):
         extra: Mapping[str, str] | None,
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         """One enqueue_many.lua call adding ``batch``: (id, payload JSON) each."""
-        k = self.keys
+        script = scripts.get("enqueue_many")
         pairs = list((extra or {}).items())
-        args: list[Any] = [
-            self._now(),
-            int(delay_ms),
-            int(ttl_ms),
-            self.queue_name,
-            name,
-            self.max_attempts if max_attempts is None else int(max_attempts),
-            len(pairs),
-        ]
-        for key, value in pairs:
-            args += (key, value)
+        tail: list[Any] = [item for pair in pairs for item in pair]
         for job_id, text in batch:
-            args += (job_id, text)
-        keys = [k.pending, k.scheduled, k.deadlines, k.stats, k.events, k.job_prefix, k.paused]
-        return scripts.get("enqueue_many"), keys, args
+            tail += (job_id, text)
+        args = script.argv_for(
+            now=self._now(),
+            delay_ms=int(delay_ms),
+            ttl_ms=int(ttl_ms),
+            queue=self.queue_name,
+            name=name,
+            max_attempts=self.max_attempts if max_attempts is None else int(max_attempts),
+            extra_count=len(pairs),
+            extra_and_jobs=tail,
+        )
+        return script, script.keys_for(self.keys), args
 
     # -------------------------------------------------------------------- claim
 
     def _claim_keys(self) -> list[str]:
-        k = self.keys
-        return [
-            k.pending,
-            k.processing,
-            k.leases,
-            k.scheduled,
-            k.deadlines,
-            k.stats,
-            k.events,
-            k.job_prefix,
-            k.unique,
-            k.claiming,
-            k.unstamped,
-            k.worker_jobs_prefix,
-            k.paused,
-        ]
+        """claim.lua's KEYS, which stamp.lua shares."""
+        return scripts.get("claim").keys_for(self.keys)
 
     def claim_nowait(
         self,
@@ -303,11 +283,19 @@ class RedisJobQueue(QueueOperations):
         ``defer_last_chance``: a run that is the job's only chance (at-most-once,
         or its last attempt) is not started by the claim; the caller starts it
         (:meth:`start`) right before it calls the handler."""
-        lease = self.visibility_ms if lease_ms is None else lease_ms
-        args = [self._now(), token or new_claim_token(), lease, worker_id, 100, self.expired_ttl_s()]
-        if defer_last_chance:
-            args += [0, "", "1"]
-        res = scripts.get("claim")(self.client, self._claim_keys(), args)
+        script = scripts.get("claim")
+        args = script.argv_for(
+            now=self._now(),
+            claim_token=token or new_claim_token(),
+            visibility_ms=self.visibility_ms if lease_ms is None else lease_ms,
+            worker_id=worker_id,
+            promote_limit=100,
+            expired_ttl=self.expired_ttl_s(),
+            count=0,  # one job, its hash unnested
+            start="",
+            defer_last_chance="1" if defer_last_chance else "",
+        )
+        res = script(self.client, script.keys_for(self.keys), args)
         if _is_paused(res):
             return None
         return ClaimedJob.from_fields(_pairs(res)) if res else None
@@ -339,13 +327,19 @@ class RedisJobQueue(QueueOperations):
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         """The script call behind claim_many(), for batching in a pipeline
         (``defer_last_chance``: as claim_nowait's)."""
-        lease = self.visibility_ms if lease_ms is None else lease_ms
-        args = [self._now(), new_claim_token(), lease, worker_id, 100, self.expired_ttl_s(), int(count)]
-        if start is not None or defer_last_chance:
-            args.append("" if start is None else int(start))
-        if defer_last_chance:
-            args.append("1")
-        return scripts.get("claim"), self._claim_keys(), args
+        script = scripts.get("claim")
+        args = script.argv_for(
+            now=self._now(),
+            claim_token=new_claim_token(),
+            visibility_ms=self.visibility_ms if lease_ms is None else lease_ms,
+            worker_id=worker_id,
+            promote_limit=100,
+            expired_ttl=self.expired_ttl_s(),
+            count=int(count),
+            start="" if start is None else int(start),
+            defer_last_chance="1" if defer_last_chance else "",
+        )
+        return script, script.keys_for(self.keys), args
 
     def start(self, jobs: Sequence[ClaimedJob]) -> list[Outcome]:
         """Say that the runs of jobs claimed ahead begin now (one attempt
@@ -359,12 +353,12 @@ class RedisJobQueue(QueueOperations):
     def start_call(self, jobs: Sequence[ClaimedJob]) -> tuple[scripts.Script, list[str], list[Any]]:
         """The script call behind start(), for batching in a pipeline (its
         reply: one code per job, read with :meth:`start_outcomes`)."""
-        k = self.keys
-        args: list[Any] = [self._now(), self.expired_ttl_s()]
+        script = scripts.get("start")
+        tail: list[Any] = []
         for job in jobs:
-            args += (job.id, job.claim_token)
-        keys = [k.job_prefix, k.processing, k.leases, k.deadlines, k.unique, k.stats, k.events, k.worker_jobs_prefix]
-        return scripts.get("start"), keys, args
+            tail += (job.id, job.claim_token)
+        args = script.argv_for(now=self._now(), expired_ttl=self.expired_ttl_s(), jobs=tail)
+        return script, script.keys_for(self.keys), args
 
     @staticmethod
     def start_outcomes(codes: Sequence[Any]) -> list[Outcome]:
@@ -449,22 +443,29 @@ class RedisJobQueue(QueueOperations):
         """BLMOVE, then stamp.lua: (whether BLMOVE moved an id, the stamp's reply)."""
         k = self.keys
         stamp = scripts.get("stamp")
-        args = [self._now(), token, lease, worker_id]
-        tail = [self.expired_ttl_s(), "1" if defer_last_chance else "0"]  # ARGV[6], ARGV[7]
+        keys = stamp.keys_for(k)
+        argv = functools.partial(
+            stamp.argv_for,
+            now=self._now(),
+            claim_token=token,
+            visibility_ms=lease,
+            worker_id=worker_id,
+            expired_ttl=self.expired_ttl_s(),
+            defer_last_chance="1" if defer_last_chance else "0",
+        )
         if scripts.can_send_direct(self.client):
             # The stamp without an id takes the head of claiming: the id this
             # BLMOVE moved, since Redis runs it right after, before any other
             # client's command (stamp.lua says why any id there would do).
-            keys = self._claim_keys()
             moved, res = scripts.send_direct(
                 self.client,
                 [
                     ("BLMOVE", k.pending, k.claiming, "RIGHT", "LEFT", block_s),
-                    ("EVALSHA", stamp.sha, len(keys), *keys, *args, "", *tail),
+                    ("EVALSHA", stamp.sha, len(keys), *keys, *argv(job_id="")),
                 ],
             )
             if isinstance(res, NoScriptError):
-                res = stamp(self.client, keys, [*args, "", *tail])
+                res = stamp(self.client, keys, argv(job_id=""))
             if res and not isinstance(res, Exception):
                 return True, res  # a job stamped for us: ours to run, whatever BLMOVE said
             for reply in (moved, res):
@@ -474,7 +475,7 @@ class RedisJobQueue(QueueOperations):
         job_id = self.client.blmove(k.pending, k.claiming, block_s, "RIGHT", "LEFT")
         if job_id is None:
             return False, None
-        return True, stamp(self.client, self._claim_keys(), [*args, _s(job_id), *tail])
+        return True, stamp(self.client, keys, argv(job_id=_s(job_id)))
 
     # ------------------------------------------------------- after-claim changes
 
@@ -496,24 +497,20 @@ class RedisJobQueue(QueueOperations):
         the reply is one code per job (parse with :meth:`outcomes`), then one
         per job of ``started``: jobs claimed ahead whose runs began (what
         :meth:`start` records, riding on this call)."""
-        k = self.keys
-        args: list[Any] = [self._now(), self.completed_ttl_s, self.history, self.result_event_bytes]
+        script = scripts.get("complete")
+        tail: list[Any] = []
         for job, result_json, keep in finished:
-            args += (job.id, job.claim_token, result_json, "1" if keep else "0")
+            tail += (job.id, job.claim_token, result_json, "1" if keep else "0")
         for job in started:
-            args += (job.id, job.claim_token, "", "s")
-        keys = [
-            k.job_prefix,
-            k.processing,
-            k.completed,
-            k.leases,
-            k.deadlines,
-            k.unique,
-            k.stats,
-            k.events,
-            k.worker_jobs_prefix,
-        ]
-        return scripts.get("complete"), keys, args
+            tail += (job.id, job.claim_token, "", "s")
+        args = script.argv_for(
+            now=self._now(),
+            completed_ttl=self.completed_ttl_s,
+            history=self.history,
+            result_event_bytes=self.result_event_bytes,
+            jobs=tail,
+        )
+        return script, script.keys_for(self.keys), args
 
     @staticmethod
     def outcomes(codes: Sequence[Any]) -> list[Outcome]:
@@ -540,32 +537,20 @@ class RedisJobQueue(QueueOperations):
     ) -> Outcome:
         """Record a failure (see :meth:`fail`); ``error`` and ``traceback``
         are capped first (errortext.py), whoever the caller is."""
-        k = self.keys
-        code = scripts.get("fail")(
+        script = scripts.get("fail")
+        code = script(
             self.client,
-            [
-                k.job(job.id),
-                k.processing,
-                k.pending,
-                k.scheduled,
-                k.failed,
-                k.leases,
-                k.deadlines,
-                k.unique,
-                k.stats,
-                k.events,
-                k.worker_jobs_prefix,
-            ],
-            [
-                self._now(),
-                job.id,
-                job.claim_token,
-                cap_error(str(error)),
-                cap_traceback(traceback),
-                int(retry_delay_ms),
-                "lost" if lost else "terminal" if terminal else "auto",
-                self.failed_ttl_s,
-            ],
+            script.keys_for(self.keys, job=self.keys.job(job.id)),
+            script.argv_for(
+                now=self._now(),
+                id=job.id,
+                claim_token=job.claim_token,
+                error=cap_error(str(error)),
+                traceback=cap_traceback(traceback),
+                retry_delay_ms=int(retry_delay_ms),
+                mode="lost" if lost else "terminal" if terminal else "auto",
+                failed_ttl=self.failed_ttl_s,
+            ),
         )
         return _FAIL_CODES[int(code)]
 
@@ -579,9 +564,9 @@ class RedisJobQueue(QueueOperations):
         ms, or None when the claim is no longer ours."""
         k = self.keys
         lease = self.visibility_ms if lease_ms is None else lease_ms
-        res = int(
-            scripts.get("touch")(self.client, [k.job(job.id), k.leases], [self._now(), job.id, job.claim_token, lease])
-        )
+        script = scripts.get("touch")
+        args = script.argv_for(now=self._now(), id=job.id, claim_token=job.claim_token, lease_ms=lease)
+        res = int(script(self.client, script.keys_for(k, job=k.job(job.id)), args))
         return res if res > 0 else None
 
     def touch_many(self, jobs: Sequence[ClaimedJob], lease_ms: int | None = None) -> list[int | None | Exception]:
@@ -592,7 +577,14 @@ class RedisJobQueue(QueueOperations):
         lease = self.visibility_ms if lease_ms is None else lease_ms
         script = scripts.get("touch")
         now = self._now()
-        calls = [(script, [k.job(job.id), k.leases], [now, job.id, job.claim_token, lease]) for job in jobs]
+        calls = [
+            (
+                script,
+                script.keys_for(k, job=k.job(job.id)),
+                script.argv_for(now=now, id=job.id, claim_token=job.claim_token, lease_ms=lease),
+            )
+            for job in jobs
+        ]
         replies = scripts.run_pipeline(self.client, calls, retry=False, raise_on_error=False)
         return [r if isinstance(r, Exception) else (int(r) if int(r) > 0 else None) for r in replies]
 
@@ -609,33 +601,21 @@ class RedisJobQueue(QueueOperations):
     ) -> Outcome:
         """Put a claimed job back to wait (now, or after ``delay_ms``);
         ``error`` (a nack's reason) is capped like a failure's."""
-        k = self.keys
-        code = scripts.get("requeue")(
+        script = scripts.get("requeue")
+        code = script(
             self.client,
-            [
-                k.job(job.id),
-                k.processing,
-                k.pending,
-                k.scheduled,
-                k.leases,
-                k.stats,
-                k.events,
-                k.worker_jobs_prefix,
-                k.failed,
-                k.deadlines,
-                k.unique,
-            ],
-            [
-                self._now(),
-                job.id,
-                job.claim_token,
-                int(delay_ms),
-                "1" if count_attempt else "0",
-                "front" if front else "back",
-                event,
-                counter,
-                cap_error(error) if error else "",
-                self.failed_ttl_s,
-            ],
+            script.keys_for(self.keys, job=self.keys.job(job.id)),
+            script.argv_for(
+                now=self._now(),
+                id=job.id,
+                claim_token=job.claim_token,
+                delay_ms=int(delay_ms),
+                count_attempt="1" if count_attempt else "0",
+                place="front" if front else "back",
+                event=event,
+                counter=counter,
+                error=cap_error(error) if error else "",
+                failed_ttl=self.failed_ttl_s,
+            ),
         )
         return _FAIL_CODES[int(code)] if int(code) == 2 else _CODES[int(code)]

@@ -81,8 +81,20 @@ class QueueOperations:
     expired_ttl: int | None = None
 
     if TYPE_CHECKING:
-
+        # Defined by RedisJobQueue (queue.py), which this module must not import.
         def _now(self) -> int: ...
+
+        def requeue(
+            self,
+            job: ClaimedJob,
+            *,
+            delay_ms: int = 0,
+            count_attempt: bool = True,
+            front: bool = False,
+            event: str = "requeued",
+            counter: str = "",
+            error: str | None = None,
+        ) -> Outcome: ...
 
     def expired_ttl_s(self) -> int:
         """The hash TTL the scripts that expire jobs are given (0 = keep):
@@ -95,50 +107,28 @@ class QueueOperations:
 
     # ------------------------------------------------------------------- by id
 
-    def _by_id(self, script: str, job_id: str, keys: list[str], *args: str) -> Outcome:
-        """Run a by-id script (KEYS: the job's hash, then ``keys``; ARGV: now,
-        the id, then ``args``) and decode its code."""
-        return _CODES[self._by_id_code(script, job_id, keys, *args)]
+    def _by_id(self, name: str, job_id: str, **argv: str) -> Outcome:
+        """Run a by-id script (KEYS: the job's hash and the queue's keys; ARGV:
+        now, the id, then ``argv`` by name) and decode its code."""
+        return _CODES[self._by_id_code(name, job_id, **argv)]
 
-    def _by_id_code(self, script: str, job_id: str, keys: list[str], *args: str) -> int:
+    def _by_id_code(self, name: str, job_id: str, **argv: str) -> int:
         """_by_id()'s script call, returning its code undecoded."""
-        return int(scripts.get(script)(self.client, [self.keys.job(job_id), *keys], [self._now(), job_id, *args]))
+        script = scripts.get(name)
+        keys = script.keys_for(self.keys, job=self.keys.job(job_id))
+        return int(script(self.client, keys, script.argv_for(now=self._now(), id=job_id, **argv)))
 
     def delete(self, job_id: str, claim_token: str = "") -> Outcome:
         """Delete a job. With a token only its current claim may; without one,
         any job that is not running."""
-        k = self.keys
-        return self._by_id(
-            "delete",
-            job_id,
-            [
-                k.pending,
-                k.scheduled,
-                k.processing,
-                k.leases,
-                k.completed,
-                k.failed,
-                k.deadlines,
-                k.unique,
-                k.stats,
-                k.events,
-                k.claiming,
-                k.worker_jobs_prefix,
-            ],
-            claim_token,
-        )
+        return self._by_id("delete", job_id, claim_token=claim_token)
 
     def requeue_now(self, job_id: str) -> Outcome | Refusal:
         """Put an unfinished job at the head of pending: a scheduled one runs
         now, a running one loses its claim and runs again. NOT_OWNER: finished.
         Refusal.AT_MOST_ONCE_RUNNING: an at-most-once job that is running is
         never handed out again (it could run twice); nothing changes."""
-        k = self.keys
-        code = self._by_id_code(
-            "requeue_now",
-            job_id,
-            [k.pending, k.scheduled, k.processing, k.leases, k.stats, k.events, k.worker_jobs_prefix],
-        )
+        code = self._by_id_code("requeue_now", job_id)
         return Refusal.AT_MOST_ONCE_RUNNING if code == -2 else _CODES[code]
 
     def retry(self, job_id: str) -> Outcome | Refusal:
@@ -146,21 +136,18 @@ class QueueOperations:
         attempt budget, keeping its history. A job with a unique key takes it
         again; Refusal.UNIQUE_KEY_HELD: another unfinished job holds it, and
         nothing changes (replay that one's work, or wait for it to finish)."""
-        code = self._by_id_code("retry", job_id, self._retry_keys())
+        code = self._by_id_code("retry", job_id)
         return Refusal.UNIQUE_KEY_HELD if code == -2 else _CODES[code]
-
-    def _retry_keys(self) -> list[str]:
-        """retry.lua's KEYS after the job's hash (retry() and replay() both send it)."""
-        k = self.keys
-        return [k.pending, k.completed, k.failed, k.stats, k.events, k.unique, k.deadlines, k.job_prefix]
 
     def _replay_codes(self, ids: Sequence[str]) -> list[int]:
         """retry.lua's code for each of ``ids``, one round trip per 500."""
-        rest = self._retry_keys()
+        script = scripts.get("retry")
+        k = self.keys
         codes: list[int] = []
         for start in range(0, len(ids), 500):
             calls = [
-                (scripts.get("retry"), [self.keys.job(i), *rest], [self._now(), i]) for i in ids[start : start + 500]
+                (script, script.keys_for(k, job=k.job(i)), script.argv_for(now=self._now(), id=i))
+                for i in ids[start : start + 500]
             ]
             codes += [int(code) for code in scripts.run_pipeline(self.client, calls)]
         return codes
@@ -242,7 +229,8 @@ class QueueOperations:
     def _pause(self, action: str, direction: str) -> str:
         if direction not in ("in", "out", "all"):
             raise ValueError(f"direction must be 'in', 'out' or 'all', got {direction!r}")
-        return _s(scripts.get("pause")(self.client, [self.keys.paused], [action, direction]))
+        script = scripts.get("pause")
+        return _s(script(self.client, script.keys_for(self.keys), script.argv_for(action=action, direction=direction)))
 
     def paused_state(self) -> str:
         """ "none", "in", "out" or "all"."""
@@ -252,26 +240,16 @@ class QueueOperations:
     # ------------------------------------------------------------ maintenance
 
     def _reclaim_call(self, limit: int, workers: Sequence[str] = ()) -> tuple[scripts.Script, list[str], list[Any]]:
-        k = self.keys
-        args: list[Any] = [self._now(), self.visibility_ms, limit, self.failed_ttl_s, self.expired_ttl_s(), *workers]
-        return (
-            scripts.get("reclaim"),
-            [
-                k.pending,
-                k.processing,
-                k.leases,
-                k.claiming,
-                k.unstamped,
-                k.failed,
-                k.deadlines,
-                k.unique,
-                k.stats,
-                k.events,
-                k.job_prefix,
-                k.worker_jobs_prefix,
-            ],
-            args,
+        script = scripts.get("reclaim")
+        args = script.argv_for(
+            now=self._now(),
+            visibility_ms=self.visibility_ms,
+            limit=limit,
+            failed_ttl=self.failed_ttl_s,
+            expired_ttl=self.expired_ttl_s(),
+            worker_ids=workers,
         )
+        return script, script.keys_for(self.keys), args
 
     def reclaim_stuck(self, limit: int = 1000) -> list[str]:
         """Move jobs whose lease ran out back to pending; returns their IDs.
@@ -331,29 +309,20 @@ class QueueOperations:
         touching only what is due. Dead letters dropped past the bound are
         counted (``dropped_failed_total``) and logged."""
         k = self.keys
-        failed_bound = -1 if self.failed_history is None else self.failed_history
+        promote, expire = scripts.get("promote"), scripts.get("expire")
         calls = [
-            (scripts.get("promote"), [k.scheduled, k.pending, k.events, k.job_prefix], [self._now(), limit]),
+            (promote, promote.keys_for(k), promote.argv_for(now=self._now(), limit=limit)),
             self._reclaim_call(limit),
             (
-                scripts.get("expire"),
-                [
-                    k.deadlines,
-                    k.pending,
-                    k.scheduled,
-                    k.processing,
-                    k.leases,
-                    k.unique,
-                    k.stats,
-                    k.events,
-                    k.completed,
-                    k.failed,
-                    k.job_prefix,
-                    k.worker_jobs_prefix,
-                    k.claiming,
-                    k.unstamped,
-                ],
-                [self._now(), limit, self.expired_ttl_s(), self.history, failed_bound],
+                expire,
+                expire.keys_for(k),
+                expire.argv_for(
+                    now=self._now(),
+                    limit=limit,
+                    expired_ttl=self.expired_ttl_s(),
+                    history=self.history,
+                    failed_history=-1 if self.failed_history is None else self.failed_history,
+                ),
             ),
         ]
         (promoted, next_due), (reclaimed, dead, ended), (expired, _dropped, _trimmed, lost_letters) = (

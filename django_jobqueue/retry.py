@@ -19,8 +19,8 @@ def backoff_seconds(attempts: int, base: float, cap: float, rand: random.Random 
     """
     if base <= 0:
         return 0.0
-    step = min(cap, base * (2 ** max(0, attempts - 1)))
-    r = (rand or random).random()
+    step = min(cap, base * (1 << max(0, attempts - 1)))  # 2 ** n as an int: int ** int is typed Any
+    r = rand.random() if rand is not None else random.random()
     return step / 2 + r * step / 2
 
 

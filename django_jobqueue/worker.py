@@ -237,7 +237,10 @@ class Worker(WorkerMaintenance):
             if not busy:
                 t.join(timeout=max(0.0, idle_deadline - time.monotonic()))
         self._fetcher.wake_all()
-        self._with_redis(self._fetcher.flush, "recording completions", attempts=3)
+        # Completions the maintenance thread is sending land before anything is
+        # handed back (a job handed back with its completion on the way would run again).
+        flush = functools.partial(self._fetcher.flush, wait_s=self.settings.socket_timeout)
+        self._with_redis(flush, "recording completions", attempts=3)
         for queue, claimed in self._fetcher.take_unstarted():
             self._release(queue, claimed)
             with self._lock:
@@ -249,8 +252,11 @@ class Worker(WorkerMaintenance):
             if claimed.fields.get("delivery") == "at-most-once":
                 # It has started: running it again could run it twice.
                 self._with_redis(
-                    lambda c=claimed, q=running.queue: q.fail_outcome(
-                        c, "lost: the worker shut down while the job ran (at-most-once)", lost=True
+                    functools.partial(
+                        running.queue.fail_outcome,
+                        claimed,
+                        "lost: the worker shut down while the job ran (at-most-once)",
+                        lost=True,
                     ),
                     "marking a job lost",
                     attempts=3,

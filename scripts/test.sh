@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, on Django 5.2 LTS (Python 3.11+) and on Django 6.x (Python 3.12+),
-# each in its own venv under .venv/. Tests start their own redis-server on free ports.
+# Lint (ruff check and format check) and type check (mypy), then the whole test suite, on
+# Django 5.2 LTS (Python 3.11+) and on Django 6.x (Python 3.12+), each in its own venv under
+# .venv/. Tests start their own redis-server on free ports.
 # Usage: scripts/test.sh [pytest args...]     e.g. scripts/test.sh -k worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ ensure_chromium
 
 echo "==> ruff"
 .venv/dj52/bin/ruff check .
+.venv/dj52/bin/ruff format --check .
+
+echo "==> mypy"
+.venv/dj52/bin/mypy
 
 status=0
 for env in dj52 dj6; do

@@ -1,4 +1,6 @@
-"""Every test run owns its Redis: a redis-server (or valkey-server) on a free
+"""The fixtures every test module may use; shared helpers are in tests/helpers/.
+
+Every test run owns its Redis: a redis-server (or valkey-server) on a free
 loopback port, started here and stopped by PID. Never the shared :6379."""
 
 from __future__ import annotations
@@ -6,10 +8,19 @@ from __future__ import annotations
 import copy
 
 import pytest
-from django.conf import settings
 
-from django_jobqueue import api, conf, connection
-from django_jobqueue.devserver import RedisServer
+# The helpers assert too: pytest explains their failures as it does a test's.
+# (Registered before anything imports them.)
+pytest.register_assert_rewrite("tests.helpers")
+
+from django.conf import settings  # noqa: E402
+
+from django_jobqueue import api, conf, connection  # noqa: E402
+from django_jobqueue.devserver import RedisServer  # noqa: E402
+from tests.helpers.admin import logged_in, make_user  # noqa: E402
+from tests.helpers.clock import Clock  # noqa: E402
+from tests.helpers.servers import PASSWORD, PasswordRedisServer  # noqa: E402
+from tests.helpers.waiting import wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +69,60 @@ def jobq_settings(settings):
 
     yield change
     api.reset_queues()
+
+
+# ------------------------------------------------------------------- engine
+
+
+@pytest.fixture
+def clock():
+    """A clock the test moves by hand (``clock.advance(seconds)``), for RedisJobQueue(clock=...)."""
+    return Clock()
+
+
+# ---------------------------------------------------------- other servers
+
+
+@pytest.fixture
+def replica(redis_server):
+    """A redis-server replicating the session's, in sync before the test starts."""
+    import redis
+
+    server = RedisServer(["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
+    client = redis.Redis(port=server.port, decode_responses=True)
+    wait_for(lambda: client.info("replication").get("master_link_status") == "up", what="the replica to sync")
+    yield server
+    client.close()
+    server.cleanup()
+    r = redis.Redis(port=redis_server.port)
+    r.replicaof("NO", "ONE")  # the primary never was a replica; this is a no-op safety
+    r.close()
+
+
+@pytest.fixture
+def password_server():
+    """A redis-server of its own that asks for ``tests.helpers.servers.PASSWORD``
+    (also its ``.password``)."""
+    server = PasswordRedisServer(PASSWORD).start()
+    yield server
+    server.cleanup()
+
+
+# ------------------------------------------------------- admin users
+
+
+@pytest.fixture
+def manager(django_user_model):
+    """A client signed in as staff allowed to change jobs (manage_jobs)."""
+    return logged_in(make_user(django_user_model, "manager", perms=("manage_jobs",)))
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """A client signed in as staff allowed to look only (view_jobs)."""
+    return logged_in(make_user(django_user_model, "viewer", perms=("view_jobs",)))
+
+
+@pytest.fixture
+def staff_without_permission(django_user_model):
+    return logged_in(make_user(django_user_model, "staff"))

@@ -28,10 +28,7 @@ JOBQUEUE = {
     # default prefetch that holds too: a prefetched job that waited through the
     # failure renews its lease before it starts, and is dropped if the new
     # primary never saw its claim (fetcher.py).
-    "QUEUES": {
-        q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0}
-        for q in _queues
-    },
+    "QUEUES": {q: {"VISIBILITY_MS": _visibility, "CONCURRENT_JOBS": 4, "BACKOFF_BASE_SECONDS": 0} for q in _queues},
 }
 if os.environ.get("JOBQUEUE_TEST_SENTINELS"):
     JOBQUEUE["SENTINELS"] = [

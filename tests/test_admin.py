@@ -8,24 +8,16 @@ import time
 
 import pytest
 import redis
-from django.contrib.auth.models import Permission
 from django.test import Client
-from django.urls import reverse
 
 from django_jobqueue import QueuePaused, enqueue, get_queue, inspect
-from django_jobqueue.keys import GlobalKeys, QueueKeys
+from django_jobqueue.keys import QueueKeys
+from tests.helpers.admin import HOSTILE, OVERVIEW, body, logged_in, make_user, url
+from tests.helpers.redis_data import job_status, register_worker
 
 pytestmark = pytest.mark.django_db
 
-HOSTILE = ["<script>alert(1)</script>", "</pre><img src=x onerror=alert(1)>", "{{ 7*7 }}"]
 SECRET_TOKEN = "0123456789abcdef-secret-claim-token"  # noqa: S105 - a fake, to prove it is never shown
-
-
-def url(name: str, *args: str) -> str:
-    return reverse(f"admin:django_jobqueue_{name}", args=args)
-
-
-OVERVIEW = "/admin/django_jobqueue/jobqueue/"
 
 
 @pytest.fixture(autouse=True)
@@ -36,37 +28,6 @@ def _forget_the_first_request():
     from django_jobqueue import autostart
 
     autostart.stop()
-
-
-# ------------------------------------------------------------------ users
-
-
-def make_user(django_user_model, username: str, *, staff: bool = True, perms: tuple[str, ...] = ()):
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=staff)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="django_jobqueue"))
-    return user
-
-
-def logged_in(user, **options) -> Client:
-    client = Client(**options)
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def manager(django_user_model):
-    return logged_in(make_user(django_user_model, "manager", perms=("manage_jobs",)))
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return logged_in(make_user(django_user_model, "viewer", perms=("view_jobs",)))
-
-
-@pytest.fixture
-def staff_without_permission(django_user_model):
-    return logged_in(make_user(django_user_model, "staff"))
 
 
 # ------------------------------------------------------------------- jobs
@@ -95,33 +56,10 @@ def jobs(r):
     return out
 
 
-def register_worker(r, worker_id: str, running: list, **fields) -> None:
-    keys = GlobalKeys("queue")
-    now = int(time.time() * 1000)
-    r.zadd(keys.workers, {worker_id: now})
-    record = {
-        "id": worker_id,
-        "host": "box-1",
-        "pid": "4242",
-        "queues": json.dumps(["jobs"]),
-        "concurrency": "2",
-        "started_at_ms": str(now - 60_000),
-        "beat_ms": str(now),
-        "state": "running",
-        "jobs": json.dumps(running),
-        **fields,
-    }
-    r.hset(keys.worker(worker_id), mapping=record)
-
-
 def snapshot(r) -> dict:
     """Every key's serialized value, except the throughput samples the admin
     keeps (the one thing a GET may write: telemetry, not state)."""
     return {k: r.dump(k) for k in sorted(r.keys("*")) if not k.endswith(":stats:samples")}
-
-
-def body(response) -> str:
-    return response.content.decode()
 
 
 # ------------------------------------------------------------------ pages
@@ -304,17 +242,13 @@ def post(client: Client, queue: str, **data):
     return client.post(url("action", queue), data, follow=True)
 
 
-def status_of(r, job_id: str, queue: str = "jobs") -> str | None:
-    return r.hget(f"queue:{queue}:job:{job_id}", "status")
-
-
 def test_retry_and_requeue_selected(r, manager, jobs):
     response = post(manager, "jobs", action="retry", list="failed", ids=[jobs["failed"]])
     assert "Retried 1 job(s) of jobs." in body(response)
-    assert status_of(r, jobs["failed"]) == "pending"
+    assert job_status(r, jobs["failed"]) == "pending"
     response = post(manager, "jobs", action="requeue", list="completed", ids=[jobs["completed"]])
     assert "Requeued 1 job(s) of jobs." in body(response)
-    assert status_of(r, jobs["completed"]) == "pending"
+    assert job_status(r, jobs["completed"]) == "pending"
     # Not finished: left alone, and said so.
     response = post(manager, "jobs", action="retry", list="pending", ids=[jobs["pending"][0]])
     assert "left alone: not finished" in body(response)
@@ -324,11 +258,11 @@ def test_delete_selected_asks_first(r, manager, jobs):
     victims = [jobs["pending"][0], jobs["scheduled"], jobs["processing"]]
     confirm = manager.post(url("action", "jobs"), {"action": "delete", "list": "pending", "ids": victims})
     assert confirm.status_code == 200 and "Are you sure?" in body(confirm)
-    assert all(status_of(r, i) for i in victims)  # nothing yet
+    assert all(job_status(r, i) for i in victims)  # nothing yet
     done = post(manager, "jobs", action="delete", list="pending", ids=victims, confirm="yes")
     assert "Deleted 2 job(s) of jobs." in body(done) and "left alone: running" in body(done)
-    assert status_of(r, victims[0]) is None and status_of(r, victims[1]) is None
-    assert status_of(r, jobs["processing"]) == "processing"
+    assert job_status(r, victims[0]) is None and job_status(r, victims[1]) is None
+    assert job_status(r, jobs["processing"]) == "processing"
 
 
 def test_actions_from_the_job_page_come_back_to_it(r, manager, jobs):
@@ -348,7 +282,7 @@ def test_retry_all_failed(r, manager):
     assert "Retry the 4 job(s)" in body(confirm)
     done = post(manager, "jobs", action="retry_all", list="failed", confirm="yes")
     assert "Retried 3 failed job(s) of jobs." in body(done) and "1 job(s) could not be retried" in body(done)
-    assert all(status_of(r, i) == "pending" for i in ids)
+    assert all(job_status(r, i) == "pending" for i in ids)
 
 
 @pytest.mark.parametrize("which", ["pending", "scheduled", "completed", "failed"])
@@ -362,8 +296,8 @@ def test_purge_a_list_deletes_its_jobs(r, manager, jobs, which):
     done = post(manager, "jobs", action="purge", list=which, confirm="yes")
     assert f"Purged the {which} list of jobs: {before} job(s) deleted." in body(done)
     assert inspect.list_length(q, which) == 0
-    assert all(status_of(r, i) is None for i in purged)
-    assert status_of(r, jobs["processing"]) == "processing"  # other lists untouched
+    assert all(job_status(r, i) is None for i in purged)
+    assert job_status(r, jobs["processing"]) == "processing"  # other lists untouched
 
 
 def test_purge_is_chunked_and_releases_unique_keys(r, manager):
@@ -372,13 +306,13 @@ def test_purge_is_chunked_and_releases_unique_keys(r, manager):
     unique = enqueue("add", {"a": 1, "b": 1}, unique_key="invoice:42")
     done = post(manager, "jobs", action="purge", list="pending", confirm="yes")
     assert "1201 job(s) deleted" in body(done)
-    assert r.hget("queue:jobs:unique", "invoice:42") is None and status_of(r, unique) is None
+    assert r.hget("queue:jobs:unique", "invoice:42") is None and job_status(r, unique) is None
     assert int(r.hget("queue:jobs:stats", "deleted")) == 1_201
 
 
 def test_the_processing_list_cannot_be_purged(r, manager, jobs):
     response = post(manager, "jobs", action="purge", list="processing", confirm="yes")
-    assert "cannot be purged" in body(response) and status_of(r, jobs["processing"]) == "processing"
+    assert "cannot be purged" in body(response) and job_status(r, jobs["processing"]) == "processing"
 
 
 def test_reclaim_sweep(r, manager):
@@ -387,7 +321,7 @@ def test_reclaim_sweep(r, manager):
     q.claim_nowait("gone", lease_ms=1)
     time.sleep(0.01)  # let the 1 ms lease run out; the assertion below waits for nothing
     response = post(manager, "jobs", action="sweep")
-    assert "1 reclaimed" in body(response) and status_of(r, job_id) == "pending"
+    assert "1 reclaimed" in body(response) and job_status(r, job_id) == "pending"
 
 
 def test_unknown_action_and_nothing_selected(manager, jobs):
@@ -460,7 +394,7 @@ def test_requeue_now_runs_a_scheduled_job_next(r, manager, jobs):
 
     done = post(manager, "jobs", action="requeue_now", list="scheduled", ids=[jobs["scheduled"]])
     assert "Requeued 1 job(s) of jobs to run now." in body(done)
-    assert status_of(r, jobs["scheduled"]) == "pending" and r.zcard("queue:jobs:scheduled") == 0
+    assert job_status(r, jobs["scheduled"]) == "pending" and r.zcard("queue:jobs:scheduled") == 0
     # At the head of the line, before the two jobs that were already waiting.
     assert get_queue("jobs").claim_nowait("w2").id == jobs["scheduled"]
 
@@ -482,16 +416,16 @@ def test_requeue_now_of_a_running_job_asks_first_and_revokes_its_claim(r, manage
     done = post(manager, "jobs", action="requeue_now", ids=[job_id], back="job", confirm="yes")
     assert done.redirect_chain[-1][0] == url("job", "jobs", job_id)
     assert "Requeued 1 job(s) of jobs to run now." in body(done)
-    assert status_of(r, job_id) == "pending" and r.llen("queue:jobs:processing") == 0
+    assert job_status(r, job_id) == "pending" and r.llen("queue:jobs:processing") == 0
     assert r.hget(f"queue:jobs:job:{job_id}", "additional_deliveries") == "1"
     assert q.complete(claimed, {"late": True}) is False  # the old claim can change nothing
-    assert status_of(r, job_id) == "pending"
+    assert job_status(r, job_id) == "pending"
 
 
 def test_requeue_now_leaves_finished_jobs_alone(r, manager, jobs):
     done = post(manager, "jobs", action="requeue_now", ids=[jobs["completed"], jobs["failed"]])
     assert "Requeued 0 job(s)" in body(done) and "2 job(s) left alone: already finished" in body(done)
-    assert status_of(r, jobs["completed"]) == "completed" and status_of(r, jobs["failed"]) == "failed"
+    assert job_status(r, jobs["completed"]) == "completed" and job_status(r, jobs["failed"]) == "failed"
     assert "Requeue now" not in body(manager.get(url("job", "jobs", jobs["completed"])))
 
 
@@ -505,7 +439,7 @@ def test_requeue_now_leaves_a_running_at_most_once_job_alone(r, manager):
     done = post(manager, "jobs", action="requeue_now", list="processing", ids=[job_id])
     assert "Requeued 0 job(s)" in body(done)
     assert "1 job(s) left alone: at-most-once and running: requeueing would run it twice" in body(done)
-    assert status_of(r, job_id) == "processing" and r.llen("queue:jobs:pending") == 0
+    assert job_status(r, job_id) == "processing" and r.llen("queue:jobs:pending") == 0
 
 
 def test_replay_is_refused_while_another_job_holds_the_unique_key(r, manager):
@@ -520,7 +454,7 @@ def test_replay_is_refused_while_another_job_holds_the_unique_key(r, manager):
         done = body(post(manager, "jobs", action=action, list=which, ids=[job_id]))
         assert "0 job(s) of jobs." in done
         assert "1 job(s) left alone: another unfinished job holds its unique key" in done and job_id in done
-        assert status_of(r, job_id) == which
+        assert job_status(r, job_id) == which
     assert r.hmget("queue:jobs:unique", "invoice:1", "invoice:2") == holders
 
 

@@ -22,7 +22,8 @@ from django_jobqueue import InvalidJobOptions, get_queue
 from django_jobqueue.ids import JOB_ID_RULE, new_job_id
 from django_jobqueue.keys import GlobalKeys, QueueKeys
 from django_jobqueue.templatetags.jobqueue_admin import PRETTY_LIMIT, json_preview, pretty_json
-from tests.test_admin import HOSTILE, OVERVIEW, body, logged_in, make_user, register_worker, url
+from tests.helpers.admin import HOSTILE, OVERVIEW, body, url
+from tests.helpers.redis_data import register_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -30,16 +31,6 @@ MiB = 1024 * 1024
 KEYS = QueueKeys("queue", "jobs")
 # What the page adds to a cut value: the note saying where it was cut.
 NOTE_ROOM = 200
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return logged_in(make_user(django_user_model, "viewer", perms=("view_jobs",)))
-
-
-@pytest.fixture
-def manager(django_user_model):
-    return logged_in(make_user(django_user_model, "manager", perms=("manage_jobs",)))
 
 
 def peak_bytes(work: Callable[[], Any]) -> tuple[Any, int]:
@@ -264,7 +255,12 @@ def test_enqueue_refuses_a_job_id_outside_the_rule_and_writes_nothing(r, bad):
     assert r.keys("*") == []
 
 
-@pytest.mark.parametrize("good", ["order-5", "A.b_c-9", "7", "x" * 100, new_job_id()])
+# Named ids: a generated id as the test's name would differ between pytest-xdist's workers.
+@pytest.mark.parametrize(
+    "good",
+    ["order-5", "A.b_c-9", "7", "x" * 100, new_job_id()],
+    ids=["dashes", "dots", "digit", "longest", "generated"],
+)
 def test_enqueue_takes_a_job_id_inside_the_rule(good):
     queue = get_queue("jobs")
     assert queue.enqueue({}, job_id=good) == good

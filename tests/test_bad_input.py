@@ -14,10 +14,7 @@ import contextlib
 import logging
 import pickle
 import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,93 +23,13 @@ from django_jobqueue import QueueUnavailable, enqueue, get_queue
 from django_jobqueue.devserver import RedisServer, free_port
 from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.worker import Worker
+from tests.helpers.redis_data import job_status
+from tests.helpers.servers import FlakyProxy
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import start_logged_worker, start_worker, stop, stop_worker, worker_env
 from tests.testapp.jobs import runs
-from tests.workers import ROOT, start_worker, stop, wait_for, worker_env
 
 # --------------------------------------------------------------------- helpers
-
-
-class FlakyProxy:
-    """A TCP proxy on loopback between clients and Redis that can lose a reply or
-    stall every connection (no Docker or toxiproxy here). Threads, not asyncio: it
-    runs beside code that blocks."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.lose_reply_to: bytes | None = None  # the next request containing this: run it, lose its reply
-        self.lost = 0
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.closed = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
-
-    def stall(self) -> None:
-        """Hold every byte in both directions until resume()."""
-        self.flowing.clear()
-
-    def resume(self) -> None:
-        self.flowing.set()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                continue
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            self.sockets += [client, upstream]
-            swallow = threading.Event()
-            for args in ((client, upstream, swallow, True), (upstream, client, swallow, False)):
-                t = threading.Thread(target=self._pump, args=args, daemon=True)
-                t.start()
-                self.threads.append(t)
-
-    def _pump(self, src: socket.socket, dst: socket.socket, swallow: threading.Event, request: bool) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                self.flowing.wait()
-                if request and self.lose_reply_to and self.lose_reply_to in data:
-                    self.lose_reply_to = None
-                    swallow.set()  # the request goes through; its reply will not
-                elif not request and swallow.is_set():
-                    self.lost += 1
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def close(self) -> None:
-        self.closed.set()
-        self.flowing.set()
-        self.listener.close()
-        for s in self.sockets:
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def __enter__(self) -> FlakyProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Records(logging.Handler):
@@ -150,35 +67,6 @@ def running_worker(*queues: str, **options):
         worker.stop()
         thread.join(30)
         assert not thread.is_alive(), "the worker did not stop"
-
-
-def spawn_worker(redis_url: str, log_path: Path, *args: str) -> subprocess.Popen[str]:
-    """A worker process whose log goes to a file the test can read while it runs."""
-    with open(log_path, "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "django", "jobq_worker", *args],
-            env=worker_env(redis_url),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-
-def ended(proc: subprocess.Popen[str]) -> int:
-    """SIGTERM, then the exit code (SIGKILL if it does not exit)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def status(r, job_id: str, queue: str = "jobs") -> str | None:
-    return r.hget(f"queue:{queue}:job:{job_id}", "status")
 
 
 def job_keys(r) -> list[str]:
@@ -276,7 +164,9 @@ def test_missing_payload_field_is_dead_lettered_and_the_worker_goes_on(r, worker
     r.hdel(f"queue:jobs:job:{bad}", "payload")
     good = enqueue("add", {"a": 2, "b": 2})
     with running_worker("jobs"):
-        wait_for(lambda: status(r, good) == "completed" and status(r, bad) == "failed", what="both jobs handled")
+        wait_for(
+            lambda: job_status(r, good) == "completed" and job_status(r, bad) == "failed", what="both jobs handled"
+        )
     assert r.hget(f"queue:jobs:job:{bad}", "last_error") == "payload cannot be decoded: payload is missing"
     assert runs(r, bad) == []
     assert "dead-lettered" in worker_log.text()
@@ -291,9 +181,9 @@ def test_pickle_blob_as_payload_is_never_unpickled_and_the_worker_survives(r, wo
     raw.hset(f"queue:fast:job:{bad}", "payload", pickle.dumps({"a": 1, "b": 2}))
     raw.close()
     with running_worker("fast", concurrency=1) as worker:
-        wait_for(lambda: status(r, bad, "fast") == "failed", timeout=60, what="the bad job to be dead-lettered")
+        wait_for(lambda: job_status(r, bad, "fast") == "failed", timeout=60, what="the bad job to be dead-lettered")
         good = enqueue("add", {"a": 2, "b": 2}, queue="fast")
-        wait_for(lambda: status(r, good, "fast") == "completed", what="the next job, on the same runner")
+        wait_for(lambda: job_status(r, good, "fast") == "completed", what="the next job, on the same runner")
         assert all(t.is_alive() for t in worker._runners)
     assert runs(r, bad) == []
     # Decoded with replacement characters, so refused as JSON at the first claim:
@@ -308,7 +198,7 @@ def test_an_id_with_no_hash_under_a_running_worker_is_dropped_and_counted(r):
     with running_worker("jobs"):
         r.lpush("queue:jobs:pending", "f" * 36)
         after = enqueue("add", {"a": 1, "b": 1})
-        wait_for(lambda: status(r, after) == "completed", what="the next job")
+        wait_for(lambda: job_status(r, after) == "completed", what="the next job")
     assert r.hget("queue:jobs:stats", "orphans") == "1"
     assert "f" * 36 not in r.lrange("queue:jobs:processing", 0, -1)
 
@@ -319,7 +209,7 @@ def test_a_job_hash_of_the_wrong_type_is_reported_and_the_worker_goes_on(r, work
     r.set(f"queue:jobs:job:{bad}", "not a hash")
     with running_worker("jobs"):
         good = enqueue("add", {"a": 2, "b": 2})
-        wait_for(lambda: status(r, good) == "completed", timeout=30, what="the next job")
+        wait_for(lambda: job_status(r, good) == "completed", timeout=30, what="the next job")
     assert "WRONGTYPE" in worker_log.text()
 
 
@@ -365,7 +255,7 @@ def test_pending_of_the_wrong_type_under_a_running_worker_is_logged_until_repair
         wait_for(lambda: "WRONGTYPE" in worker_log.text(), what="the worker to report it")
         r.delete("queue:jobs:pending")
         job_id = enqueue("add", {"a": 1, "b": 1})
-        wait_for(lambda: status(r, job_id) == "completed", what="work to resume")
+        wait_for(lambda: job_status(r, job_id) == "completed", what="work to resume")
     assert "claim failed" in worker_log.text()
 
 
@@ -438,7 +328,7 @@ def test_the_rarer_scripts_refuse_a_shared_key_of_the_wrong_type_and_change_noth
 def test_worker_started_before_redis_waits_logs_then_works(tmp_path):
     port = free_port()
     log_path = tmp_path / "worker.log"
-    proc = spawn_worker(f"redis://127.0.0.1:{port}/0", log_path, "--worker-id", "early")
+    proc = start_logged_worker(worker_env(f"redis://127.0.0.1:{port}/0"), log_path, "--worker-id", "early")
     try:
         wait_for(lambda: "Redis unavailable" in log_path.read_text(), timeout=30, what="the worker to say so")
         assert proc.poll() is None
@@ -446,11 +336,11 @@ def test_worker_started_before_redis_waits_logs_then_works(tmp_path):
             client = redis.Redis(port=server.port, decode_responses=True)
             wait_for(lambda: client.zscore("queue:workers", "early"), timeout=30, what="the worker to register")
             job_id = RedisJobQueue(client, "jobs").enqueue({"a": 1, "b": 2}, name="add")
-            wait_for(lambda: status(client, job_id) == "completed", timeout=30, what="the job")
-            assert ended(proc) == 0
+            wait_for(lambda: job_status(client, job_id) == "completed", timeout=30, what="the job")
+            assert stop_worker(proc) == 0
             client.close()
     finally:
-        ended(proc)
+        stop_worker(proc)
     text = log_path.read_text()
     assert "registering the worker: Redis unavailable" in text and "Traceback" not in text
 
@@ -578,7 +468,7 @@ def test_full_redis_refuses_enqueue_and_writes_nothing(full):
         enqueue("add", {"a": 1, "b": 1}, unique_key="k")
     assert full.client.dbsize() == before
     full.free()
-    assert status(full.client, enqueue("add", {"a": 1, "b": 1})) == "pending"
+    assert job_status(full.client, enqueue("add", {"a": 1, "b": 1})) == "pending"
 
 
 def test_redis_judges_maxmemory_when_a_script_starts_never_in_its_middle(full):
@@ -613,18 +503,11 @@ def test_full_redis_running_jobs_finish_claims_wait_and_the_worker_survives(full
     with running_worker("jobs", concurrency=1):
         wait_for(lambda: "maxmemory" in worker_log.text(), what="the worker to report the full Redis")
         full.free()
-        wait_for(lambda: all(status(full.client, i) == "completed" for i in ids), what="work to resume")
+        wait_for(lambda: all(job_status(full.client, i) == "completed" for i in ids), what="work to resume")
     assert "Redis unavailable" in worker_log.text()
 
 
 # ---------------------------------------------------- replica, wrong password
-
-
-@pytest.fixture
-def replica(redis_server):
-    server = RedisServer(["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
-    yield server
-    server.cleanup()
 
 
 def test_read_only_replica_refuses_enqueue_and_writes_nothing(replica, r, jobq_settings):
@@ -636,29 +519,19 @@ def test_read_only_replica_refuses_enqueue_and_writes_nothing(replica, r, jobq_s
 
 def test_worker_on_a_read_only_replica_waits_until_it_is_promoted(replica, tmp_path):
     log_path = tmp_path / "worker.log"
-    proc = spawn_worker(replica.url, log_path, "--worker-id", "on-replica")
+    proc = start_logged_worker(worker_env(replica.url), log_path, "--worker-id", "on-replica")
     client = redis.Redis(port=replica.port, decode_responses=True)
     try:
         wait_for(lambda: "read only replica" in log_path.read_text(), timeout=30, what="the worker to say so")
         assert proc.poll() is None, log_path.read_text()
         client.replicaof("NO", "ONE")  # a failover promotes it
         job_id = RedisJobQueue(client, "jobs").enqueue({"a": 1, "b": 2}, name="add")
-        wait_for(lambda: status(client, job_id) == "completed", timeout=30, what="the job")
-        assert ended(proc) == 0
+        wait_for(lambda: job_status(client, job_id) == "completed", timeout=30, what="the job")
+        assert stop_worker(proc) == 0
     finally:
         client.close()
-        ended(proc)
+        stop_worker(proc)
     assert "Traceback" not in log_path.read_text()
-
-
-@pytest.fixture
-def password_server():
-    server = RedisServer().start()
-    admin = redis.Redis(port=server.port)
-    admin.config_set("requirepass", "right-pass")  # after start: the devserver's readiness PING has no password
-    admin.close()
-    yield server
-    server.cleanup()
 
 
 def test_wrong_password_refuses_enqueue_without_showing_the_password(password_server, jobq_settings):
@@ -666,19 +539,19 @@ def test_wrong_password_refuses_enqueue_without_showing_the_password(password_se
     with pytest.raises(QueueUnavailable) as info:
         enqueue("add", {"a": 1, "b": 1})
     assert "wrong-pass" not in str(info.value)
-    jobq_settings(REDIS_URL=f"redis://:right-pass@127.0.0.1:{password_server.port}/0")
+    jobq_settings(REDIS_URL=f"redis://:{password_server.password}@127.0.0.1:{password_server.port}/0")
     assert enqueue("add", {"a": 1, "b": 1})
 
 
 def test_worker_with_a_wrong_password_waits_and_never_logs_the_password(password_server, tmp_path):
     log_path = tmp_path / "worker.log"
-    proc = spawn_worker(f"redis://:wrong-pass@127.0.0.1:{password_server.port}/0", log_path)
+    proc = start_logged_worker(worker_env(f"redis://:wrong-pass@127.0.0.1:{password_server.port}/0"), log_path)
     try:
         wait_for(lambda: "Redis unavailable" in log_path.read_text(), timeout=30, what="the worker to say so")
         assert proc.poll() is None
-        assert ended(proc) == 0
+        assert stop_worker(proc) == 0
     finally:
-        ended(proc)
+        stop_worker(proc)
     text = log_path.read_text()
     assert "wrong-pass" not in text and "Traceback" not in text
     assert "invalid username-password pair" in text

@@ -9,13 +9,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bench.report import ROWS
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT
 
 
 def _value(md: str, label: str) -> float:
@@ -30,7 +28,7 @@ def _value(md: str, label: str) -> float:
 def test_quick_benchmark_of_our_queue(tmp_path):
     cmd = [sys.executable, "-m", "bench", "--quick", "--only", "jobqueue", "--no-venv", "--scale", "0.2"]
     out = subprocess.run(
-        [*cmd, "--out-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=280, check=False
+        [*cmd, "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=280, check=False
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
 

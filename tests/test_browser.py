@@ -33,14 +33,13 @@ from pathlib import Path
 import pytest
 
 from django_jobqueue.devserver import free_port
+from tests.helpers.paths import PROJECT, ROOT
 
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # the `test` extra installs it
     sync_playwright = None
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ROOT / "testproject"
 CHROMIUM = "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else shutil.which("chromium")
 CHROMIUM_ARGS = [
     "--headless",

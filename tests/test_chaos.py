@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from chaos.verify import ALLOWED  # the end states each kind may reach
-from tests.workers import ROOT
+from tests.helpers.paths import ROOT
 
 # More of the rarer kinds than the full run's default, so that 2 000 jobs hold enough
 # of each; --aim makes each kill land in a run of the next kind in turn.

@@ -1,4 +1,4 @@
-"""Redis Cluster: a real local cluster of 3 primaries and 3 replicas (tests/cluster_helpers.py).
+"""Redis Cluster: a real local cluster of 3 primaries and 3 replicas (tests/helpers/cluster.py).
 
 Each queue's keys share its hash tag, ``queue:{q0}:pending``, so every script
 call runs on the one primary that holds the queue; queues spread over the
@@ -14,29 +14,27 @@ from __future__ import annotations
 import collections
 import json
 import shutil
-import threading
 
 import pytest
 from redis.cluster import key_slot
 
 from django_jobqueue import cluster as jq_cluster
-from django_jobqueue import enqueue, scripts, signals
-from django_jobqueue.events import start_listener_thread
+from django_jobqueue import enqueue, scripts
 from django_jobqueue.exceptions import ReplicationError
 from django_jobqueue.keys import GlobalKeys, QueueKeys
 from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
-from tests.cluster_helpers import (
+from tests.helpers.cluster import (
+    CompletedSignals,
     Ledger,
     LocalCluster,
+    cluster_worker_env,
     enqueue_jobs,
     job_statuses,
     server_major_version,
-    start_worker,
-    stop_worker,
-    worker_env,
 )
-from tests.workers import wait_for
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import start_logged_worker, stop_worker
 
 pytestmark = [
     pytest.mark.skipif(server_major_version() < 7, reason="cluster mode needs Redis 7+ (sharded pub/sub)"),
@@ -225,18 +223,6 @@ def test_the_django_api_and_an_in_process_worker_on_a_cluster(cluster, cc, sprea
 # ------------------------------------------------------------- failovers
 
 
-def _completed_signals():
-    seen: set[str] = set()
-    lock = threading.Lock()
-
-    def receiver(sender, job_id, **kwargs):
-        with lock:
-            seen.add(job_id)
-
-    signals.job_completed.connect(receiver, weak=False)
-    return seen, receiver
-
-
 def run_through_failover(
     tmp_path,
     ledger,
@@ -258,20 +244,18 @@ def run_through_failover(
         client = cluster.client()
         ids = enqueue_jobs(client, names, per_queue, sleep=sleep, cluster=True)
         cluster.wait_replicated()  # enqueued and on the replicas: a failover cannot lose them
-        listener = seen = receiver = None
+        completed = None
         if jobq_settings is not None:
             jobq_settings(REDIS_URL=cluster.url, CLUSTER=True, QUEUES={n: {} for n in names})
-            seen, receiver = _completed_signals()
-            listener = start_listener_thread(names)
-            assert listener.listener.ready.wait(20), "the events listener did not subscribe"
-        env = worker_env(cluster.url, names, ledger_url, JOBQUEUE_TEST_CLUSTER="1")
+            completed = CompletedSignals(names)
+        env = cluster_worker_env(cluster.url, names, ledger_url, JOBQUEUE_TEST_CLUSTER="1")
         procs = []
         for i in range(workers):
             # Queues are served in priority order: each worker puts another first,
             # so every queue is busy when its primary fails.
             order = names[i % len(names) :] + names[: i % len(names)]
             args = [a for n in order for a in ("--queue", n)]
-            procs.append(start_worker(env, str(tmp_path / f"worker{i}.log"), *args))
+            procs.append(start_logged_worker(env, str(tmp_path / f"worker{i}.log"), *args))
         failed_over = []
         try:
             for round_ in range(failovers):
@@ -308,13 +292,14 @@ def run_through_failover(
                     f"{exc}: {stuck_jobs(client, all_ids)}; failovers {failed_over}; {cluster.describe(names)}"
                 ) from None
             statuses = job_statuses(client, all_ids, fields=("additional_deliveries", "attempts"))
-            if seen is not None:
-                wait_for(lambda: seen >= {i for _n, i in all_ids}, timeout=30, what="a completed event per job")
+            if completed is not None:
+                wait_for(
+                    lambda: completed.seen >= {i for _n, i in all_ids}, timeout=30, what="a completed event per job"
+                )
         finally:
             codes = [stop_worker(p) for p in procs]
-            if listener is not None:
-                listener.stop(timeout=10)
-                signals.job_completed.disconnect(receiver)
+            if completed is not None:
+                completed.stop()
             client.close()
     logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(workers))
     assert codes == [0] * workers, logs[-3000:]

@@ -13,24 +13,21 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_jobqueue import enqueue, get_queue
-from tests.workers import ROOT, start_worker, stop, wait_for, worker_env
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
+from tests.helpers.commands import command_output
+from tests.helpers.paths import ROOT
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import start_worker, stop, worker_env
 
 
 def test_jobq_stats_table_and_json(r):
     enqueue("add", {"a": 1, "b": 1})
     enqueue("add", {"a": 1, "b": 1}, delay=60)
-    text = run("jobq_stats")
+    text = command_output("jobq_stats")
     line = next(ln for ln in text.splitlines() if ln.startswith("jobs "))
     assert line.split()[1:6] == ["1", "1", "0", "0", "0"]  # scheduled pending processing completed failed
     assert "no live workers" in text
 
-    data = json.loads(run("jobq_stats", "--json", "--queue", "jobs"))
+    data = json.loads(command_output("jobq_stats", "--json", "--queue", "jobs"))
     assert list(data["queues"]) == ["jobs"]
     assert data["queues"]["jobs"]["enqueued_total"] == 2
     assert data["queues"]["jobs"]["oldest_pending_age_ms"] is not None
@@ -62,14 +59,14 @@ def test_jobq_stats_lists_live_workers_without_tokens(r, redis_server):
 
 def test_jobq_stats_unknown_queue():
     with pytest.raises(CommandError, match="unknown queue 'nope'"):
-        run("jobq_stats", "--queue", "nope")
+        command_output("jobq_stats", "--queue", "nope")
 
 
 def test_jobq_reclaim_once_hands_back_expired_leases(r):
     job_id = enqueue("add", {"a": 1, "b": 1}, queue="fast")
     get_queue("fast").claim_nowait("gone")
     time.sleep(1.3)  # the fast queue's lease is 1.2 s
-    out = run("jobq_reclaim", "--queue", "fast")
+    out = command_output("jobq_reclaim", "--queue", "fast")
     assert "fast: 1 reclaimed, 0 dead-lettered, 0 expired, 0 promoted" in out
     assert r.lrange("queue:fast:pending", 0, -1) == [job_id]
 
@@ -95,22 +92,22 @@ def test_jobq_reclaim_loop_stops_on_sigterm(redis_server):
 
 def test_jobq_reclaim_bad_interval():
     with pytest.raises(CommandError, match="--interval must be positive"):
-        run("jobq_reclaim", "--interval", "0")
+        command_output("jobq_reclaim", "--interval", "0")
 
 
 def test_jobq_jobs_list_show_delete_and_pages(r):
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(5)]
-    out = run("jobq_jobs", "list", "pending", "--count", "3")
+    out = command_output("jobq_jobs", "list", "pending", "--count", "3")
     assert [line.split()[0] for line in out.splitlines()[:3]] == ids[:3]
     assert "next: --cursor 3" in out
-    out = run("jobq_jobs", "list", "pending", "--cursor", "3", "--count", "3", "--json")
+    out = command_output("jobq_jobs", "list", "pending", "--cursor", "3", "--count", "3", "--json")
     data = json.loads(out)
     assert [j["id"] for j in data["jobs"]] == ids[3:] and data["cursor"] == 0
-    shown = json.loads(run("jobq_jobs", "show", ids[0], "--json"))
+    shown = json.loads(command_output("jobq_jobs", "show", ids[0], "--json"))
     assert shown["id"] == ids[0] and "claim_token" not in shown
-    assert "deleted: 1" in run("jobq_jobs", "delete", ids[0])
+    assert "deleted: 1" in command_output("jobq_jobs", "delete", ids[0])
     with pytest.raises(CommandError, match="no job"):
-        run("jobq_jobs", "show", ids[0])
+        command_output("jobq_jobs", "show", ids[0])
 
 
 def test_jobq_jobs_retry_requeue_purge_pause(r):
@@ -120,18 +117,18 @@ def test_jobq_jobs_retry_requeue_purge_pause(r):
     later = enqueue("add", {"a": 1, "b": 1}, delay=3600)
     Worker(["jobs"], burst=True).run(install_signals=False)
     assert r.hget(f"queue:jobs:job:{failed}", "status") == "failed"
-    assert "replayed: 1" in run("jobq_jobs", "retry", failed)
+    assert "replayed: 1" in command_output("jobq_jobs", "retry", failed)
     assert r.hget(f"queue:jobs:job:{failed}", "status") == "pending"
     Worker(["jobs"], burst=True).run(install_signals=False)
-    assert "replayed: 1" in run("jobq_jobs", "retry", "--all-failed")
-    assert "requeued: 1" in run("jobq_jobs", "requeue", later)
+    assert "replayed: 1" in command_output("jobq_jobs", "retry", "--all-failed")
+    assert "requeued: 1" in command_output("jobq_jobs", "requeue", later)
     assert r.lrange("queue:jobs:pending", -1, -1) == [later]  # at the head of the line
     with pytest.raises(CommandError, match="left as they were"):
-        run("jobq_jobs", "requeue", "f" * 36)
-    assert "purged pending: 2 job(s) deleted" in run("jobq_jobs", "purge", "pending", "--yes")
+        command_output("jobq_jobs", "requeue", "f" * 36)
+    assert "purged pending: 2 job(s) deleted" in command_output("jobq_jobs", "purge", "pending", "--yes")
     assert r.llen("queue:jobs:pending") == 0
-    assert "paused out" in run("jobq_jobs", "pause", "out")
-    assert "paused none" in run("jobq_jobs", "resume")
+    assert "paused out" in command_output("jobq_jobs", "pause", "out")
+    assert "paused none" in command_output("jobq_jobs", "resume")
 
 
 def run_refused(*args: str) -> str:

@@ -14,20 +14,10 @@ from django_jobqueue import InvalidJobOptions, QueuePaused, ReplicationError, en
 from django_jobqueue.devserver import RedisServer
 from django_jobqueue.durability import persistence_problem
 from django_jobqueue.queue import RedisJobQueue
-from django_jobqueue.worker import Worker
+from tests.helpers.redis_data import job_hash
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import drain, start_worker, stop
 from tests.testapp.jobs import runs
-from tests.workers import start_worker, stop, wait_for
-
-
-def drain(*queues: str) -> Worker:
-    worker = Worker(list(queues) or None, burst=True)
-    worker.run(install_signals=False)
-    return worker
-
-
-def h(r, job_id: str, queue: str = "jobs") -> dict:
-    return r.hgetall(f"queue:{queue}:job:{job_id}")
-
 
 # ------------------------------------------------------------ at-most-once
 
@@ -35,7 +25,7 @@ def h(r, job_id: str, queue: str = "jobs") -> dict:
 def test_at_most_once_job_is_not_retried_after_an_error(r):
     job_id = enqueue("once", {"fail": True})
     drain()
-    assert h(r, job_id)["status"] == "failed"
+    assert job_hash(r, job_id)["status"] == "failed"
     assert len(runs(r, job_id)) == 1  # max_attempts=3, yet one delivery only
 
 
@@ -48,7 +38,7 @@ def test_at_most_once_job_whose_worker_died_is_marked_lost_never_rerun(r, redis_
     time.sleep(1.3)  # the fast queue's lease
     result = get_queue("fast").sweep()
     assert result.dead_lettered == [job_id] and result.reclaimed == []
-    data = h(r, job_id, "fast")
+    data = job_hash(r, job_id, "fast")
     assert data["status"] == "lost" and "at-most-once" in data["last_error"]
     assert r.lrange("queue:fast:failed", 0, -1) == [job_id]
     assert r.llen("queue:fast:pending") == 0
@@ -79,7 +69,7 @@ def test_at_most_once_running_job_is_lost_at_shutdown_not_handed_back(r, redis_s
     wait_for(lambda: runs(r, job_id), what="the job to start")
     code, _out, err = stop(proc)
     assert code == 0, err
-    assert h(r, job_id)["status"] == "lost"
+    assert job_hash(r, job_id)["status"] == "lost"
 
 
 def test_bad_delivery_mode():
@@ -97,14 +87,14 @@ def test_nacks_and_redeliveries_are_two_counters(r):
     q.claim_nowait("w")
     time.sleep(0.15)
     q.sweep()
-    data = h(r, job_id)
+    data = job_hash(r, job_id)
     assert (data["nacks"], data["additional_deliveries"], data["attempts"]) == ("1", "1", "1")
 
 
 def test_max_nacks_dead_letters(r):
     job_id = enqueue("nacker", {})
     drain()
-    data = h(r, job_id)
+    data = job_hash(r, job_id)
     assert data["status"] == "failed" and data["nacks"] == "3"
     assert "nacked 3 times (max_nacks=2): not ready" in data["last_error"]
     assert len(runs(r, job_id)) == 3
@@ -118,7 +108,7 @@ def test_max_deliveries_dead_letters_on_reclaim(r):
         time.sleep(1.3)
         result = q.sweep()
     assert result.dead_lettered == [job_id]
-    assert "max_deliveries=1" in h(r, job_id, "fast")["last_error"]
+    assert "max_deliveries=1" in job_hash(r, job_id, "fast")["last_error"]
 
 
 def test_dead_letter_is_never_trimmed_and_replays_keep_history(r, jobq_settings):
@@ -131,11 +121,11 @@ def test_dead_letter_is_never_trimmed_and_replays_keep_history(r, jobq_settings)
     assert q.replay(ids[1:3]) == 2  # a selection
     assert q.replay_failed() == 2  # all the rest
     assert r.llen("queue:jobs:failed") == 0
-    data = h(r, ids[0])
+    data = job_hash(r, ids[0])
     assert data["status"] == "pending" and data["replays"] == "1" and data["attempts"] == "0"
     assert json.loads(data["errors"])[0]["error"] == "RuntimeError: m0"
     drain()
-    assert len(json.loads(h(r, ids[0])["errors"])) == 2  # the replay's failure joined the history
+    assert len(json.loads(job_hash(r, ids[0])["errors"])) == 2  # the replay's failure joined the history
 
 
 # ------------------------------------------------------------- fast ack, ttl
@@ -145,7 +135,7 @@ def test_keep_result_false_deletes_the_hash_and_history_entry(r):
     keep = enqueue("add", {"a": 1, "b": 1})
     fast = enqueue("add", {"a": 1, "b": 1}, keep_result=False)
     drain()
-    assert h(r, keep)["status"] == "completed"
+    assert job_hash(r, keep)["status"] == "completed"
     assert not r.exists(f"queue:jobs:job:{fast}")
     assert r.lrange("queue:jobs:completed", 0, -1) == [keep]
     assert get_queue().stats()["completed_total"] == 2
@@ -195,14 +185,14 @@ def test_a_running_worker_respects_a_claim_pause_within_a_second(r, redis_server
     proc = start_worker(redis_server.url)
     try:
         first = enqueue("add", {"a": 1, "b": 1})
-        wait_for(lambda: h(r, first)["status"] == "completed", what="the first job")
+        wait_for(lambda: job_hash(r, first)["status"] == "completed", what="the first job")
         q.pause("out")
         time.sleep(1.0)
         held = enqueue("add", {"a": 2, "b": 2})
         time.sleep(1.5)
-        assert h(r, held)["status"] == "pending"
+        assert job_hash(r, held)["status"] == "pending"
         q.resume("out")
-        wait_for(lambda: h(r, held)["status"] == "completed", what="the job after resume")
+        wait_for(lambda: job_hash(r, held)["status"] == "completed", what="the job after resume")
     finally:
         stop(proc)
 
@@ -249,19 +239,6 @@ def test_scan_does_not_load_the_whole_list(r):
 
 
 # ------------------------------------------------------------- replication
-
-
-@pytest.fixture
-def replica(redis_server):
-    server = RedisServer(["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
-    client = redis_py.Redis(port=server.port, decode_responses=True)
-    wait_for(lambda: client.info("replication").get("master_link_status") == "up", what="the replica to sync")
-    yield server
-    client.close()
-    server.cleanup()
-    r = redis_py.Redis(port=redis_server.port)
-    r.replicaof("NO", "ONE")  # the primary never was a replica; this is a no-op safety
-    r.close()
 
 
 def test_enqueue_waits_for_a_replica(r, replica):

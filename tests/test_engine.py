@@ -13,24 +13,6 @@ from django_jobqueue.ids import is_job_id, job_id_time_ms
 from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
 
 
-class Clock:
-    """A clock the test moves by hand; scripts use it instead of the server's."""
-
-    def __init__(self, start_ms: int = 1_800_000_000_000) -> None:
-        self.ms = start_ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, seconds: float) -> None:
-        self.ms += int(seconds * 1000)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def q(r, clock):
     return RedisJobQueue(r, "jobs", visibility_ms=5000, max_attempts=3, clock=clock)

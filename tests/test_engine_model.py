@@ -59,7 +59,8 @@ from django_jobqueue import scripts
 from django_jobqueue.ids import new_claim_token
 from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
 from django_jobqueue.queue_ops import Refusal
-from tests.test_engine import Clock
+from tests.helpers.clock import Clock
+from tests.helpers.redis_data import KEY_TYPES
 
 VISIBILITY = 5000
 HISTORY = 2
@@ -100,18 +101,21 @@ REPLAY = {"how": st.sampled_from(["retry", "replay"])}
 # with another type to check what reliability.md promises: each script either
 # refuses with WRONGTYPE and changes nothing, or goes on without the key.
 SHARED_KEYS = {
-    "pending": "list",
-    "processing": "list",
-    "completed": "list",
-    "failed": "list",
-    "claiming": "list",
-    "scheduled": "zset",
-    "leases": "zset",
-    "deadlines": "zset",
-    "unique": "hash",
-    "stats": "hash",
-    "unstamped": "hash",
-    "paused": "string",
+    name: KEY_TYPES[name]
+    for name in (
+        "pending",
+        "processing",
+        "completed",
+        "failed",
+        "claiming",
+        "scheduled",
+        "leases",
+        "deadlines",
+        "unique",
+        "stats",
+        "unstamped",
+        "paused",
+    )
 }
 # Left out of that rule, because the engine writes something before it meets
 # the key (found by this machine; each has a strict xfail example at the end
@@ -1231,11 +1235,6 @@ def test_engine_against_the_model_at_length(machine_client):
 
 
 # ------------------------------------------- what the machine found, as examples
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 def test_a_job_past_its_ttl_found_by_a_claim_gets_the_cleanup_ttl(r, clock):

@@ -11,12 +11,9 @@ import pytest
 from django_jobqueue import enqueue, get_queue, queue_ops
 from django_jobqueue.conf import get_settings
 from django_jobqueue.queue import Outcome, RedisJobQueue
+from tests.helpers.redis_data import job_hash
 
 A_DAY = 86_400  # the default lifetime of an expired job's hash
-
-
-def h(r, job_id: str, queue: str = "jobs") -> dict:
-    return r.hgetall(f"queue:{queue}:job:{job_id}")
 
 
 # ------------------------------------------------- requeue now, at-most-once
@@ -27,10 +24,10 @@ def test_requeue_now_refuses_a_running_at_most_once_job_and_changes_nothing(r):
     job_id = enqueue("once", {})
     claimed = q.claim_nowait("w1")
     assert claimed.id == job_id
-    before = h(r, job_id)
+    before = job_hash(r, job_id)
 
     outcome = q.requeue_now(job_id)
-    assert h(r, job_id) == before  # still running, on its claim
+    assert job_hash(r, job_id) == before  # still running, on its claim
     assert r.lrange("queue:jobs:processing", 0, -1) == [job_id]
     assert r.zscore("queue:jobs:leases", job_id) is not None
     assert r.llen("queue:jobs:pending") == 0
@@ -43,7 +40,7 @@ def test_requeue_now_still_moves_an_at_most_once_job_that_has_not_started(r):
     q = get_queue("jobs")
     later = enqueue("once", {}, delay=600)
     assert q.requeue_now(later) is Outcome.OK
-    assert h(r, later)["status"] == "pending"
+    assert job_hash(r, later)["status"] == "pending"
 
 
 # --------------------------------------------------- replay and unique keys
@@ -66,7 +63,7 @@ def test_replay_is_refused_while_another_unfinished_job_holds_the_unique_key(r):
     outcome = q.retry(dead)
     assert q.replay([dead]) == 0
     assert q.replay_failed() == 0
-    assert h(r, dead)["status"] == "failed" and r.lrange("queue:jobs:failed", 0, -1) == [dead]
+    assert job_hash(r, dead)["status"] == "failed" and r.lrange("queue:jobs:failed", 0, -1) == [dead]
     assert r.hget("queue:jobs:unique", "invoice:42") == holder
     assert r.lrange("queue:jobs:pending", 0, -1) == [holder]  # one holder, one job to run
     assert outcome is queue_ops.Refusal.UNIQUE_KEY_HELD and not outcome
@@ -98,7 +95,7 @@ def test_replay_failed_replays_what_it_can_and_reports_the_rest(r):
     free = _dead(q, "invoice:2")
     holder = enqueue("add", {}, unique_key="invoice:1")
     assert q.replay_failed() == 1
-    assert h(r, free)["status"] == "pending" and h(r, blocked)["status"] == "failed"
+    assert job_hash(r, free)["status"] == "pending" and job_hash(r, blocked)["status"] == "failed"
     assert r.hget("queue:jobs:unique", "invoice:1") == holder
     assert r.hget("queue:jobs:unique", "invoice:2") == free
     report = q.replay_dead_letter()  # what is left: refused, and said so
@@ -114,7 +111,7 @@ def test_deleting_a_dead_lettered_job_takes_it_off_the_failed_list(r, how):
     job_id = enqueue("once", {})
     claimed = q.claim_nowait("w1")
     assert q.fail_outcome(claimed, "x", lost=how == "lost", terminal=True) is Outcome.FAILED
-    assert h(r, job_id)["status"] == how
+    assert job_hash(r, job_id)["status"] == how
     assert r.lrange("queue:jobs:failed", 0, -1) == [job_id] and q.stats()["failed_depth"] == 1
 
     assert q.delete(job_id) is Outcome.OK
@@ -138,7 +135,7 @@ def _lifetimes(r, ids: list[str]) -> list[int]:
 def test_jobs_expired_by_the_sweep_get_a_lifetime_by_default(r):
     ids = _expiring(200)
     assert sorted(get_queue("jobs").sweep(limit=1000).expired) == sorted(ids)
-    assert {h(r, i)["status"] for i in ids} == {"expired"}
+    assert {job_hash(r, i)["status"] for i in ids} == {"expired"}
     assert all(0 < ttl <= A_DAY for ttl in _lifetimes(r, ids))  # none kept forever
     assert get_settings().queue("jobs").expired_after_seconds == A_DAY  # tests/settings.py sets none
 
@@ -150,7 +147,7 @@ def test_jobs_expired_at_claim_get_a_lifetime_by_default(r):
     more = _expiring(3)
     assert q.claim_many(10, "w1") == []
     for job_id in [one, *more]:
-        assert h(r, job_id)["status"] == "expired"
+        assert job_hash(r, job_id)["status"] == "expired"
     assert all(0 < ttl <= A_DAY for ttl in _lifetimes(r, [one, *more]))
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from django_jobqueue import enqueue, pool
 from django_jobqueue.pool import WorkerPool
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import run_worker, start_worker, stop
 from tests.testapp.jobs import RUNS
-from tests.workers import run_worker, start_worker, stop, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -117,17 +118,30 @@ def test_a_child_that_fails_at_start_up_stops_the_pool_with_its_code():
 def test_a_child_that_dies_after_a_good_start_is_started_again(tmp_path, monkeypatch):
     monkeypatch.setattr(pool, "STARTUP_S", 0.3)  # "a good start" is 0.3 s here
     marks = tmp_path / "starts"
-    script = f"import os, time; open({str(marks)!r}, 'a').write('x'); time.sleep(0.4); os._exit(2)"
+    # Three starts die after a good start (exit 2); the fourth runs until it is
+    # stopped and then exits cleanly, as jobq_worker does on SIGTERM. The pool is
+    # stopped only once the fourth runs, so where the stop lands cannot matter.
+    script = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
+        f"with open({str(marks)!r}, 'a') as f: f.write('x')\n"
+        f"if len(open({str(marks)!r}).read()) <= 3: time.sleep(0.4); os._exit(2)\n"
+        "time.sleep(60)\n"
+    )
     p = WorkerPool([sys.executable, "-c", script], 1)
-    stopper = threading.Timer(6.0, p.stop)
+
+    def stop_once_the_fourth_runs():
+        try:
+            wait_for(lambda: marks.exists() and len(marks.read_text()) >= 4, timeout=30, what="a fourth start")
+        finally:
+            p.stop()  # in any case: the assertions below say what happened
+
+    stopper = threading.Thread(target=stop_once_the_fourth_runs, daemon=True)
     stopper.start()
-    try:
-        code = p.run(install_signals=False)
-    finally:
-        stopper.cancel()
-    starts = len(marks.read_text())
-    assert starts >= 3  # died after a good start each time: started again at once (0.5 s pauses)
-    assert code == 0  # stopped on request, none running
+    code = p.run(install_signals=False)
+    stopper.join(5)
+    assert len(marks.read_text()) == 4  # died after a good start each time: started again (0.5 s pauses)
+    assert code == 0  # stopped on request, the running child exited cleanly
 
 
 def test_processes_must_be_positive():

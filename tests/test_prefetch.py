@@ -24,19 +24,11 @@ from django_jobqueue.context import Job
 from django_jobqueue.fetcher import Fetcher
 from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
-from tests.test_bad_input import FlakyProxy
-from tests.test_worker import _fetcher
+from tests.helpers.redis_data import job_hash, listen_to_events
+from tests.helpers.servers import FlakyProxy
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import driven_fetcher, start_worker, stop
 from tests.testapp.jobs import runs
-from tests.workers import start_worker, stop, wait_for
-
-
-def job_hash(r, job_id: str, queue: str = "jobs") -> dict[str, str]:
-    return r.hgetall(f"queue:{queue}:job:{job_id}")
-
-
-def log_events(r, queue: str = "jobs") -> None:
-    """Have the scripts log the queue's events (as a listener asks them to)."""
-    r.set(f"queue:{queue}:events:listening", 1)
 
 
 def events_of(r, job_id: str, queue: str = "jobs") -> list[str]:
@@ -58,7 +50,7 @@ def engine(redis_server):
 
 @pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
 def test_a_worker_lost_with_jobs_it_claimed_ahead_hands_them_back_unused(r, engine, delivery):
-    log_events(r)
+    listen_to_events(r)
     q = engine(visibility_ms=60_000)
     ids = [q.enqueue({"n": n}, name="add", max_attempts=1, extra={"delivery": delivery}) for n in range(3)]
     first, *ahead = q.claim_many(3, "w1", start=1)
@@ -106,7 +98,7 @@ def test_a_job_handed_back_at_shutdown_gives_back_only_an_attempt_it_used(engine
 
 def test_a_job_whose_ttl_passes_while_it_runs_ends_expired_once(r, engine):
     for delivery, max_attempts in (("at-most-once", 3), ("at-least-once", 1), ("at-least-once", 3)):
-        log_events(r)
+        listen_to_events(r)
         q = engine(visibility_ms=60_000)
         job_id = q.enqueue({}, name="add", ttl_ms=300, max_attempts=max_attempts, extra={"delivery": delivery})
         job = q.claim_nowait("w1")
@@ -127,7 +119,7 @@ def test_a_job_claimed_ahead_whose_ttl_passed_before_it_started_never_runs(r):
     first = enqueue("add", {"a": 1, "b": 1})
     short = enqueue("add", {"a": 2, "b": 2}, ttl=0.3)
     ended: list[tuple[str, Outcome]] = []
-    fetcher = _fetcher(q, prefetch=1, on_lost=lambda queue, claimed, outcome: ended.append((claimed.id, outcome)))
+    fetcher = driven_fetcher(q, prefetch=1, on_lost=lambda queue, claimed, outcome: ended.append((claimed.id, outcome)))
     (_q, job), _empty = fetcher.next_job()
     assert job.id == first  # `short` waits here, claimed ahead
     time.sleep(0.4)  # the first job runs long: `short`'s TTL passes
@@ -145,7 +137,7 @@ def test_a_last_chance_run_is_started_in_redis_only_as_its_handler_is_called(r):
     q = get_queue("jobs")
     first = enqueue("once_sees_its_start", {})
     ahead = enqueue("once_sees_its_start", {})
-    fetcher = _fetcher(q, prefetch=1)
+    fetcher = driven_fetcher(q, prefetch=1)
     (_q, job), _empty = fetcher.next_job()
     assert job.id == first and job.needs_start and job.attempts == 0
     assert job_hash(r, first)["attempts"] == "0"  # claimed, first of its claim, yet not started
@@ -167,7 +159,7 @@ def test_an_at_least_once_job_claimed_ahead_starts_with_no_round_trip_of_its_own
     enqueue("add", {"a": 1, "b": 1})
     second = enqueue("add", {"a": 2, "b": 2})
     third = enqueue("add", {"a": 3, "b": 3})
-    fetcher = _fetcher(q, prefetch=2)
+    fetcher = driven_fetcher(q, prefetch=2)
     fetcher.next_job()
     (_q, job), _empty = fetcher.next_job()
     assert job.id == second and job.attempts == 1  # counted here...
@@ -206,12 +198,6 @@ def test_a_worker_sigkilled_while_its_first_job_runs_loses_none_of_the_jobs_it_c
 # ------------------------------------------------------------ faults found in review
 
 
-def _two_queue_fetcher(queues, wid):
-    return Fetcher(
-        queues, wid, block=False, block_ms=0, prefetch=1, on_claimed=lambda q, jobs: None, on_acked=lambda acked: None
-    )
-
-
 def test_a_job_that_kills_its_worker_from_a_lower_priority_queue_is_counted_engine_level(r):
     # Each time, the job is claimed ahead behind a job of a higher-priority
     # queue; a runner takes it and the process dies before its next pipeline.
@@ -223,7 +209,7 @@ def test_a_job_that_kills_its_worker_from_a_lower_priority_queue_is_counted_engi
         rounds += 1
         enqueue("add", {"a": 1, "b": 1}, queue="high")  # the worker's high queue always has a job
         wid = f"w{rounds}"
-        fetcher = _two_queue_fetcher([high, low], wid)
+        fetcher = driven_fetcher(high, low, worker_id=wid, prefetch=1)
         (_q, first), _ = fetcher.next_job()
         assert first.queue == "high" and first.started
         assert high.complete(first, "done")
@@ -321,11 +307,11 @@ def test_a_job_claimed_ahead_whose_ttl_passed_during_a_slow_fetch_never_runs(r, 
 
 
 def test_a_run_of_a_job_claimed_ahead_nacked_before_its_start_went_out_has_its_started_event(r):
-    log_events(r)
+    listen_to_events(r)
     q = get_queue("jobs")
     first = enqueue("add", {"a": 1, "b": 1})
     ahead = enqueue("add", {"a": 2, "b": 2})
-    fetcher = _fetcher(q, prefetch=1)
+    fetcher = driven_fetcher(q, prefetch=1)
     (_q, job1), _ = fetcher.next_job()
     assert job1.id == first
     (_q, claimed), _ = fetcher.next_job()  # a runner takes it: its start rides on the next pipeline...
@@ -366,7 +352,7 @@ def test_a_completion_refused_for_a_key_of_the_wrong_type_never_discards_the_cla
     q = get_queue("jobs")
     first = enqueue("add", {"a": 1, "b": 1})
     then = [enqueue("once", {}) for _ in range(2)]
-    fetcher = _fetcher(q, prefetch=0)
+    fetcher = driven_fetcher(q, prefetch=0)
     (_q, job), _empty = fetcher.next_job()
     assert job.id == first
     fetcher.ack(Ack(q, job, '{"sum": 2}', True))  # its handler returned: the completion rides next

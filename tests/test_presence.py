@@ -21,13 +21,12 @@ from django_jobqueue.api import get_queue
 from django_jobqueue.keys import GlobalKeys
 from django_jobqueue.presence import Presence, WorkerIdInUse
 from django_jobqueue.worker import Worker, default_worker_id
-from tests.workers import ROOT, wait_for, worker_env
+from tests.helpers.paths import ROOT
+from tests.helpers.redis_data import job_status
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import worker_env
 
 KEYS = GlobalKeys("queue", False)
-
-
-def job_status(r, job_id: str, queue: str = "jobs") -> str:
-    return r.hget(f"queue:{queue}:job:{job_id}", "status")
 
 
 def a_dead_pid() -> int:

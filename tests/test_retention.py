@@ -16,8 +16,7 @@ from django.test import Client
 from django_jobqueue import checks, enqueue, get_queue, inspect
 from django_jobqueue.queue import Outcome
 from django_jobqueue.worker import Worker
-
-OVERVIEW = "/admin/django_jobqueue/jobqueue/"
+from tests.helpers.admin import OVERVIEW
 
 
 def finished_hashes(r, status: str, queue: str = "jobs") -> set[str]:

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import ast
 import secrets
-import shutil
-import socket
-import ssl
-import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,10 +16,11 @@ import redis
 
 import django_jobqueue
 from django_jobqueue import QueueUnavailable, enqueue, get_queue, job
-from django_jobqueue.devserver import RedisServer, free_port
+from django_jobqueue.devserver import RedisServer
 from django_jobqueue.ids import new_claim_token
 from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.worker import Worker
+from tests.helpers.servers import TLSRedisServer, make_ca, needs_openssl, start_tls_server
 
 PACKAGE = Path(django_jobqueue.__file__).parent
 
@@ -204,100 +200,10 @@ def test_wrong_acl_password_is_refused(acl_server, jobq_settings):
 
 # ------------------------------------------------------------------------ TLS
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")
-
-
-def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
-    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        + ["-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}"]
-        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a CA must say what its key may do.
-        + ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
-
-
-def make_server_cert(
-    directory: Path, ca_key: Path, ca_cert: Path, names: Sequence[str] = ("IP:127.0.0.1", "DNS:localhost")
-) -> tuple[Path, Path]:
-    """A server certificate from the CA for ``names`` (subject alternative names)."""
-    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "san.cnf"
-    common_name = next((n.removeprefix("DNS:") for n in names if n.startswith("DNS:")), "server")
-    # What Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a server certificate.
-    ext.write_text(
-        f"subjectAltName={','.join(names)}\n"
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid,issuer\n"
-    )
-    subprocess.run(
-        ["openssl", "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        + ["-keyout", key, "-out", csr, "-subj", f"/CN={common_name}"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial"]
-        + ["-out", cert, "-days", "2", "-extfile", ext],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
-
-
-class TLSRedisServer(RedisServer):
-    """redis-server with TLS only (``--port 0``): checked ready over TLS. Its
-    certificate names ``names``; ``extra`` are more redis-server options."""
-
-    def __init__(
-        self,
-        directory: Path,
-        names: Sequence[str] = ("IP:127.0.0.1", "DNS:localhost"),
-        extra: Sequence[str] = (),
-        port: int | None = None,
-    ) -> None:
-        self.ca_key, self.ca_cert = make_ca(directory, "ca")
-        self.key, self.cert = make_server_cert(directory, self.ca_key, self.ca_cert, names)
-        port = port or free_port()
-        super().__init__(
-            ["--port", "0", "--tls-port", str(port)]
-            + ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)]
-            + ["--tls-ca-cert-file", str(self.ca_cert), "--tls-auth-clients", "no", *extra],
-            port=port,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"rediss://127.0.0.1:{self.port}/0"
-
-    def ping(self) -> bool:
-        context = ssl.create_default_context(cafile=str(self.ca_cert))
-        context.check_hostname = False  # readiness only: the certificate may name another host on purpose
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
-                with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                    s.sendall(b"PING\r\n")
-                    return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
 
 @pytest.fixture
 def tls_server(tmp_path):
-    server = TLSRedisServer(tmp_path)
-    try:
-        server.start()
-    except RuntimeError as exc:
-        log = Path(server.dir, "server.log")
-        if "exited" in str(exc) and "TLS" in (log.read_text() if log.exists() else ""):
-            pytest.skip(f"this redis-server was built without TLS: {exc}")
-        raise
+    server = start_tls_server(tmp_path)
     yield server
     server.cleanup()
 

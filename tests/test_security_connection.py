@@ -13,7 +13,6 @@ TLS, a one-node TLS cluster, a redis-server started with ``--requirepass``.
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -27,12 +26,12 @@ from django_jobqueue import ConfigurationError, QueueUnavailable, enqueue, get_q
 from django_jobqueue.checks import check_settings
 from django_jobqueue.conf import validate
 from django_jobqueue.connection import build_client, client_options, describe, sentinel_connection_options
-from django_jobqueue.devserver import RedisServer
 from django_jobqueue.redact import mask_credentials, mask_url, url_location
-from tests.cluster_helpers import LocalCluster, LocalSentinelGroup, SentinelProcess, free_cluster_port, wait_until
-from tests.test_security import TLSRedisServer, needs_openssl
+from tests.helpers.cluster import LocalCluster, LocalSentinelGroup, SentinelProcess, free_cluster_port
+from tests.helpers.servers import PASSWORD, TLSRedisServer, needs_openssl, start_tls_server
+from tests.helpers.waiting import wait_until
 
-SECRET = "s3cret-Pw"  # noqa: S105 - a throwaway server's
+SECRET = PASSWORD  # the password_server fixture's, and the secret the messages below are checked for
 OTHER_HOST = ("DNS:other.example",)  # a certificate from the trusted CA, for a host that is not ours
 THIS_HOST = ("IP:127.0.0.1", "DNS:localhost")
 
@@ -165,35 +164,6 @@ def test_django_error_reports_hide_a_password_in_redis_options_but_not_in_the_ur
 # ------------------------------------------- the password in REDIS_OPTIONS
 
 
-class PasswordRedisServer(RedisServer):
-    """redis-server started with ``--requirepass``; checked ready with AUTH."""
-
-    def __init__(self, password: str) -> None:
-        self.password = password
-        super().__init__(["--requirepass", password])
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
-                reply = b""
-                while reply.count(b"\r\n") < 2:
-                    chunk = s.recv(64)
-                    if not chunk:
-                        return False
-                    reply += chunk
-                return reply == b"+OK\r\n+PONG\r\n"
-        except OSError:
-            return False
-
-
-@pytest.fixture
-def password_server():
-    server = PasswordRedisServer(SECRET).start()
-    yield server
-    server.cleanup()
-
-
 def test_a_password_in_redis_options_opens_one_redis(password_server, jobq_settings):
     jobq_settings(REDIS_URL=password_server.url, REDIS_OPTIONS={"password": SECRET})
     job_id = enqueue("security.noop", {"n": 1})
@@ -293,18 +263,6 @@ def test_plain_text_connections_get_no_tls_options(url):
     # A plain connection refuses TLS keyword arguments.
     assert "ssl_check_hostname" not in client_options(settings_of(REDIS_URL=url))
     build_client(settings_of(REDIS_URL=url)).connection_pool.make_connection()
-
-
-def start_tls_server(directory: Path, names, **kwargs) -> TLSRedisServer:
-    directory.mkdir(exist_ok=True)
-    server = TLSRedisServer(directory, names, **kwargs)
-    try:
-        return server.start()
-    except RuntimeError as exc:
-        log = Path(server.dir, "server.log")
-        if "exited" in str(exc) and "TLS" in (log.read_text() if log.exists() else ""):
-            pytest.skip(f"this redis-server was built without TLS: {exc}")
-        raise
 
 
 @pytest.fixture

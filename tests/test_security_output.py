@@ -19,12 +19,9 @@ import sys
 import time
 import unicodedata
 from collections.abc import Iterator
-from io import StringIO
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-from django.core.management import call_command
 
 from django_jobqueue import conf, enqueue, get_queue, registry
 from django_jobqueue.errortext import (
@@ -36,29 +33,14 @@ from django_jobqueue.errortext import (
 )
 from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.terminal import safe_json, safe_text
-from django_jobqueue.worker import Worker
-from tests.workers import run_worker
+from tests.helpers.commands import command_output
+from tests.helpers.paths import PROJECT
+from tests.helpers.redis_data import job_hash, listen_to_events
+from tests.helpers.workers import drain, run_worker
 
-PROJECT = Path(__file__).resolve().parent.parent / "testproject"
 HUGE = 900_000  # characters of the field a failing handler quotes
 # What one errors-log entry or one event may add to its error text (JSON around it).
 ENTRY_ROOM = 500
-
-
-def drain(*queues: str) -> Worker:
-    worker = Worker(list(queues), burst=True)
-    assert worker.run(install_signals=False) == 0
-    return worker
-
-
-def job_hash(r, job_id: str, queue: str) -> dict[str, str]:
-    return r.hgetall(f"queue:{queue}:job:{job_id}")
-
-
-def listen_to_events(r, queue: str) -> str:
-    """Make the scripts write the events log of ``queue`` (as a listener would); its key."""
-    r.set(f"queue:{queue}:events:listening", "1")
-    return f"queue:{queue}:events:log"
 
 
 # ------------------------------------------------------------ error caps
@@ -171,12 +153,6 @@ def unsafe(text: str, allowed: str = "\n") -> set[str]:
     return {c for c in text if c not in allowed and (unicodedata.category(c) == "Cc" or c in BIDI)}
 
 
-def command(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
-
-
 @pytest.fixture
 def hostile_job(r) -> str:
     """A failed job whose name, payload, error and traceback carry escape sequences,
@@ -200,25 +176,25 @@ def test_safe_text_shows_controls_as_escapes():
 
 
 def test_jobq_jobs_list_escapes_stored_text(hostile_job):
-    out = command("jobq_jobs", "list", "failed")
+    out = command_output("jobq_jobs", "list", "failed")
     assert unsafe(out) == set()
     assert hostile_job in out and "\\x1b[2J" in out and "\\u202eevil" in out
     assert not any(line.startswith("second line") for line in out.splitlines())  # no faked line
 
-    out = command("jobq_jobs", "list", "failed", "--json")
+    out = command_output("jobq_jobs", "list", "failed", "--json")
     assert unsafe(out) == set()
     assert {row["name"] for row in json.loads(out)["jobs"]} >= {HOSTILE}
 
 
 def test_jobq_jobs_show_escapes_stored_text_and_keeps_traceback_lines(hostile_job):
-    out = command("jobq_jobs", "show", hostile_job)
+    out = command_output("jobq_jobs", "show", hostile_job)
     assert unsafe(out) == set()
     assert not any(line.startswith("second line") for line in out.splitlines())
     assert "\\x1b[2J\\x1b]0;owned\\x07\\rfake" in out
     # A traceback is printed as lines, its controls escaped all the same.
     assert "Traceback (most recent call last):\n  \\x1b[31mred\\x1b[0m\nValueError: \\u202eboom" in out
 
-    out = command("jobq_jobs", "show", hostile_job, "--json")
+    out = command_output("jobq_jobs", "show", hostile_job, "--json")
     assert unsafe(out) == set()
     fields = json.loads(out)
     assert fields["last_error"] == HOSTILE and fields["worker"] == HOSTILE and fields[HOSTILE] == HOSTILE
@@ -237,10 +213,10 @@ def test_jobq_stats_escapes_worker_records(r):
             "state": HOSTILE,
         },
     )
-    out = command("jobq_stats")
+    out = command_output("jobq_stats")
     assert unsafe(out) == set()
     assert "worker \\x1b[2J" in out and not any(line.startswith("second line") for line in out.splitlines())
-    out = command("jobq_stats", "--json")
+    out = command_output("jobq_stats", "--json")
     assert unsafe(out) == set()
     assert [w["id"] for w in json.loads(out)["workers"]] == [HOSTILE]
 

@@ -1,4 +1,4 @@
-"""Sentinel: one primary, one replica and three sentinels of ours (tests/cluster_helpers.py),
+"""Sentinel: one primary, one replica and three sentinels of ours (tests/helpers/cluster.py),
 with passwords on the data nodes and on the sentinels.
 
 Workers find the primary through the sentinels (redis-py's ``Sentinel.master_for``);
@@ -14,36 +14,30 @@ here too.
 from __future__ import annotations
 
 import collections
-import threading
 
 import pytest
 import redis
 
-from django_jobqueue import signals
 from django_jobqueue.conf import validate
 from django_jobqueue.connection import build_client, describe, get_client
-from django_jobqueue.events import start_listener_thread
 from django_jobqueue.queue import RedisJobQueue
-from tests.cluster_helpers import (
+from tests.helpers.cluster import (
+    CompletedSignals,
     Ledger,
     LocalSentinelGroup,
+    cluster_worker_env,
     enqueue_jobs,
     job_statuses,
-    start_worker,
-    stop_worker,
-    worker_env,
 )
-from tests.workers import wait_for
+from tests.helpers.config import problems
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import start_logged_worker, stop_worker
 
 PASSWORD = "primary-secret"  # noqa: S105 - a throwaway server's
 SENTINEL_PASSWORD = "sentinel-secret"  # noqa: S105
 
 
 # ------------------------------------------------------------------ settings
-
-
-def problems(value):
-    return validate(value)[1]
 
 
 @pytest.mark.parametrize(
@@ -145,20 +139,11 @@ def run_through_kill(tmp_path, ledger, ledger_url, group, *, per_queue, sleep, k
     )
     ids = enqueue_jobs(client, names, per_queue, sleep=sleep, cluster=False)
     group.wait_replicated()  # the jobs are on the replica: the kill cannot lose them
-    seen: set[str] = set()
-    listener = receiver = None
+    completed = None
     if jobq_settings is not None:
         jobq_settings(**settings)
-        lock = threading.Lock()
-
-        def receiver(sender, job_id, **kwargs):
-            with lock:
-                seen.add(job_id)
-
-        signals.job_completed.connect(receiver, weak=False)
-        listener = start_listener_thread(names)
-        assert listener.listener.ready.wait(20), "the events listener did not subscribe"
-    env = worker_env(
+        completed = CompletedSignals(names)
+    env = cluster_worker_env(
         f"redis://:{PASSWORD}@mymaster/0",
         names,
         ledger_url,
@@ -166,7 +151,7 @@ def run_through_kill(tmp_path, ledger, ledger_url, group, *, per_queue, sleep, k
         JOBQUEUE_TEST_SENTINEL_PASSWORD=SENTINEL_PASSWORD,
     )
     args = [a for n in names for a in ("--queue", n)]
-    procs = [start_worker(env, str(tmp_path / f"worker{i}.log"), *args) for i in range(2)]
+    procs = [start_logged_worker(env, str(tmp_path / f"worker{i}.log"), *args) for i in range(2)]
     all_ids = [(n, i) for n in names for i in ids[n]]
     failovers = []
     try:
@@ -191,16 +176,15 @@ def run_through_kill(tmp_path, ledger, ledger_url, group, *, per_queue, sleep, k
             what="every job to complete",
         )
         report = Ledger(ledger.lrange(Ledger.KEY, 0, -1))
-        if listener is not None:
+        if completed is not None:
             # Jobs claimed after the failover were completed on the new
             # primary: the listener, back on it, fires their signal.
             after = {i for i in report.runs() if report.first_run(i) > report.last_recovery()}
-            wait_for(lambda: seen >= after, timeout=30, what="completed signals from the new primary")
+            wait_for(lambda: completed.seen >= after, timeout=30, what="completed signals from the new primary")
     finally:
         codes = [stop_worker(p) for p in procs]
-        if listener is not None:
-            listener.stop(timeout=10)
-            signals.job_completed.disconnect(receiver)
+        if completed is not None:
+            completed.stop()
         client.close()
     logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(2))
     assert codes == [0, 0], logs[-3000:]

@@ -7,14 +7,10 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from django_jobqueue import ConfigurationError, enqueue
-from django_jobqueue.checks import check_cache_alias, check_settings
+from django_jobqueue.checks import check_cache_alias, check_retention_bounds, check_settings
 from django_jobqueue.conf import get_settings, validate
 from django_jobqueue.connection import build_client, describe
-
-
-def problems(value):
-    _settings, errors = validate(value)
-    return errors
+from tests.helpers.config import problems
 
 
 def test_no_setting_at_all_gives_the_documented_defaults():
@@ -101,6 +97,21 @@ def test_system_check_reports_errors_with_ids(settings):
     assert len(errors) == 2
     with pytest.raises(SystemCheckError, match="VISIBILITY_MS"):
         call_command("check")
+
+
+@pytest.mark.parametrize(
+    ("check", "jobqueue", "page"),
+    [
+        (check_settings, {"QUEUES": {"jobs": {"VISIBILITY_MS": -1}}}, '"Settings"'),
+        (check_retention_bounds, {"QUEUES": {"jobs": {"HISTORY": None}}}, '"Settings", section "Retention"'),
+    ],
+)
+def test_check_hints_name_a_page_of_the_documentation_not_a_repository_path(settings, check, jobqueue, page):
+    # An installed package has no docs/ folder to look in.
+    settings.JOBQUEUE = jobqueue
+    (problem,) = check()
+    assert f"the django-jobqueue documentation, page {page}" in problem.hint
+    assert "docs/" not in problem.hint and ".md" not in problem.hint
 
 
 def test_bad_settings_raise_configuration_error_on_first_use_not_a_stack_trace(settings):

@@ -22,7 +22,9 @@ from django_jobqueue.devserver import RedisServer
 from django_jobqueue.events import EventsListener, parse_log_id, start_listener_thread
 from django_jobqueue.keys import QueueKeys
 from django_jobqueue.queue import RedisJobQueue
-from tests.workers import ROOT, run_worker, wait_for, worker_env
+from tests.helpers.paths import ROOT
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import run_worker, worker_env
 
 SPECIFIC = [
     "job_enqueued",

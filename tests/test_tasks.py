@@ -28,10 +28,12 @@ compat = pytest.importorskip(
 from django_jobqueue import PayloadError, QueueUnavailable, connection, enqueue, get_queue  # noqa: E402
 from django_jobqueue.registry import add_resolver, get_definition  # noqa: E402
 from django_jobqueue.tasks import TASK_NAME_PREFIX, JobQueueBackend, TaskAbandoned  # noqa: E402
-from django_jobqueue.worker import Worker, default_worker_id  # noqa: E402
+from django_jobqueue.worker import default_worker_id  # noqa: E402
+from tests.helpers.redis_data import job_hash  # noqa: E402
+from tests.helpers.waiting import wait_for  # noqa: E402
+from tests.helpers.workers import drain, run_worker, start_worker, stop  # noqa: E402
 from tests.testapp import tasks as t  # noqa: E402
 from tests.testapp.jobs import runs as job_runs  # noqa: E402
-from tests.workers import run_worker, start_worker, stop, wait_for  # noqa: E402
 
 Status = compat.TaskResultStatus
 BACKEND = "django_jobqueue.tasks.JobQueueBackend"
@@ -41,16 +43,6 @@ def use_tasks(settings, **params):
     """Point the "default" TASKS alias at our backend with these params."""
     settings.TASKS = {"default": {"BACKEND": BACKEND, **params}}
     return compat.task_backends["default"]
-
-
-def drain(*queues: str, **options) -> Worker:
-    worker = Worker(list(queues) or ["jobs"], burst=True, **options)
-    assert worker.run(install_signals=False) == 0
-    return worker
-
-
-def job_hash(r, job_id: str, queue: str = "jobs") -> dict:
-    return r.hgetall(f"queue:{queue}:job:{job_id}")
 
 
 class Received:

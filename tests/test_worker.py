@@ -11,19 +11,10 @@ import pytest
 
 from django_jobqueue import enqueue, get_queue
 from django_jobqueue.worker import SAME_SIGNAL_S, Worker
+from tests.helpers.redis_data import job_hash
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import drain, driven_fetcher, run_worker, start_worker, stop
 from tests.testapp.jobs import runs
-from tests.workers import run_worker, start_worker, stop, wait_for
-
-
-def drain(*queues: str, **options) -> Worker:
-    worker = Worker(list(queues) or None, burst=True, **options)
-    assert worker.run(install_signals=False) == 0
-    return worker
-
-
-def job_hash(r, job_id: str, queue: str = "jobs") -> dict:
-    return r.hgetall(f"queue:{queue}:job:{job_id}")
-
 
 # ---------------------------------------------------------------- in process
 
@@ -195,6 +186,38 @@ def test_max_jobs_stops_the_worker(r):
     assert worker.run(install_signals=False) == 0
     assert worker.stats.processed == 3
     assert r.llen("queue:jobs:pending") == 2
+
+
+def test_a_flush_at_shutdown_waits_for_completions_another_thread_is_sending(r, monkeypatch):
+    # The maintenance thread's backstop flush may hold a completion on its way
+    # when the worker shuts down: the shutdown's flush waits for it, or the
+    # job would be handed back as unfinished, its completion refused, and run
+    # again.
+    import threading
+
+    from django_jobqueue import scripts
+    from django_jobqueue.fetcher import Ack
+
+    q = get_queue("jobs")
+    job_id = enqueue("add", {"a": 1, "b": 0})
+    fetcher = driven_fetcher(q)
+    (_q, claimed), _empty = fetcher.next_job(eager=True)
+    fetcher.ack(Ack(q, claimed, "1", True))
+    real = scripts.run_pipeline
+    sending = threading.Event()
+
+    def slow_send(client, calls, **kwargs):
+        sending.set()
+        time.sleep(0.3)
+        return real(client, calls, **kwargs)
+
+    monkeypatch.setattr(scripts, "run_pipeline", slow_send)
+    backstop = threading.Thread(target=fetcher.flush)
+    backstop.start()
+    assert sending.wait(5)
+    fetcher.flush(wait_s=5)
+    assert job_hash(r, job_id)["status"] == "completed"  # recorded before the shutdown goes on
+    backstop.join(5)
 
 
 def test_a_worker_with_max_jobs_claims_no_more_than_it_will_run(r):
@@ -572,22 +595,13 @@ def test_a_completion_is_recorded_while_the_runner_is_busy_with_a_prefetched_job
     assert job_hash(r, slow)["status"] == "completed"
 
 
-def _fetcher(q, **options):
-    """A fetcher for one queue, driven by the test as runner threads would."""
-    from django_jobqueue.fetcher import Fetcher
-
-    return Fetcher(
-        [q], "w1", block=False, block_ms=0, on_claimed=lambda queue, jobs: None, on_acked=lambda acked: None, **options
-    )
-
-
 def test_a_fetcher_with_a_limit_hands_out_no_more_than_it(r):
     # A runner that asks once the limit is handed out (its check of the
     # worker's count raced another runner taking the last job) gets nothing:
     # no claim is made only for the job to be handed back at the exit.
     q = get_queue("jobs")
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
-    fetcher = _fetcher(q, limit=1)
+    fetcher = driven_fetcher(q, limit=1)
     (_q, first), _empty = fetcher.next_job(eager=True)
     assert first.id == ids[0]
     assert fetcher.spent
@@ -603,7 +617,7 @@ def test_a_prefetched_job_whose_claim_died_with_the_primary_is_not_run(r):
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
     before_claim = r.hgetall(q.keys.job(ids[1]))
     lost: list[str] = []
-    fetcher = _fetcher(q, prefetch=2, on_lost=lambda queue, claimed, outcome: lost.append(claimed.id))
+    fetcher = driven_fetcher(q, prefetch=2, on_lost=lambda queue, claimed, outcome: lost.append(claimed.id))
     (_q, first), _empty = fetcher.next_job()
     assert first.id == ids[0]  # ids[1] and ids[2] wait, claimed, for a runner
 
@@ -676,7 +690,7 @@ def test_idle_runners_join_a_batch_one_at_a_time(r, monkeypatch):
     monkeypatch.setattr(fetcher_module, "HELP_AFTER_S", 0.3)
     q = get_queue("jobs")
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(4)]
-    fetcher = _fetcher(q, prefetch=3)
+    fetcher = driven_fetcher(q, prefetch=3)
     (_q, first), _empty = fetcher.next_job(eager=True)  # the leader claims all four
     assert first.id == ids[0]
     time.sleep(0.35)
@@ -706,7 +720,7 @@ def test_idle_runners_time_their_joining_from_when_the_jobs_were_made_ready(r, m
     monkeypatch.setattr(scripts, "run_pipeline", slow_reply)
     q = get_queue("jobs")
     ids = [enqueue("add", {"a": n, "b": 0}) for n in range(3)]
-    fetcher = _fetcher(q, prefetch=2)
+    fetcher = driven_fetcher(q, prefetch=2)
     (_q, first), _empty = fetcher.next_job(eager=True)  # the leader claims all three
     assert first.id == ids[0]
     assert fetcher.next_job(eager=False) == (None, False)  # just made ready: nobody joins yet
@@ -721,7 +735,7 @@ def test_a_fetch_claims_a_full_batch_while_the_jobs_are_short(r):
     q = get_queue("jobs")
     for n in range(MAX_BATCH + 5):
         enqueue("add", {"a": n, "b": 0})
-    fetcher = _fetcher(q, prefetch=1, short_batch=MAX_BATCH)
+    fetcher = driven_fetcher(q, prefetch=1, short_batch=MAX_BATCH)
     fetcher.next_job()
     assert r.llen(q.keys.processing) == 2  # nothing known of the jobs yet: itself plus the prefetch
     fetcher.job_ran(SHORT_JOB_S * 10)

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from django_jobqueue import enqueue_many
-from tests.workers import ROOT, wait_for, worker_env
+from tests.helpers.paths import ROOT
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import worker_env
 
 DOCS = ROOT / "docs" / "workers.md"
 CONCURRENCY = 8

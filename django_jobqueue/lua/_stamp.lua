@@ -1,12 +1,9 @@
 -- Shared claim stamping, pasted by the loader (`--@include _stamp`) into
 -- claim.lua and stamp.lua after _lib and _jobs. Not a script of its own.
 --
--- Expects the claim scripts' KEYS layout:
---   KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] scheduled
---   KEYS[5] deadlines KEYS[6] stats       KEYS[7] events    KEYS[8] job prefix
---   KEYS[9] unique    KEYS[10] claiming   KEYS[11] unstamped
---   KEYS[12] worker-jobs prefix (the claiming worker's set is prefix .. worker)
---   KEYS[13] paused (string: "in", "out" or "all" when paused)
+-- Its code uses the KEYS of the claim scripts by number, so only scripts
+-- that declare those KEYS may include it (the loader checks):
+-- KEYS: as claim.lua
 --
 -- stamp(id, now, token, visibility, worker, expired_ttl, start) is called once
 -- the id sits near the head of the processing list. `start`: the job's run

@@ -6,29 +6,32 @@
   load costs one round trip and leaves no moved-but-unstamped window.
   The worker falls back to BLMOVE + stamp.lua only when this finds nothing.
 
-  KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] scheduled
-  KEYS[5] deadlines KEYS[6] stats       KEYS[7] events    KEYS[8] job prefix
-  KEYS[9] unique    KEYS[10] claiming   KEYS[11] unstamped
-  KEYS[12] worker-jobs prefix  KEYS[13] paused
+  KEYS[1] pending    KEYS[2] processing  KEYS[3] leases     KEYS[4] scheduled
+  KEYS[5] deadlines  KEYS[6] stats       KEYS[7] events     KEYS[8] job_prefix
+  KEYS[9] unique     KEYS[10] claiming   KEYS[11] unstamped
+  KEYS[12] worker_jobs_prefix (the claiming worker's set is worker_jobs_prefix .. worker)
+  KEYS[13] paused (string: "in", "out" or "all" when paused)
+  stamp.lua and _stamp.lua use these KEYS too; claiming and unstamped are for stamp.lua.
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] claim token  ARGV[3] visibility ms
-  ARGV[4] worker id                  ARGV[5] max scheduled jobs to promote
-  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
-  ARGV[7] how many jobs to claim (absent or 0: one, returned unnested)
-  ARGV[8] how many of them start now, the first ones (absent: all; see
-          _jobs.start_run): the others are claimed ahead for runners not yet
-          free, and keep their attempts until their worker starts them
-  ARGV[9] "1": of those, a run that is the job's only chance (at-most-once, or
-          its last attempt) is left for the worker to start right before its
-          handler (start.lua), so a worker killed before then never uses it up
+  ARGV[1] now ms (0 = server clock)  ARGV[2] claim_token  ARGV[3] visibility_ms
+  ARGV[4] worker_id                  ARGV[5] promote_limit: most scheduled jobs to promote
+  ARGV[6] expired_ttl? hash TTL seconds of a job dropped as expired (absent or 0 = keep)
+  ARGV[7] count? how many jobs to claim (absent or 0: one, returned unnested)
+  ARGV[8] start? how many of them start now, the first ones (absent or "": all;
+          see _jobs.start_run): the others are claimed ahead for runners not
+          yet free, and keep their attempts until their worker starts them
+  ARGV[9] defer_last_chance? "1": of those, a run that is the job's only
+          chance (at-most-once, or its last attempt) is left for the worker to
+          start right before its handler (start.lua), so a worker killed
+          before then never uses it up
 
-  Returns the job hash as a flat field/value array (or, with ARGV[7], a list
+  Returns the job hash as a flat field/value array (or, with a count, a list
   of up to that many such arrays, each with its own claim token), false (or an
   empty list) when nothing is pending, or {"paused"} when the queue is paused
   for claiming. Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
   An id whose job key holds another type than a hash is dropped too, and
-  reported: as an error reply, or with ARGV[7] as a string among the arrays
+  reported: as an error reply, or with a count as a string among the arrays
   (the claim goes on past it).
   A shared key of the wrong type is an error before anything is changed.
   Events: promoted, started; expired for jobs dropped by TTL.

@@ -10,19 +10,20 @@
   command with every id) rather than once per job. A job claimed ahead whose
   start was not recorded yet counts its attempt here (_jobs.start_run).
 
-  KEYS[1] job prefix (a job's hash is prefix .. id)
+  KEYS[1] job_prefix (a job's hash is job_prefix .. id)
   KEYS[2] processing  KEYS[3] completed  KEYS[4] leases
-  KEYS[5] deadlines  KEYS[6] unique      KEYS[7] stats      KEYS[8] events
-  KEYS[9] worker-jobs prefix
+  KEYS[5] deadlines   KEYS[6] unique     KEYS[7] stats      KEYS[8] events
+  KEYS[9] worker_jobs_prefix
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] hash TTL seconds (0 = keep)
-  ARGV[3] history length: completed jobs kept (HISTORY; -1 = no count bound,
+  ARGV[1] now ms (0 = server clock)  ARGV[2] completed_ttl: hash TTL seconds (0 = keep)
+  ARGV[3] history: completed jobs kept (HISTORY; -1 = no count bound,
           0 = none: a completed job's hash is deleted at once)
-  ARGV[4] largest result, in bytes, copied into the event
-  then, per job, four values from ARGV[5] on:
-    id, claim token, result JSON, "1" keep the hash / "0" delete it (fast
-    acknowledgement) / "s" not a completion: the run of a job claimed ahead
-    began (start.lua's work, riding on this call: one attempt, once per claim)
+  ARGV[4] result_event_bytes: largest result, in bytes, copied into the event
+  ARGV[5..] jobs {id, claim_token, result, keep}, four values per job:
+          result is JSON; keep is "1" keep the hash / "0" delete it (fast
+          acknowledgement) / "s" not a completion: the run of a job claimed
+          ahead began (start.lua's work, riding on this call: one attempt,
+          once per claim)
 
   Returns one code per job, in order: 1 completed (or started), 0 no such
   job, -1 the token is not the current claim's (the job was reclaimed,

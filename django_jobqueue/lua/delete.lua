@@ -5,12 +5,12 @@
   its worker would go on and could not finish it. The id leaves whichever
   list holds it (an expired job is on none).
 
-  KEYS[1] job hash   KEYS[2] pending    KEYS[3] scheduled  KEYS[4] processing
-  KEYS[5] leases     KEYS[6] completed  KEYS[7] failed     KEYS[8] deadlines
-  KEYS[9] unique     KEYS[10] stats     KEYS[11] events    KEYS[12] claiming
-  KEYS[13] worker-jobs prefix
+  KEYS[1] job (the job's hash)   KEYS[2] pending    KEYS[3] scheduled
+  KEYS[4] processing  KEYS[5] leases     KEYS[6] completed  KEYS[7] failed
+  KEYS[8] deadlines   KEYS[9] unique     KEYS[10] stats     KEYS[11] events
+  KEYS[12] claiming   KEYS[13] worker_jobs_prefix
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token ("" = none)
+  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim_token ("" = none)
 
   Returns 1 deleted, 0 no such job, -1 not our claim, or running when no
   token was given.

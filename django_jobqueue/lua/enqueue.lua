@@ -2,15 +2,15 @@
   Add one job: write its hash and put its id on the pending list, or in the
   scheduled set when it is not due yet. One round trip, atomic.
 
-  KEYS[1] job hash        KEYS[2] pending     KEYS[3] scheduled
-  KEYS[4] deadlines       KEYS[5] unique      KEYS[6] stats
-  KEYS[7] events channel  KEYS[8] job-hash prefix (to look up a unique key's holder)
+  KEYS[1] job (the job's hash)  KEYS[2] pending     KEYS[3] scheduled
+  KEYS[4] deadlines             KEYS[5] unique      KEYS[6] stats
+  KEYS[7] events (the channel)  KEYS[8] job_prefix (to look up a unique key's holder)
   KEYS[9] paused (string: "in", "out" or "all" when paused)
 
-  ARGV[1] now ms (0 = server clock)   ARGV[2] id          ARGV[3] delay ms (0 = now)
-  ARGV[4] ttl ms (0 = none)           ARGV[5] unique key ("" = none)
+  ARGV[1] now ms (0 = server clock)   ARGV[2] id          ARGV[3] delay_ms (0 = now)
+  ARGV[4] ttl_ms (0 = none)           ARGV[5] unique_key ("" = none)
   ARGV[6] queue   ARGV[7] name   ARGV[8] payload JSON   ARGV[9] max_attempts
-  ARGV[10..] extra field/value pairs stored on the hash as they are
+  ARGV[10..] extra {field, value}: more fields stored on the hash as they are
 
   Returns 1 when added (the caller knows the id: a bare integer is the
   cheapest reply), {0, holder_id} when an unfinished job already holds the

@@ -5,15 +5,16 @@
   Jobs have no unique key here (enqueue() takes one per job).
 
   KEYS[1] pending     KEYS[2] scheduled   KEYS[3] deadlines   KEYS[4] stats
-  KEYS[5] events channel                  KEYS[6] job-hash prefix
+  KEYS[5] events (the channel)            KEYS[6] job_prefix
   KEYS[7] paused (string: "in", "out" or "all" when paused)
 
-  ARGV[1] now ms (0 = server clock)   ARGV[2] delay ms (0 = now)
-  ARGV[3] ttl ms (0 = none)           ARGV[4] queue   ARGV[5] name
-  ARGV[6] max_attempts                ARGV[7] E, how many extra field/value
-                                      pairs follow (stored on every hash as they are)
-  ARGV[8 .. 7+2E] the extra pairs
-  then per job: id, payload JSON
+  ARGV[1] now ms (0 = server clock)   ARGV[2] delay_ms (0 = now)
+  ARGV[3] ttl_ms (0 = none)           ARGV[4] queue   ARGV[5] name
+  ARGV[6] max_attempts                ARGV[7] extra_count: E, how many extra
+                                      field/value pairs follow (stored on every
+                                      hash as they are)
+  ARGV[8..] extra_and_jobs {key, value}: the E extra field/value pairs
+          (ARGV[8] to ARGV[7 + 2E]), then per job: id, payload JSON
 
   Returns -1 when the queue is paused for enqueueing (nothing is written),
   else one code per job, in order: 1 added, 0 a job with this id exists

@@ -7,19 +7,19 @@
 
   KEYS[1] deadlines  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
   KEYS[5] leases     KEYS[6] unique   KEYS[7] stats      KEYS[8] events
-  KEYS[9] completed  KEYS[10] failed  KEYS[11] job prefix
-  KEYS[12] worker-jobs prefix  KEYS[13] claiming  KEYS[14] unstamped
+  KEYS[9] completed  KEYS[10] failed  KEYS[11] job_prefix
+  KEYS[12] worker_jobs_prefix  KEYS[13] claiming  KEYS[14] unstamped
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] most jobs per call
-  ARGV[3] hash TTL seconds for expired jobs (CLEANUP's EXPIRED_AFTER_SECONDS;
-          0 = keep). No list holds an expired job, so purge cannot reach its
-          hash: kept, it would stay until deleted by id.
-  ARGV[4] completed jobs kept (HISTORY; -1 = no count bound)
-  ARGV[5] dead letters kept (FAILED_HISTORY; -1 = no count bound)
+  ARGV[1] now ms (0 = server clock)  ARGV[2] limit: most jobs per call
+  ARGV[3] expired_ttl: hash TTL seconds for expired jobs (CLEANUP's
+          EXPIRED_AFTER_SECONDS; 0 = keep). No list holds an expired job, so
+          purge cannot reach its hash: kept, it would stay until deleted by id.
+  ARGV[4] history: completed jobs kept (HISTORY; -1 = no count bound)
+  ARGV[5] failed_history: dead letters kept (FAILED_HISTORY; -1 = no count bound)
 
   Returns {expired ids, history ids dropped (their hash had expired),
   completed jobs trimmed past HISTORY (a count), dead letters dropped past
-  FAILED_HISTORY (their ids)}. Each list loses at most ARGV[2] ids a call.
+  FAILED_HISTORY (their ids)}. Each list loses at most `limit` ids a call.
   Counters: dropped_failed (dead letters dropped past FAILED_HISTORY).
   Events: expired.
 ]]

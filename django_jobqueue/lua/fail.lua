@@ -1,17 +1,17 @@
 --[[
   Record a failed attempt of a claimed job, then retry it or dead-letter it.
 
-  KEYS[1] job hash   KEYS[2] processing  KEYS[3] pending   KEYS[4] scheduled
-  KEYS[5] failed     KEYS[6] leases      KEYS[7] deadlines KEYS[8] unique
-  KEYS[9] stats      KEYS[10] events    KEYS[11] worker-jobs prefix
+  KEYS[1] job (the job's hash)  KEYS[2] processing  KEYS[3] pending
+  KEYS[4] scheduled  KEYS[5] failed      KEYS[6] leases     KEYS[7] deadlines
+  KEYS[8] unique     KEYS[9] stats       KEYS[10] events    KEYS[11] worker_jobs_prefix
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
+  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim_token
   ARGV[4] error text  ARGV[5] traceback text ("" = none)
-  ARGV[6] retry delay ms when retried (0 = straight back to pending)
+  ARGV[6] retry_delay_ms when retried (0 = straight back to pending)
   ARGV[7] mode: "auto" retries while attempts < max_attempts (0 = unlimited)
           unless the job is at-most-once, "terminal" dead-letters now, "lost"
           dead-letters with status lost (an at-most-once job whose run was cut off)
-  ARGV[8] hash TTL seconds once dead-lettered (0 = keep)
+  ARGV[8] failed_ttl: hash TTL seconds once dead-lettered (0 = keep)
 
   Returns 1 retrying, 2 dead-lettered (failed list), 0 no such job,
   -1 the token is not the current claim's: nothing changed.

@@ -1,9 +1,9 @@
 --[[
   Register a worker or renew its heartbeat, on the Redis server's clock.
 
-  KEYS[1] workers (sorted set id -> last beat ms)  KEYS[2] this worker's hash
-  ARGV[1] now ms (0 = server clock)  ARGV[2] worker id
-  ARGV[3..] field/value pairs to store on the worker's hash (state, jobs, ...)
+  KEYS[1] workers (sorted set id -> last beat ms)  KEYS[2] worker (this worker's hash)
+  ARGV[1] now ms (0 = server clock)  ARGV[2] worker_id
+  ARGV[3..] fields {field, value} to store on the worker's hash (state, jobs, ...)
 
   Returns the beat time in ms.
   Events: none.

@@ -2,8 +2,8 @@
   Take the records of workers whose heartbeat lapsed, so their jobs can be
   reclaimed at once. Taking is atomic: of two sweepers, one gets each record.
 
-  KEYS[1] workers (sorted set id -> last beat ms)  KEYS[2] worker-hash prefix
-  ARGV[1] now ms (0 = server clock)  ARGV[2] lapse ms  ARGV[3] most records
+  KEYS[1] workers (sorted set id -> last beat ms)  KEYS[2] worker_prefix (of workers' hashes)
+  ARGV[1] now ms (0 = server clock)  ARGV[2] lapse_ms  ARGV[3] limit: most records
 
   Returns a flat array: worker id, its "queues" field (JSON list of queue
   names), ...; the records are deleted.

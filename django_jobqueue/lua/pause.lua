@@ -4,7 +4,7 @@
   (within a second); a paused enqueue raises QueuePaused in the caller.
 
   KEYS[1] paused (string "in", "out" or "all"; absent when not paused)
-  ARGV[1] "pause" or "resume"   ARGV[2] "in", "out" or "all"
+  ARGV[1] action: "pause" or "resume"   ARGV[2] direction: "in", "out" or "all"
 
   Returns the new state: "none", "in", "out" or "all".
   Events: none.

@@ -1,8 +1,8 @@
 --[[
   Move scheduled jobs that are due onto the pending list.
 
-  KEYS[1] scheduled  KEYS[2] pending  KEYS[3] events  KEYS[4] job prefix
-  ARGV[1] now ms (0 = server clock)  ARGV[2] most jobs per call
+  KEYS[1] scheduled  KEYS[2] pending  KEYS[3] events  KEYS[4] job_prefix
+  ARGV[1] now ms (0 = server clock)  ARGV[2] limit: most jobs per call
 
   Returns {number moved, ms until the next scheduled job is due or -1}.
   Events: promoted.

@@ -1,5 +1,5 @@
 --[[
-  Purge one list of a queue, a chunk at a time: take up to ARGV[3] ids from
+  Purge one list of a queue, a chunk at a time: take up to `limit` ids from
   the oldest end of the list (or the soonest-due end of the scheduled set),
   and delete the hash of every job that is still in the state the list stands
   for, releasing its unique key and TTL deadline. An id whose hash says
@@ -9,12 +9,12 @@
   short and Redis keeps serving other clients in between.
   The processing list is never purged: its jobs are running.
 
-  KEYS[1] the list (pending, completed, failed) or sorted set (scheduled)
-  KEYS[2] job-hash prefix   KEYS[3] deadlines   KEYS[4] unique
-  KEYS[5] stats             KEYS[6] events
+  KEYS[1] purged: the list (pending, completed, failed) or sorted set (scheduled)
+  KEYS[2] job_prefix   KEYS[3] deadlines   KEYS[4] unique
+  KEYS[5] stats        KEYS[6] events
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] "list" or "zset"
-  ARGV[3] most ids per call          ARGV[4..] the statuses a job on this list has
+  ARGV[1] now ms (0 = server clock)  ARGV[2] kind: "list" or "zset"
+  ARGV[3] limit: most ids per call   ARGV[4..] statuses a job on this list has
                                      (e.g. "failed", "lost" for the failed list)
 
   Returns {ids taken off the list, job hashes deleted, ids left on the list}.

@@ -18,15 +18,15 @@
   2 x visibility. The jobs of named workers (whose heartbeat lapsed, or that
   restarted) are reclaimed at once, found through each worker's set of job ids.
 
-  KEYS[1] pending   KEYS[2] processing  KEYS[3] leases    KEYS[4] claiming
-  KEYS[5] unstamped KEYS[6] failed      KEYS[7] deadlines KEYS[8] unique
-  KEYS[9] stats     KEYS[10] events     KEYS[11] job prefix
-  KEYS[12] worker-jobs prefix
+  KEYS[1] pending    KEYS[2] processing  KEYS[3] leases     KEYS[4] claiming
+  KEYS[5] unstamped  KEYS[6] failed      KEYS[7] deadlines  KEYS[8] unique
+  KEYS[9] stats      KEYS[10] events     KEYS[11] job_prefix
+  KEYS[12] worker_jobs_prefix
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] visibility ms  ARGV[3] most ids per call
-  ARGV[4] hash TTL seconds for dead-lettered jobs (0 = keep)
-  ARGV[5] hash TTL seconds for expired jobs (0 = keep)
-  ARGV[6..] ids of workers whose running jobs are reclaimed now, whatever their lease
+  ARGV[1] now ms (0 = server clock)  ARGV[2] visibility_ms  ARGV[3] limit: most ids per call
+  ARGV[4] failed_ttl: hash TTL seconds for dead-lettered jobs (0 = keep)
+  ARGV[5] expired_ttl: hash TTL seconds for expired jobs (0 = keep)
+  ARGV[6..] worker_ids: workers whose running jobs are reclaimed now, whatever their lease
 
   Returns {reclaimed ids, dead-lettered ids, expired ids}.
   Events: reclaimed (status pending), failed, lost, expired.

@@ -2,25 +2,25 @@
   Put a claimed job back to wait, by its own worker's choice: job.requeue(),
   an okay_to_run deferral, or a worker shutting down before it ran the job.
 
-  KEYS[1] job hash  KEYS[2] processing  KEYS[3] pending  KEYS[4] scheduled
-  KEYS[5] leases    KEYS[6] stats       KEYS[7] events    KEYS[8] worker-jobs prefix
-  KEYS[9] failed    KEYS[10] deadlines  KEYS[11] unique
+  KEYS[1] job (the job's hash)  KEYS[2] processing  KEYS[3] pending
+  KEYS[4] scheduled  KEYS[5] leases     KEYS[6] stats      KEYS[7] events
+  KEYS[8] worker_jobs_prefix  KEYS[9] failed  KEYS[10] deadlines  KEYS[11] unique
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
-  ARGV[4] delay ms (0 = pending now)
-  ARGV[5] "1" the attempt counts (a job claimed ahead whose start was not
-          recorded yet counts it now), "0" give the attempt back (if this
-          claim started the job; one never started used none)
-  ARGV[6] "front" to be claimed next, "back" to queue behind the others
+  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim_token
+  ARGV[4] delay_ms (0 = pending now)
+  ARGV[5] count_attempt: "1" the attempt counts (a job claimed ahead whose
+          start was not recorded yet counts it now), "0" give the attempt back
+          (if this claim started the job; one never started used none)
+  ARGV[6] place: "front" to be claimed next, "back" to queue behind the others
   ARGV[7] event name (requeued, deferred, released, nacked); also the stats counter
-  ARGV[8] job hash counter to increment ("" = none; "nacks" for a nack)
+  ARGV[8] counter: job hash counter to increment ("" = none; "nacks" for a nack)
   ARGV[9] error text to record as last_error ("" = none)
-  ARGV[10] hash TTL seconds if dead-lettered (0 = keep)
+  ARGV[10] failed_ttl: hash TTL seconds if dead-lettered (0 = keep)
 
   Returns 1 done, 2 dead-lettered instead (a nack past the job's max_nacks),
   0 no such job, -1 not our claim: nothing changed.
   Events: started (a job claimed ahead whose start was not recorded yet);
-  ARGV[7] with status pending or scheduled; failed.
+  the one named by `event`, with status pending or scheduled; failed.
 ]]
 --@include _lib
 --@include _jobs

@@ -8,8 +8,8 @@
   forbids (reclaim marks such a job lost only once its worker is gone; here
   the worker may well be running it still).
 
-  KEYS[1] job hash  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
-  KEYS[5] leases    KEYS[6] stats    KEYS[7] events     KEYS[8] worker-jobs prefix
+  KEYS[1] job (the job's hash)  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] processing
+  KEYS[5] leases    KEYS[6] stats    KEYS[7] events     KEYS[8] worker_jobs_prefix
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id
 

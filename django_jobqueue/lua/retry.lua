@@ -7,9 +7,9 @@
   unfinished job holds it, and is refused when another one does (two
   unfinished holders of one key would defeat the key).
 
-  KEYS[1] job hash  KEYS[2] pending  KEYS[3] completed  KEYS[4] failed
+  KEYS[1] job (the job's hash)  KEYS[2] pending  KEYS[3] completed  KEYS[4] failed
   KEYS[5] stats     KEYS[6] events   KEYS[7] unique     KEYS[8] deadlines
-  KEYS[9] job-hash prefix (to look up a unique key's holder)
+  KEYS[9] job_prefix (to look up a unique key's holder)
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id
 

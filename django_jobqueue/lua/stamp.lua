@@ -3,7 +3,7 @@
 
   The blocking claim cannot run inside a script, so the worker does BLMOVE
   pending -> claiming, then this. It sends this call right behind the BLMOVE on
-  the same connection, without the id (ARGV[5] = ""): Redis runs it the moment
+  the same connection, without the id (job_id ""): Redis runs it the moment
   BLMOVE returns, and it takes the id at the head of claiming, which is the
   one just moved (if another client's id got there first, that one needs a
   stamp as much, and ours is stamped by whoever pops it next, or handed back
@@ -15,11 +15,12 @@
   overdue the moment it was moved). If a sweep already handed the id back,
   LREM finds nothing and this refuses: the worker must not run it.
 
-  KEYS: as claim.lua.
-  ARGV[1] now ms  ARGV[2] claim token  ARGV[3] visibility ms  ARGV[4] worker id
-  ARGV[5] job id, or "" for the head of claiming  ARGV[6] hash TTL seconds of a job dropped as expired (0 = keep)
-  ARGV[7] "1": a run that is the job's only chance is left for the worker to
-          start right before its handler (as claim.lua's ARGV[9])
+  KEYS: as claim.lua (the same KEYS, built once for both).
+  ARGV[1] now ms (0 = server clock)  ARGV[2] claim_token  ARGV[3] visibility_ms
+  ARGV[4] worker_id  ARGV[5] job_id: the id, or "" for the head of claiming
+  ARGV[6] expired_ttl? hash TTL seconds of a job dropped as expired (absent or 0 = keep)
+  ARGV[7] defer_last_chance? "1": a run that is the job's only chance is left
+          for the worker to start right before its handler (as claim.lua's)
 
   Returns the job hash (flat array), false when the job is not ours to run
   (reclaimed meanwhile, an orphan id, or expired by TTL) or claiming is empty

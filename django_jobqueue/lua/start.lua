@@ -9,11 +9,11 @@
   its next pipeline, or on the job's own completion.
   A job whose TTL passed while it waited ends "expired" here and must not run.
 
-  KEYS[1] job prefix  KEYS[2] processing  KEYS[3] leases     KEYS[4] deadlines
-  KEYS[5] unique      KEYS[6] stats       KEYS[7] events     KEYS[8] worker-jobs prefix
+  KEYS[1] job_prefix  KEYS[2] processing  KEYS[3] leases     KEYS[4] deadlines
+  KEYS[5] unique      KEYS[6] stats       KEYS[7] events     KEYS[8] worker_jobs_prefix
 
-  ARGV[1] now ms (0 = server clock)  ARGV[2] hash TTL seconds of a job expired here (0 = keep)
-  then, per job, from ARGV[3] on: id, claim token
+  ARGV[1] now ms (0 = server clock)  ARGV[2] expired_ttl: hash TTL seconds of a job expired here (0 = keep)
+  ARGV[3..] jobs {id, claim_token}, two values per job
 
   Returns one code per job, in order: 1 started (or started already by this
   claim), 2 its TTL had passed: expired instead, not to be run, 0 no such job,

@@ -2,9 +2,9 @@
   Extend the lease of a claimed job (Disque's WORKING): the job stays ours for
   another visibility period from now. Never past the job's TTL deadline.
 
-  KEYS[1] job hash  KEYS[2] leases
-  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim token
-  ARGV[4] lease length ms
+  KEYS[1] job (the job's hash)  KEYS[2] leases
+  ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim_token
+  ARGV[4] lease_ms: the lease's length
 
   Returns the new lease deadline in ms, 0 no such job, -1 not our claim.
   Events: none (a lease renewal is not a state change).

@@ -7,7 +7,16 @@ import threading
 import time
 from typing import IO, Any
 
+from django.core.management.base import OutputWrapper
+
 from django_jobqueue.terminal import safe_text
+
+
+def unwrapped(out: OutputWrapper) -> IO[str]:
+    """The stream under a command's ``self.stdout`` or ``self.stderr``: log
+    lines go there as they are, without the wrapper's line ending and style."""
+    # django-stubs leaves OutputWrapper._out undeclared (its __getattr__ types it as a callable).
+    return out._out  # type: ignore[return-value]
 
 
 class BatchHandler(logging.Handler):

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from django.apps import apps
 from django.core import checks
@@ -62,8 +62,18 @@ JOB_OPTION_NAMES = ("max_attempts", "ttl", "unique_key", "keep_result")
 OPTION_KEYS = frozenset({"QUEUE_MAP", "MAX_ATTEMPTS", "TTL", "KEEP_RESULT", "TASK_OPTIONS"})
 
 
+if TYPE_CHECKING:
+    # django-stubs' Task is generic only for type checkers.
+    _TaskBase = Task[..., Any]
+else:
+    _TaskBase = Task
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class JobQueueTask(Task):
+class JobQueueTask(_TaskBase):
     """A Task with django-jobqueue's per-task options (None: the backend's OPTIONS,
     then the JOBQUEUE queue's settings)."""
 
@@ -86,9 +96,14 @@ class JobQueueTask(Task):
         if unknown:
             raise TypeError(f"using() got unexpected option(s): {', '.join(unknown)}")
         # Explicit base call: zero-argument super() does not work in a slots dataclass.
-        changed = Task.using(self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend)
+        changed = Task.using(self, priority=priority, queue_name=queue_name, backend=backend)
         options = {k: v for k, v in options.items() if v is not None}
-        return dataclasses.replace(changed, **options) if options else changed
+        if run_after is not None:  # set here: Task.using() is typed for a datetime only
+            options["run_after"] = run_after
+        if options:
+            changed = dataclasses.replace(changed, **options)
+        assert isinstance(changed, JobQueueTask)  # using() and replace() keep the class
+        return changed
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -198,14 +213,14 @@ class JobQueueBackend(BaseTaskBackend):
             return list(self.routes[queue_name])
         return [(TASK_MIN_PRIORITY, None if queue_name == DEFAULT_TASK_QUEUE_NAME else queue_name)]
 
-    def jobqueue_queue(self, task: Task) -> str:
+    def jobqueue_queue(self, task: Task[..., Any]) -> str:
         """The JOBQUEUE queue a task goes to: the first band its priority reaches
         (the lowest band takes whatever is left)."""
         bands = self.bands(task.queue_name)
         chosen = next((q for minimum, q in bands if task.priority >= minimum), bands[-1][1])
         return chosen or get_settings().default_queue
 
-    def _queue(self, task: Task) -> RedisJobQueue:
+    def _queue(self, task: Task[..., Any]) -> RedisJobQueue:
         try:
             return get_queue(self.jobqueue_queue(task))
         except UnknownQueueError as exc:
@@ -213,7 +228,7 @@ class JobQueueBackend(BaseTaskBackend):
 
     # ------------------------------------------------------------- validation
 
-    def job_options(self, task: Task, delay: float = 0) -> EnqueueOptions:
+    def job_options(self, task: Task[..., Any], delay: float = 0) -> EnqueueOptions:
         """Our enqueue options for ``task``: OPTIONS, then TASK_OPTIONS, then the task's own."""
         own = {k: getattr(task, k, None) for k in JOB_OPTION_NAMES}
         merged = {
@@ -226,8 +241,9 @@ class JobQueueBackend(BaseTaskBackend):
         except InvalidJobOptions as exc:
             raise InvalidTask(str(exc)) from None
 
-    def validate_task(self, task: Task) -> None:
-        run_after = task.run_after
+    def validate_task(self, task: Task[..., Any]) -> None:
+        # Whatever the task holds (the field is typed a datetime; using() here takes a timedelta too).
+        run_after: object = task.run_after
         if isinstance(run_after, dt.timedelta):
             # Django's own check calls timezone.is_aware(run_after), which raises
             # AttributeError for a timedelta when USE_TZ is on (Django 6.0 to 6.1.3,
@@ -252,12 +268,13 @@ class JobQueueBackend(BaseTaskBackend):
 
     # ---------------------------------------------------------------- enqueue
 
-    def enqueue(self, task: Task, args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult:
+    def enqueue(self, task: Task[_P, _R], args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult[_P, _R]:
         self.validate_task(task)
-        wait_ms = delay_ms(task.run_after)
-        if isinstance(task.run_after, dt.timedelta):
+        run_after: dt.datetime | dt.timedelta | None = task.run_after  # a timedelta too: see validate_task
+        wait_ms = delay_ms(run_after)
+        if isinstance(run_after, dt.timedelta):
             # Stored and shown as the moment it was due from, like a datetime run_after.
-            task = copy_task(task, run_after=timezone.now() + task.run_after)
+            task = copy_task(task, run_after=timezone.now() + run_after)
         opts = self.job_options(task, wait_ms / 1000)
         queue = self._queue(task)
         job_id = new_job_id()
@@ -301,8 +318,9 @@ class JobQueueBackend(BaseTaskBackend):
             raise QueueUnavailable(f"could not enqueue task {task.module_path}: {exc}") from exc
         if stored_id != job_id:
             # unique_key is held by an unfinished run of the task: that run stands
-            # for this enqueue, and nothing new was enqueued (so no signal).
-            return self.get_result(stored_id)
+            # for this enqueue, and nothing new was enqueued (so no signal). Its
+            # result is the caller's: get_result() is typed for any task, hence the cast.
+            return cast("TaskResult[_P, _R]", self.get_result(stored_id))
         task_enqueued.send(type(self), task_result=result)
         return result
 
@@ -323,7 +341,7 @@ class JobQueueBackend(BaseTaskBackend):
                 return {_text(k): _text(v) for k, v in raw.items()}
         return None
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[..., Any]:
         if not is_job_id(result_id):
             raise TaskResultDoesNotExist(result_id)
         fields = self._find(result_id)
@@ -376,7 +394,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _own_options(task: Task) -> dict[str, Any]:
+def _own_options(task: Task[..., Any]) -> dict[str, Any]:
     """The jobqueue options set on the task itself, as stored in ``task_options``
     (a timedelta ttl as seconds, so the hash holds plain JSON)."""
     own = {k: getattr(task, k, None) for k in JOB_OPTION_NAMES}

@@ -11,8 +11,11 @@ on both lines.
 from __future__ import annotations
 
 import inspect
+from importlib.util import find_spec
+from typing import TYPE_CHECKING
 
-try:
+# Type checkers read Django 6's module (django-stubs types it): the API both lines share.
+if TYPE_CHECKING or find_spec("django.tasks") is not None:
     from django.tasks import (
         DEFAULT_TASK_BACKEND_ALIAS,
         DEFAULT_TASK_QUEUE_NAME,
@@ -30,9 +33,9 @@ try:
     from django.utils.json import normalize_json
 
     FRAMEWORK = "django.tasks"
-except ImportError:  # Django < 6.0: the backport, if installed.
+else:  # Django < 6.0: the backport, if installed.
     try:
-        from django_tasks import (  # type: ignore[no-redef]
+        from django_tasks import (
             DEFAULT_TASK_BACKEND_ALIAS,
             DEFAULT_TASK_QUEUE_NAME,
             TaskContext,
@@ -41,22 +44,22 @@ except ImportError:  # Django < 6.0: the backport, if installed.
             task,
             task_backends,
         )
-        from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
-        from django_tasks.base import (  # type: ignore[no-redef]
+        from django_tasks.backends.base import BaseTaskBackend
+        from django_tasks.base import (
             DEFAULT_TASK_PRIORITY,
             TASK_MAX_PRIORITY,
             TASK_MIN_PRIORITY,
             Task,
             TaskError,
         )
-        from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend  # type: ignore[no-redef]
-        from django_tasks.exceptions import InvalidTaskError as InvalidTask  # type: ignore[no-redef]
-        from django_tasks.exceptions import (  # type: ignore[no-redef]
+        from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
+        from django_tasks.exceptions import InvalidTaskError as InvalidTask
+        from django_tasks.exceptions import (
             TaskResultDoesNotExist,
             TaskResultMismatch,
         )
-        from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef]
-        from django_tasks.utils import normalize_json  # type: ignore[no-redef]
+        from django_tasks.signals import task_enqueued, task_finished, task_started
+        from django_tasks.utils import normalize_json
     except ImportError as exc:
         raise ImportError(
             "django_jobqueue.tasks needs Django's Tasks framework: Django 6.0 or later, or on Django 5.2 "

@@ -114,7 +114,7 @@ def _failure(exc: BaseException) -> TaskError:
     return TaskError(exception_class_path=class_path(type(exc)), traceback=format_traceback(exc))
 
 
-def _finish(result: TaskResult, status: TaskResultStatus, **changes: Any) -> TaskResult:
+def _finish(result: TaskResult[..., Any], status: TaskResultStatus, **changes: Any) -> TaskResult[..., Any]:
     object.__setattr__(result, "status", status)
     object.__setattr__(result, "finished_at", timezone.now())
     for name, value in changes.items():
@@ -122,7 +122,7 @@ def _finish(result: TaskResult, status: TaskResultStatus, **changes: Any) -> Tas
     return result
 
 
-def run_task(task: Task, payload: Any, job: Job) -> Any:
+def run_task(task: Task[..., Any], payload: Any, job: Job) -> Any:
     """The handler of a task job: call the task the Django way, finish the job."""
     args, kwargs = _args(payload)
     fields = job.fields

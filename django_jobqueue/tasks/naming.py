@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -29,7 +30,7 @@ from .compat import Task
 TASK_NAME_PREFIX = "django.tasks:"
 
 
-def job_name(task: Task) -> str:
+def job_name(task: Task[..., Any]) -> str:
     """The job name a task is stored under."""
     return f"{TASK_NAME_PREFIX}{task.module_path}"
 
@@ -42,8 +43,9 @@ def _importable(module_name: str) -> bool:
     return any(module_name == p or module_name.startswith(f"{p}.") for p in packages)
 
 
-def load_task(name: str) -> Task:
-    """The Task stored under job name ``name``, or UnknownJobError saying why not."""
+def load_task(name: object) -> Task[..., Any]:
+    """The Task stored under job name ``name`` (a value read from Redis), or
+    UnknownJobError saying why not."""
     if not isinstance(name, str) or not name.startswith(TASK_NAME_PREFIX):
         raise UnknownJobError(f"job name {name!r} does not name a django.tasks task")
     path = name[len(TASK_NAME_PREFIX) :]

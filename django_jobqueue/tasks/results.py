@@ -26,7 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -34,6 +34,8 @@ from django.utils import timezone
 from ..exceptions import JobQueueError
 from ..ids import is_job_id, job_id_time_ms
 from .compat import Task, TaskError, TaskResult, TaskResultStatus
+
+TaskT = TypeVar("TaskT", bound="Task[..., Any]")
 
 F_BACKEND = "task_backend"
 F_QUEUE_NAME = "task_queue_name"
@@ -77,7 +79,7 @@ def from_ms(value: Any) -> dt.datetime | None:
     return aware if settings.USE_TZ else timezone.make_naive(aware)
 
 
-def copy_task(task: Task, **changes: Any) -> Task:
+def copy_task(task: TaskT, **changes: Any) -> TaskT:
     """``task`` with fields changed, without running validate_task again.
 
     A stored result describes what was enqueued; it must load even when the
@@ -90,7 +92,7 @@ def copy_task(task: Task, **changes: Any) -> Task:
     return clone
 
 
-def task_from_fields(task: Task, fields: Mapping[str, str]) -> Task:
+def task_from_fields(task: Task[..., Any], fields: Mapping[str, str]) -> Task[..., Any]:
     """The Task as it was enqueued: the decorated one with the stored overrides."""
     names = {f.name for f in dataclasses.fields(task)}
     changes: dict[str, Any] = {}
@@ -153,7 +155,9 @@ def _payload(fields: Mapping[str, str]) -> tuple[list[Any], dict[str, Any]]:
     return [], {}  # unreadable: the job itself records why it failed
 
 
-def build_result(task: Task, fields: Mapping[str, str], *, status: TaskResultStatus | None = None) -> TaskResult:
+def build_result(
+    task: Task[..., Any], fields: Mapping[str, str], *, status: TaskResultStatus | None = None
+) -> TaskResult[..., Any]:
     """A TaskResult for the job hash ``fields`` of the (decorated) ``task``."""
     job_status = fields.get("status", "")
     try:

@@ -29,7 +29,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        logsetup.setup(options["verbosity"], self.stderr._out)
+        logsetup.setup(options["verbosity"], logsetup.unwrapped(self.stderr))
         try:
             listener = EventsListener(options["queues"])
         except (JobQueueError, LookupError, ValueError) as exc:

@@ -47,7 +47,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        flusher = logsetup.setup(options["verbosity"], self.stderr._out, buffered=True)
+        flusher = logsetup.setup(options["verbosity"], logsetup.unwrapped(self.stderr), buffered=True)
         for name in ("concurrency", "max_jobs", "processes"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")

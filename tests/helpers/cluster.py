@@ -23,8 +23,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ import redis
 from redis.cluster import RedisCluster, key_slot
 
 from django_jobqueue.devserver import RedisServer, find_server_binary, free_port, terminate
+from tests.helpers.waiting import wait_until
 
 # Fast failure detection: a primary that does not answer for this long is
 # failed over by its replica (cluster), or declared down (sentinel).
@@ -55,22 +56,6 @@ def free_cluster_port(taken: Iterable[int] = ()) -> int:
         if port + 10000 < 65536 and port not in taken and port + 10000 not in taken and _port_is_free(port + 10000):
             return port
     raise RuntimeError("no free port pair (p, p + 10000) found on 127.0.0.1")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (redis.RedisError, OSError) as exc:  # a node still starting or just killed
-            value, last_error = None, exc
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout} s waiting for {what}" + (f" (last: {last_error})" if last_error else "")
-    )
 
 
 def _client(port: int, password: str | None = None) -> redis.Redis:
@@ -607,48 +592,43 @@ class LocalSentinelGroup:
 # ------------------------------------------------------------------ workers
 
 
-def worker_env(redis_url: str, queues: Sequence[str], ledger_url: str, **extra: str) -> dict[str, str]:
-    """Environment for a jobq_worker process on tests.settings_cluster."""
-    from tests.workers import ROOT
+def cluster_worker_env(redis_url: str, queues: Sequence[str], ledger_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a jobq_worker process on tests.settings_cluster (start it
+    with tests.helpers.workers.start_logged_worker)."""
+    from tests.helpers.workers import worker_env  # imports the worker: not for bench/scaling.py
 
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings_cluster",
-        JOBQUEUE_TEST_REDIS_URL=redis_url,
+    return worker_env(
+        redis_url,
+        "tests.settings_cluster",
         JOBQUEUE_TEST_QUEUES=",".join(queues),
         JOBQUEUE_TEST_LEDGER_URL=ledger_url,
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
-def start_worker(env: dict[str, str], log_path: str, *args: str) -> subprocess.Popen[bytes]:
-    """``manage.py jobq_worker`` with ``env``; its log goes to ``log_path``
-    (a file, not a pipe: a long run must never block on a full pipe)."""
-    import sys
+class CompletedSignals:
+    """The ids whose ``job_completed`` signal fired in this process, heard by an
+    events listener on ``queues`` (subscribed before this returns); ``stop()``
+    ends both."""
 
-    from tests.workers import ROOT
+    def __init__(self, queues: Sequence[str]) -> None:
+        from django_jobqueue import signals
+        from django_jobqueue.events import start_listener_thread
 
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "django", "jobq_worker", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._signal = signals.job_completed
+        self._signal.connect(self._receive, weak=False)
+        self.listener = start_listener_thread(list(queues))
+        assert self.listener.listener.ready.wait(20), "the events listener did not subscribe"
 
+    def _receive(self, sender: Any, job_id: str, **kwargs: Any) -> None:
+        with self._lock:
+            self.seen.add(job_id)
 
-def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    def stop(self) -> None:
+        self.listener.stop(timeout=10)
+        self._signal.disconnect(self._receive)
 
 
 # ------------------------------------------------------------------ counting
