@@ -7,11 +7,13 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
 from redis.exceptions import RedisError
 
 from . import connection, serialization
-from .conf import QueueSettings, get_settings
+from .conf import SETTINGS_READ, QueueSettings, get_settings
 from .exceptions import EnqueueVetoed, InvalidJobOptions, QueueUnavailable
 from .ids import new_job_id
 from .options import EnqueueOptions, validate
@@ -58,6 +60,12 @@ def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
     queue.expired_ttl = qs.expired_after_seconds or 0
     queue.failed_history = qs.failed_history
     return queue
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting in SETTINGS_READ:
+        reset_queues()
 
 
 def reset_queues() -> None:

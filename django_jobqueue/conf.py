@@ -411,11 +411,12 @@ def get_settings() -> Settings:
     return result
 
 
-@receiver(setting_changed)
-def _reset(setting: str, **kwargs: Any) -> None:
-    if setting in ("JOBQUEUE", "CACHES"):
-        get_settings.cache_clear()
-        from . import api, connection
+# The settings that every cache built from the settings depends on: each cache
+# owner (this module, connection.py, api.py) clears its own when one changes.
+SETTINGS_READ = ("JOBQUEUE", "CACHES")
 
-        connection.reset()
-        api.reset_queues()
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting in SETTINGS_READ:
+        get_settings.cache_clear()

@@ -13,7 +13,10 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from .conf import Settings, get_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .conf import SETTINGS_READ, Settings, get_settings
 from .redact import url_location
 
 logger = logging.getLogger("django_jobqueue")
@@ -149,6 +152,12 @@ def get_client() -> Any:
                 _client = build_client(get_settings())
             client = _client
     return client
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting in SETTINGS_READ:
+        reset()
 
 
 def reset() -> None:

@@ -155,3 +155,28 @@ def test_settings_are_cached_and_cleared_when_changed(settings):
     assert get_settings() is first
     settings.JOBQUEUE = {**settings.JOBQUEUE, "KEY_PREFIX": "other"}
     assert get_settings().key_prefix == "other"
+
+
+def test_each_cache_built_from_the_settings_is_cleared_by_its_owner_when_they_change(settings):
+    import ast
+    import inspect as pyinspect
+
+    from django_jobqueue import api, conf, connection
+
+    client, queue = connection.get_client(), api.get_queue("jobs")
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "KEY_PREFIX": "other"}
+    assert connection.get_client() is not client
+    assert api.get_queue("jobs").keys.pending == "other:jobs:pending"
+    assert api.get_queue("jobs") is not queue
+    # conf.py reaches into no module above it to clear their caches.
+    imported = {
+        node.module or ""
+        for node in ast.walk(ast.parse(pyinspect.getsource(conf)))
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+    } | {
+        alias.name
+        for node in ast.walk(ast.parse(pyinspect.getsource(conf)))
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+        for alias in node.names
+    }
+    assert not imported & {"api", "connection"}
