@@ -1,9 +1,10 @@
 """The worker: claim -> run -> finish, with leases, heartbeats and a clean shutdown.
 
 A plain class; ``manage.py jobq_worker`` only parses arguments and calls
-``Worker(...).run()``. One process runs ``concurrency`` runner threads, one
-maintenance thread (heartbeat, lease renewal, the sweep), and the main thread,
-which waits for a signal and then shuts down in order:
+``Worker(...).run()``. One process runs ``concurrency`` runner threads, a
+heartbeat thread, a lease renewal thread per queue, a maintenance thread (the
+sweep), a hooks thread (user hooks), and the main thread, which waits for a
+signal and then shuts down in order:
 
 1. stop claiming;
 2. keep renewing leases while running jobs finish, up to the grace period;
@@ -12,8 +13,10 @@ which waits for a signal and then shuts down in order:
 
 A second signal exits at once; the leases then bring the jobs back.
 
-The maintenance side (lease renewal, heartbeat, sweeps, Redis outages) is in
-maintenance.py, a mixin Worker inherits; this module is the runners' path.
+The rest is in objects Worker composes, each given what it needs: the running
+jobs (running.py), lease renewal (renewal.py), the heartbeat and sweeps
+(upkeep.py) and Redis outages (redis_health.py). This module is the runners'
+path and the wiring.
 """
 
 from __future__ import annotations
@@ -43,13 +46,13 @@ from .events import ListenerThread, start_listener_thread
 from .exceptions import PayloadError, UnknownJobError
 from .fetcher import MAX_BATCH, Ack, Fetcher
 from .hooks import HookRunner
-
-# CONNECTION_ERRORS is re-exported: it was defined here.
-from .maintenance import CONNECTION_ERRORS as CONNECTION_ERRORS
-from .maintenance import WorkerMaintenance
 from .presence import Presence
 from .queue import ClaimedJob, Outcome, RedisJobQueue
+from .redis_health import CONNECTION_ERRORS, RedisHealth
 from .registry import JobDefinition, get_definition
+from .renewal import LeaseRenewal
+from .running import RunningJobs
+from .upkeep import ExhaustedByReclaim, Upkeep
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -61,15 +64,6 @@ CLAIM_BLOCK_MS = 1000
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.1
 # Signals this soon after the first are the same request, not a second one.
 SAME_SIGNAL_S = 0.5
-
-
-@dataclass(slots=True)
-class Running:
-    queue: RedisJobQueue
-    claimed: ClaimedJob
-    started: float = field(default_factory=time.monotonic)
-    job: Job | None = None
-    finished: bool = False  # the handler returned; the completion is sent with the next claim
 
 
 @dataclass
@@ -102,7 +96,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
 
 
-class Worker(WorkerMaintenance):
+class Worker:
     """A pool of runner threads serving queues in strict priority order."""
 
     def __init__(
@@ -129,20 +123,17 @@ class Worker(WorkerMaintenance):
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._leaving = threading.Event()  # about to remove the worker's record: no more beats
-        self._maintenance: list[threading.Thread] = []  # the sweep's and the heartbeat's threads
-        self._running: dict[str, Running] = {}
-        self._busy: set[int | None] = set()  # idents of runner threads holding a job
-        self._acking: set[str] = set()  # ids whose completion waits to be sent with the next claim
-        self._lock = threading.Lock()
+        self._upkeep_threads: list[threading.Thread] = []  # the sweep's and the heartbeat's threads
+        self._stats_lock = threading.Lock()
         self._runners: list[threading.Thread] = []
         self._signals = 0
         self._first_signal_at = 0.0
         self._hooks = HookRunner()
-        self._last_sweep = 0.0
-        self._redis_down_since: float | None = None
         self._events: ListenerThread | None = None
+        self.running_jobs = RunningJobs()
+        exhausted = ExhaustedByReclaim(self._hooks)
         self._presence = Presence(
-            self.worker_id, self.queues, self.concurrency, self._job_list, on_dead_lettered=self._exhausted_later
+            self.worker_id, self.queues, self.concurrency, self.running_jobs.as_json, on_dead_lettered=exhausted.submit
         )
         self._fetcher = Fetcher(
             self.queues,
@@ -152,12 +143,26 @@ class Worker(WorkerMaintenance):
             prefetch=self.concurrency if self.queue_settings[0].prefetch is None else self.queue_settings[0].prefetch,
             # PREFETCH unset: claim larger batches while the jobs are short.
             short_batch=MAX_BATCH if self.queue_settings[0].prefetch is None else 0,
-            on_claimed=self._track,
+            on_claimed=self.running_jobs.track,
             on_acked=self._acked,
             on_lost=self._lost_before_start,
             limit=max_jobs,
         )
-        self._redis_back_at = float("-inf")  # when Redis last came back after an outage
+        self.redis_health = RedisHealth(
+            self._stopping, signalled=lambda: self._signals > 0, on_failure=self._fetcher.redis_failed
+        )
+        self.renewal = LeaseRenewal(self.running_jobs, self._fetcher, self._stopped)
+        self.upkeep = Upkeep(
+            settings,
+            self.queues,
+            self.worker_id,
+            self._presence,
+            self._fetcher,
+            health=self.redis_health,
+            on_dead_lettered=exhausted.submit,
+            stopping=self._stopping,
+            leaving=self._leaving,
+        )
 
     # ------------------------------------------------------------- lifecycle
 
@@ -174,13 +179,18 @@ class Worker(WorkerMaintenance):
             describe(self.settings),
             ", burst" if self.burst else "",
         )
-        self._with_redis(self._startup, "registering the worker")
-        maintenance = threading.Thread(target=self._maintenance_loop, name="jobq-maintenance", daemon=True)
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobq-heartbeat", daemon=True)
-        self._maintenance = [maintenance, heartbeat]
+        self.redis_health.with_redis(self.upkeep.startup, "registering the worker")
+        maintenance = threading.Thread(target=self.upkeep.maintenance_loop, name="jobq-maintenance", daemon=True)
+        heartbeat = threading.Thread(target=self.upkeep.heartbeat_loop, name="jobq-heartbeat", daemon=True)
+        self._upkeep_threads = [maintenance, heartbeat]
         renewals = [
-            threading.Thread(target=self._renewal_loop, args=(q,), name=f"jobq-renewal-{q.queue_name}", daemon=True)
-            for q in self.queues
+            threading.Thread(
+                target=self.renewal.loop,
+                args=(q, qs.visibility_ms / 3000),  # a third of the lease, in seconds
+                name=f"jobq-renewal-{q.queue_name}",
+                daemon=True,
+            )
+            for q, qs in zip(self.queues, self.queue_settings, strict=True)
         ]
         for t in [maintenance, heartbeat, *renewals]:
             t.start()
@@ -218,7 +228,7 @@ class Worker(WorkerMaintenance):
             "%s: no new jobs; waiting up to %.0f s for %d running",
             signal.Signals(signum).name,
             self.grace_seconds,
-            len(self._running),
+            len(self.running_jobs),
         )
         self._stopping.set()
 
@@ -232,26 +242,21 @@ class Worker(WorkerMaintenance):
         # or a job we hand back could be caught by a runner about to die with us.
         idle_deadline = time.monotonic() + CLAIM_BLOCK_MS / 1000 + 2
         for t in self._runners:
-            with self._lock:
-                busy = t.ident in self._busy
-            if not busy:
+            if not self.running_jobs.is_busy(t.ident):
                 t.join(timeout=max(0.0, idle_deadline - time.monotonic()))
         self._fetcher.wake_all()
         # Completions the maintenance thread is sending land before anything is
         # handed back (a job handed back with its completion on the way would run again).
         flush = functools.partial(self._fetcher.flush, wait_s=self.settings.socket_timeout)
-        self._with_redis(flush, "recording completions", attempts=3)
+        self.redis_health.with_redis(flush, "recording completions", attempts=3)
         for queue, claimed in self._fetcher.take_unstarted():
             self._release(queue, claimed)
-            with self._lock:
-                self._running.pop(claimed.id, None)
-        with self._lock:
-            left = list(self._running.values())
-        for running in left:
+            self.running_jobs.forget(claimed.id)
+        for running in self.running_jobs.snapshot():
             claimed = running.claimed
             if claimed.fields.get("delivery") == "at-most-once":
                 # It has started: running it again could run it twice.
-                self._with_redis(
+                self.redis_health.with_redis(
                     functools.partial(
                         running.queue.fail_outcome,
                         claimed,
@@ -270,9 +275,9 @@ class Worker(WorkerMaintenance):
         # The heartbeat beats until now (the record says "stopping"); a beat
         # landing after the removal would put the record back.
         self._leaving.set()
-        for t in self._maintenance:
+        for t in self._upkeep_threads:
             t.join(timeout=5)
-        self._with_redis(self._presence.deregister, "removing the worker record", attempts=3)
+        self.redis_health.with_redis(self._presence.deregister, "removing the worker record", attempts=3)
         self._hooks.stop(timeout=self.grace_seconds)
         if self._events is not None:
             self._events.stop(timeout=2)
@@ -290,7 +295,7 @@ class Worker(WorkerMaintenance):
             try:
                 found, empty = self._fetcher.next_job(eager, idle_since)
             except CONNECTION_ERRORS as exc:
-                self._redis_down(exc)
+                self.redis_health.down_pause(exc)
                 continue
             except RedisError as exc:
                 logger.error("claim failed: %s", exc)
@@ -309,38 +314,28 @@ class Worker(WorkerMaintenance):
                     idle = min(POLL_MAX_S, idle * 2)
                 continue
             idle = POLL_MIN_S
-            self._redis_up()
+            self.redis_health.up()
             queue, claimed = found
             if self._stopping.is_set():
                 # Caught on the way out: not started, so not this worker's to run.
                 self._release(queue, claimed)
-                with self._lock:
-                    self._running.pop(claimed.id, None)
+                self.running_jobs.forget(claimed.id)
                 return
             if time.monotonic() - idle_since > 1.0:
                 # Waited a while: a database connection may have gone stale meanwhile.
                 close_stale_connections()
-            self._busy.add(threading.get_ident())  # one set operation: atomic without the lock
+            self.running_jobs.runner_busy(threading.get_ident())
             self._process(queue, claimed)
             idle_since = time.monotonic()
 
-    def _track(self, queue: RedisJobQueue, jobs: list[ClaimedJob]) -> None:
-        """Claimed (perhaps by another runner, for this one): renew their leases from now on."""
-        now = time.monotonic()
-        with self._lock:
-            for claimed in jobs:
-                self._running[claimed.id] = Running(queue, claimed, now)
-
     def _acked(self, acked: list[tuple[Ack, Outcome]]) -> None:
         """The batched completions were sent: those jobs are no longer ours."""
-        refused = []
-        with self._lock:
-            for ack, outcome in acked:
-                self._running.pop(ack.claimed.id, None)
-                if outcome is not Outcome.OK:
-                    self.stats.completed -= 1
-                    self.stats.other += 1
-                    refused.append((ack, outcome))
+        self.running_jobs.forget_many([ack.claimed.id for ack, _ in acked])
+        refused = [(ack, outcome) for ack, outcome in acked if outcome is not Outcome.OK]
+        if refused:
+            with self._stats_lock:
+                self.stats.completed -= len(refused)
+                self.stats.other += len(refused)
         for ack, outcome in refused:
             logger.warning(
                 "job %s %s: claim lost before its completion was recorded (%s)",
@@ -353,8 +348,7 @@ class Worker(WorkerMaintenance):
         """A prefetched job not to run: its TTL passed while it waited (it
         ended expired), or Redis no longer knows its claim (a failover lost
         it, or its lease ran out; whoever holds it runs it)."""
-        with self._lock:
-            self._running.pop(claimed.id, None)
+        self.running_jobs.forget(claimed.id)
         if outcome is Outcome.EXPIRED:
             logger.warning("job %s %s: its TTL passed before it started (expired, not run)", claimed.id, claimed.name)
         else:
@@ -362,7 +356,7 @@ class Worker(WorkerMaintenance):
 
     def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
         """Hand a claimed job back to the head of pending without using an attempt."""
-        return self._with_redis(
+        return self.redis_health.with_redis(
             lambda: queue.requeue(claimed, count_attempt=False, front=True, event="released", counter="releases"),
             "handing a job back",
             attempts=3,
@@ -377,11 +371,8 @@ class Worker(WorkerMaintenance):
             logger.exception("job %s: internal error while finishing it", claimed.id)
             outcome = "error"
         finally:
-            with self._lock:
-                if outcome != "completed" or claimed.id not in self._acking:
-                    self._running.pop(claimed.id, None)
-                self._acking.discard(claimed.id)
-                self._busy.discard(threading.get_ident())
+            self.running_jobs.finished(claimed.id, threading.get_ident(), completed=outcome == "completed")
+            with self._stats_lock:
                 self.stats.processed += 1
                 if outcome == "completed":
                     self.stats.completed += 1
@@ -412,7 +403,7 @@ class Worker(WorkerMaintenance):
             # Looked up, never imported: a name written into Redis by hand runs nothing.
             return self._dead_letter(queue, claimed, str(exc))
         job = Job(queue, claimed, definition)
-        running = self._running.get(claimed.id)  # a dict read: atomic without the lock
+        running = self.running_jobs.get(claimed.id)
         if running is not None:
             running.job = job
 
@@ -455,7 +446,7 @@ class Worker(WorkerMaintenance):
         job.outcome = "completed"
         if running is not None:
             running.finished = True
-        self._acking.add(claimed.id)  # before the ack can be sent; read under the lock below
+        self.running_jobs.acking(claimed.id)  # before the ack can be sent
         self._fetcher.ack(Ack(queue, claimed, result_json, claimed.fields.get("keep_result") != "0"))
         return "completed"
 

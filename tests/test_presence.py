@@ -245,7 +245,7 @@ def test_the_sweep_calls_the_exhausted_hook_only_when_attempts_are_exhausted(r):
 
 
 def test_registering_again_after_a_lost_reply_does_not_take_our_own_record_for_another_worker():
-    # What Worker._with_redis(self._startup) does when register()'s beat ran in
+    # What Worker.redis_health.with_redis(upkeep.startup) does when register()'s beat ran in
     # Redis but its reply never came back (a socket timeout, a dropped connection).
     p = Presence("w1", [get_queue("jobs")], 1, lambda: "[]")
     p.register()
@@ -267,6 +267,6 @@ def test_a_worker_whose_first_beat_reply_was_lost_starts(monkeypatch):
 
     monkeypatch.setattr(Presence, "beat", beat_then_lose_reply)
     began = time.monotonic()
-    worker._with_redis(worker._startup, "registering the worker")  # as Worker.run() does
+    worker.redis_health.with_redis(worker.upkeep.startup, "registering the worker")  # as Worker.run() does
     assert time.monotonic() - began < 1.0
     assert len(calls) == 2

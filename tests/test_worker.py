@@ -305,17 +305,17 @@ def test_no_worker_is_taken_for_lost_while_redis_is_down_or_just_back(r):
     sweeper._presence.register()  # beats once
     sweeper._presence._steady_since -= 10  # as if it had beaten steadily for long
 
-    sweeper._redis_down_since = time.monotonic()  # as the worker sees an outage
-    sweeper._sweep()
+    sweeper.redis_health.down_since = time.monotonic()  # as the worker sees an outage
+    sweeper.upkeep.sweep()
     assert job_hash(r, theirs.id)["status"] == "processing"
-    sweeper._redis_down_since, sweeper._redis_back_at = None, time.monotonic()  # just back
-    sweeper._last_sweep = 0
-    sweeper._sweep()
+    sweeper.redis_health.down_since, sweeper.redis_health.back_at = None, time.monotonic()  # just back
+    sweeper.upkeep.last_sweep = 0
+    sweeper.upkeep.sweep()
     assert job_hash(r, theirs.id)["status"] == "processing"
 
-    sweeper._redis_back_at = float("-inf")  # back long ago: the lapse is real
-    sweeper._last_sweep = 0
-    sweeper._sweep()
+    sweeper.redis_health.back_at = float("-inf")  # back long ago: the lapse is real
+    sweeper.upkeep.last_sweep = 0
+    sweeper.upkeep.sweep()
     assert job_hash(r, theirs.id)["status"] == "pending"
 
 
@@ -326,13 +326,13 @@ def test_a_worker_whose_own_beats_were_not_steady_takes_no_other_for_lost(r):
     theirs = _a_lapsed_worker_holding_a_job(r)
     sweeper = Worker(["jobs"], burst=True)
     sweeper._presence.register()  # our first beat (or the first after an outage): not steady yet
-    sweeper._sweep()
+    sweeper.upkeep.sweep()
     assert job_hash(r, theirs.id)["status"] == "processing"
     assert r.zscore("queue:workers", "other-worker") == 0
 
     sweeper._presence._steady_since -= 1.6  # beating steadily for a worker timeout (1.5 s here)
-    sweeper._last_sweep = 0
-    sweeper._sweep()
+    sweeper.upkeep.last_sweep = 0
+    sweeper.upkeep.sweep()
     assert job_hash(r, theirs.id)["status"] == "pending"
 
 
@@ -343,7 +343,7 @@ def test_max_attempts_hook_is_called_when_the_last_attempt_died_with_its_worker(
     assert claimed.id == job_id
     time.sleep(1.3)  # the fast queue's lease is 1.2 s
     worker = Worker(["fast"], burst=True)
-    worker._sweep()
+    worker.upkeep.sweep()
     assert job_hash(r, job_id, "fast")["status"] == "failed"
     # The hook runs on the hooks thread, not on the sweeping one.
     wait_for(lambda: r.lrange("test:exhausted", 0, -1) == [job_id], what="the hook")
@@ -796,23 +796,24 @@ def test_stale_database_connections_are_closed_after_jobs_that_used_one(r, monke
 def test_no_lease_lost_warning_when_renewal_races_a_completion_just_sent(r, caplog):
     # The runner's completion reached Redis a moment before the renewal's
     # touch: the touch is refused, but nothing was lost, so nothing is said.
-    from django_jobqueue.worker import Running
+    from django_jobqueue.running import Running
 
     q = get_queue("jobs")
     enqueue("add", {"a": 1, "b": 2})
     worker = Worker(["jobs"], burst=True)
     claimed = q.claim_nowait(worker.worker_id)
-    worker._running[claimed.id] = Running(q, claimed, finished=True)  # the handler returned; the ack is on its way
+    worker.running_jobs.add(Running(q, claimed, finished=True))  # the handler returned; the ack is on its way
     assert q.complete(claimed, {"sum": 3})  # the batched completion, sent by another thread
     with caplog.at_level("WARNING", logger="django_jobqueue.worker"):
-        worker._renew_leases(q)
+        worker.renewal.renew(q)
     assert "lease lost" not in caplog.text
 
     # A job still running whose claim was taken from it is worth the warning.
     enqueue("add", {"a": 1, "b": 2})
     claimed = q.claim_nowait(worker.worker_id)
-    worker._running = {claimed.id: Running(q, claimed)}
+    worker.running_jobs.forget_many([held.claimed.id for held in worker.running_jobs.snapshot()])  # only this job
+    worker.running_jobs.add(Running(q, claimed))
     q.reclaim_worker_jobs([worker.worker_id])
     with caplog.at_level("WARNING", logger="django_jobqueue.worker"):
-        worker._renew_leases(q)
+        worker.renewal.renew(q)
     assert f"job {claimed.id}: lease lost" in caplog.text
