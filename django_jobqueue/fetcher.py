@@ -130,6 +130,9 @@ class Fetcher:
         # when none wait): what idle runners time their joining in from.
         self._made_ready = 0.0
         self._standby = threading.Condition(lock)  # wakes the watching runner
+        # Wakes a flush waiting for the completions on their way (not _cond:
+        # that would wake every idle runner at each send).
+        self._all_settled = threading.Condition(lock)
         self._acks: list[Ack] = []
         self._acks_since = 0.0  # when the oldest waiting completion was left
         self._acks_in_flight = 0  # batches of them taken out and not yet settled
@@ -178,7 +181,7 @@ class Fetcher:
         with self._cond:
             deadline = time.monotonic() + wait_s
             while self._acks_in_flight and (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
+                self._all_settled.wait(left)
             acks = self._take_acks()
         self._send(acks, None)
 
@@ -195,7 +198,8 @@ class Fetcher:
         if acks:
             with self._cond:
                 self._acks_in_flight -= 1
-                self._cond.notify_all()
+                if not self._acks_in_flight:
+                    self._all_settled.notify_all()
 
     def _send(self, acks: list[Ack], claim: RedisJobQueue | None, want: int = 0, start: int = 1) -> list[ClaimedJob]:
         """One pipeline: the starts and completions, then (optionally) a claim
