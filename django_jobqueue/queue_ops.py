@@ -84,16 +84,9 @@ class QueueOperations:
         # Defined by RedisJobQueue (queue.py), which this module must not import.
         def _now(self) -> int: ...
 
+        # Only the arguments this module passes (see release()).
         def requeue(
-            self,
-            job: ClaimedJob,
-            *,
-            delay_ms: int = 0,
-            count_attempt: bool = True,
-            front: bool = False,
-            event: str = "requeued",
-            counter: str = "",
-            error: str | None = None,
+            self, job: ClaimedJob, *, count_attempt: bool, front: bool, event: str, counter: str
         ) -> Outcome: ...
 
     def expired_ttl_s(self) -> int:

@@ -13,6 +13,7 @@ TLS, a one-node TLS cluster, a redis-server started with ``--requirepass``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -334,15 +335,20 @@ class TLSSentinel(SentinelProcess):
             f.write(f"tls-ca-cert-file {primary.ca_cert}\n")
 
 
+@contextlib.contextmanager
 def sentinel_over_tls(server: TLSRedisServer):
+    """A sentinel watching ``server`` over TLS, stopped on the way out."""
     sentinel = TLSSentinel(server).start()
-    # The sentinel reaches the primary over TLS before the client asks it.
-    wait_until(
-        lambda: "disconnected" not in sentinel.client().sentinel_master("mymaster")["flags"],
-        30,
-        "the sentinel to reach the primary",
-    )
-    return sentinel
+    try:
+        # The sentinel reaches the primary over TLS before the client asks it.
+        wait_until(
+            lambda: "disconnected" not in sentinel.client().sentinel_master("mymaster")["flags"],
+            30,
+            "the sentinel to reach the primary",
+        )
+        yield sentinel
+    finally:
+        sentinel.cleanup()
 
 
 def tls_sentinel_settings(server: TLSRedisServer, sentinel: SentinelProcess) -> dict:
@@ -356,72 +362,63 @@ def tls_sentinel_settings(server: TLSRedisServer, sentinel: SentinelProcess) -> 
 
 @needs_openssl
 def test_a_sentinel_managed_primary_with_a_certificate_for_another_host_is_refused(other_host_server, jobq_settings):
-    sentinel = sentinel_over_tls(other_host_server)
-    try:
+    with sentinel_over_tls(other_host_server) as sentinel:
         jobq_settings(**tls_sentinel_settings(other_host_server, sentinel))
         with pytest.raises(QueueUnavailable, match="mismatch"):
             enqueue("security.noop", {})
         with unchecked_client(other_host_server) as client:
             assert client.dbsize() == 0
-    finally:
-        sentinel.cleanup()
 
 
 @needs_openssl
 def test_a_sentinel_managed_primary_with_a_certificate_for_its_host_is_accepted(this_host_server, jobq_settings):
-    sentinel = sentinel_over_tls(this_host_server)
-    try:
+    with sentinel_over_tls(this_host_server) as sentinel:
         jobq_settings(**tls_sentinel_settings(this_host_server, sentinel))
         job_id = enqueue("security.noop", {})
         with unchecked_client(this_host_server) as client:
             assert client.hget(f"queue:jobs:job:{job_id}", "status") == "pending"
-    finally:
-        sentinel.cleanup()
 
 
-def start_tls_cluster_node(directory: Path, names) -> TLSRedisServer:
-    """A one-node Redis Cluster over TLS (clients and the cluster bus), serving every slot."""
+@contextlib.contextmanager
+def tls_cluster_node(directory: Path, names):
+    """A one-node Redis Cluster over TLS (clients and the cluster bus), serving
+    every slot; yields (the node, the settings that reach it); stopped on the way out."""
     node = start_tls_server(
         directory,
         names,
         extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--tls-cluster", "yes"],
         port=free_cluster_port(),
     )
-    with unchecked_client(node) as client:
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        wait_until(lambda: client.cluster("info")["cluster_state"] == "ok", 30, "the cluster to serve its slots")
-    return node
+    try:
+        with unchecked_client(node) as client:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            wait_until(lambda: client.cluster("info")["cluster_state"] == "ok", 30, "the cluster to serve its slots")
+        yield (
+            node,
+            {
+                "REDIS_URL": f"rediss://127.0.0.1:{node.port}/0",
+                "CLUSTER": True,
+                "REDIS_OPTIONS": {"ssl_ca_certs": str(node.ca_cert)},
+            },
+        )
+    finally:
+        node.cleanup()
 
 
 @needs_openssl
 def test_a_cluster_node_with_a_certificate_for_another_host_is_refused(tmp_path):
-    node = start_tls_cluster_node(tmp_path / "other", OTHER_HOST)
-    try:
-        settings = settings_of(
-            REDIS_URL=f"rediss://127.0.0.1:{node.port}/0",
-            CLUSTER=True,
-            REDIS_OPTIONS={"ssl_ca_certs": str(node.ca_cert)},
-        )
+    with tls_cluster_node(tmp_path / "other", OTHER_HOST) as (node, jobqueue):
         # redis-py asks a node for the slot table as the client is made.
         with pytest.raises((redis.RedisError, redis.exceptions.RedisClusterException), match="mismatch"):
-            build_client(settings)
+            build_client(settings_of(**jobqueue))
         with unchecked_client(node) as client:
             assert client.dbsize() == 0
-    finally:
-        node.cleanup()
 
 
 @needs_openssl
 def test_a_cluster_node_with_a_certificate_for_its_host_is_accepted(tmp_path, jobq_settings):
-    node = start_tls_cluster_node(tmp_path / "this", THIS_HOST)
-    try:
-        jobq_settings(
-            REDIS_URL=f"rediss://127.0.0.1:{node.port}/0",
-            CLUSTER=True,
-            REDIS_OPTIONS={"ssl_ca_certs": str(node.ca_cert)},
-        )
+    with tls_cluster_node(tmp_path / "this", THIS_HOST) as (node, jobqueue):
+        jobq_settings(**jobqueue)
         job_id = enqueue("security.noop", {})
         with unchecked_client(node) as client:
             assert client.hget(f"queue:{{jobs}}:job:{job_id}", "status") == "pending"
-    finally:
-        node.cleanup()
