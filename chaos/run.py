@@ -200,7 +200,7 @@ class Run:
         import redis
 
         from django_jobqueue.conf import get_settings
-        from django_jobqueue.keys import GlobalKeys
+        from django_jobqueue.engine.keys import GlobalKeys
 
         keys = GlobalKeys(get_settings().key_prefix)
         client = redis.Redis(port=self.queue_server.port, decode_responses=True, socket_timeout=2)

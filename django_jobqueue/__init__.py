@@ -1,10 +1,17 @@
 """django-jobqueue: a fast, crash-safe background job queue for Django on plain Redis.
 
 The public API is re-exported here; everything else is an implementation detail.
+
+The package has three layers: ``engine/`` (the queue on Redis, free of Django),
+``worker/`` (the worker runtime) and, at this level, the Django face. Every name
+below is imported on first use, so that importing the engine (or ``@job`` in a
+``jobs.py``) loads nothing it does not need: ``django_jobqueue.engine`` loads
+without Django installed.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -28,30 +35,31 @@ __all__ = [
     "job",
 ]
 
-from .exceptions import (
-    ConfigurationError,
-    CorruptJobError,
-    EnqueueVetoed,
-    InvalidJobOptions,
-    JobQueueError,
-    PayloadError,
-    QueuePaused,
-    QueueUnavailable,
-    ReplicationError,
-    UnknownJobError,
-    UnknownQueueError,
-)
-from .registry import job
+# Where each public name is defined (relative to this package); the exceptions
+# are in .exceptions.
+_HOME = {"enqueue": ".api", "enqueue_many": ".api", "get_queue": ".api", "job": ".registry"}
 
 if TYPE_CHECKING:
     from .api import enqueue, enqueue_many, get_queue
+    from .exceptions import (
+        ConfigurationError,
+        CorruptJobError,
+        EnqueueVetoed,
+        InvalidJobOptions,
+        JobQueueError,
+        PayloadError,
+        QueuePaused,
+        QueueUnavailable,
+        ReplicationError,
+        UnknownJobError,
+        UnknownQueueError,
+    )
+    from .registry import job
 
 
 def __getattr__(name: str) -> Any:
-    # enqueue() and friends pull in Django's db layer; import them on first use
-    # so importing the package (for @job in a jobs.py) stays cheap.
-    if name in ("enqueue", "enqueue_many", "get_queue"):
-        from . import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_HOME.get(name, ".exceptions"), __name__), name)
+    globals()[name] = value  # later reads skip this function
+    return value

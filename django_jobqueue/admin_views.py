@@ -27,14 +27,15 @@ from django.urls import NoReverseMatch, reverse
 from django.views import View
 from redis.exceptions import RedisError
 
-from . import inspect
 from .api import get_queue
 from .conf import get_settings
 from .connection import get_client
-from .keys import GlobalKeys
+from .engine import browse, bulk
+from .engine.keys import GlobalKeys
+from .engine.queue import RedisJobQueue
+from .engine.queue_ops import Refusal
+from .engine.replies import Outcome
 from .models import JobQueue
-from .queue import Outcome, RedisJobQueue
-from .queue_ops import Refusal
 from .templatetags.jobqueue_admin import PRETTY_LIMIT, SHORT_LIMIT, cut, json_preview
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ else:
 PERM_VIEW = "django_jobqueue.view_jobs"
 PERM_MANAGE = "django_jobqueue.manage_jobs"
 PER_PAGE_CHOICES = (25, 50, 100, 200)
-MAX_IDS_PER_POST = inspect.MAX_PER_PAGE
+MAX_IDS_PER_POST = browse.MAX_PER_PAGE
 RETRY_ALL_LIMIT = 10_000  # per click: an HTTP request must end
 TEMPLATES = "admin/django_jobqueue/"
 # What one page shows of data that can grow without bound: the rest is counted, not shown.
@@ -172,7 +173,7 @@ def job_url(queue: str, job_id: str) -> str | None:
     """The job page of ``job_id``, or None for an ID that page cannot serve:
     one get_job() refuses, or one no URL can carry (a "/" splits the path;
     "." and ".." are resolved away by browsers)."""
-    if not inspect.valid_job_id(job_id) or "/" in job_id or not job_id.strip("."):
+    if not browse.valid_job_id(job_id) or "/" in job_id or not job_id.strip("."):
         return None
     try:
         return reverse("admin:django_jobqueue_job", args=[queue, job_id])
@@ -236,18 +237,18 @@ def partial_stats(queue: RedisJobQueue, problem: Exception) -> dict[str, Any]:
 def overview_data() -> dict[str, Any]:
     settings = get_settings()
     client = get_client()
-    now = inspect.server_time_ms(client)
+    now = browse.server_time_ms(client)
     queues: list[dict[str, Any]] = []
     retained = {}
     for name in settings.queues:
         queue = get_queue(name)
         stats = queue_stats(queue)
-        retained[name] = inspect.retained_memory(queue)
+        retained[name] = browse.retained_memory(queue)
         queues.append(
             {
                 "name": name,
                 "stats": stats,
-                "depths": [(which, stats.get(f"{which}_depth", 0)) for which in inspect.LISTS],
+                "depths": [(which, stats.get(f"{which}_depth", 0)) for which in browse.LISTS],
                 "counter_values": {k[: -len("_total")]: v for k, v in stats.items() if k.endswith("_total")},
                 "throughput": _throughput(queue, stats, now),
                 "kept": _kept(retained[name]),
@@ -264,8 +265,8 @@ def overview_data() -> dict[str, Any]:
         "counter_names": counter_names,
         "workers": worker_rows(client, keys, now, lapse_ms, settings.queues),
         "now_ms": now,
-        "lists": inspect.LISTS,
-        "retention_problem": inspect.retention_problem(retained, inspect.maxmemory(client)),
+        "lists": browse.LISTS,
+        "retention_problem": browse.retention_problem(retained, browse.maxmemory(client)),
     }
 
 
@@ -282,12 +283,12 @@ def _counter_columns(queues: list[dict[str, Any]]) -> list[str]:
 def _throughput(queue: RedisJobQueue, stats: dict[str, Any], now: int) -> list[dict[str, Any]]:
     """The queue's throughput; no rates (and no new sample) while its counters
     or its samples cannot be read."""
-    unknown = [{"minutes": m, "seconds": None} for m in inspect.THROUGHPUT_WINDOWS_MINUTES]
+    unknown = [{"minutes": m, "seconds": None} for m in browse.THROUGHPUT_WINDOWS_MINUTES]
     if stats["broken"]:
         return unknown
-    counters = {n: stats.get(f"{n}_total", 0) for n in inspect.SAMPLED_COUNTERS}
+    counters = {n: stats.get(f"{n}_total", 0) for n in browse.SAMPLED_COUNTERS}
     try:
-        return inspect.throughput(inspect.sample_counters(queue, counters, now), counters, now)
+        return browse.throughput(browse.sample_counters(queue, counters, now), counters, now)
     except (ValueError, TypeError, OverflowError, RecursionError):  # a corrupt sample
         stats["broken"].append("the throughput samples (stats:samples) are not what the admin writes")
         return unknown
@@ -302,7 +303,7 @@ def worker_rows(
     a time) is named in the worker's "broken" list and the rest is shown. The
     claim tokens a record holds are dropped here."""
     rows = []
-    for wid, beat, record in inspect.worker_records(client, keys, WORKERS_SHOWN):
+    for wid, beat, record in browse.worker_records(client, keys, WORKERS_SHOWN):
         broken: list[str] = []
         row: dict[str, Any] = {"id": cut(wid, NAME_LIMIT), "broken": broken}
         for name in ("host", "pid", "concurrency", "state"):
@@ -362,17 +363,17 @@ def _worker_jobs(text: str | None, broken: list[str], queues: Collection[str]) -
     return jobs
 
 
-def _kept(lists: dict[str, inspect.Retained]) -> dict[str, Any]:
+def _kept(lists: dict[str, browse.Retained]) -> dict[str, Any]:
     """The memory a queue's finished jobs hold, for the overview (an estimate)."""
     parts = []
     for r in lists.values():
         bound = "no bound" if r.bound is None else f"{r.bound:,}"
         parts.append(
-            f"{r.which}: {r.depth:,} of {bound} x {inspect.human_bytes(r.job_bytes)}"
+            f"{r.which}: {r.depth:,} of {bound} x {browse.human_bytes(r.job_bytes)}"
             + ("" if r.sampled else " (assumed: nothing to measure)")
         )
     return {
-        "total": inspect.human_bytes(sum(r.held_bytes for r in lists.values())),
+        "total": browse.human_bytes(sum(r.held_bytes for r in lists.values())),
         "detail": "; ".join(parts),
     }
 
@@ -401,7 +402,7 @@ def summary_data(queue: RedisJobQueue) -> dict[str, Any]:
     return {
         "queue_name": queue.queue_name,
         "stats": stats,
-        "depths": [(w, stats[f"{w}_depth"]) for w in inspect.LISTS],
+        "depths": [(w, stats[f"{w}_depth"]) for w in browse.LISTS],
         "paused": stats.get("paused", "none"),
     }
 
@@ -409,12 +410,12 @@ def summary_data(queue: RedisJobQueue) -> dict[str, Any]:
 class ListPage(AdminPage):
     def get(self, request: HttpRequest, queue: str, which: str) -> HttpResponse:
         q = self.queue(queue)
-        if which not in inspect.LISTS:
+        if which not in browse.LISTS:
             raise Http404("no such list")
         per_page = _int(request.GET.get("per_page"), PER_PAGE_CHOICES[0])
         if per_page not in PER_PAGE_CHOICES:
             per_page = PER_PAGE_CHOICES[0]
-        page = inspect.page(q, which, _int(request.GET.get("page"), 1), per_page)
+        page = browse.page(q, which, _int(request.GET.get("page"), 1), per_page)
         for row in page.rows:
             _bound_row(queue, row)
         context = self.context(
@@ -424,7 +425,7 @@ class ListPage(AdminPage):
             which=which,
             per_page_choices=PER_PAGE_CHOICES,
             row_actions=[(a, ACTIONS[a].label) for a in LIST_ACTIONS[which]],
-            purgeable=which in inspect.PURGEABLE,
+            purgeable=which in bulk.PURGEABLE,
             **summary_data(q),
         )
         return TemplateResponse(request, TEMPLATES + "list.html", context)
@@ -435,7 +436,7 @@ def _bound_row(queue: str, row: dict[str, Any]) -> None:
     cannot serve), whether it can be selected, and every text cut."""
     job_id = row["id"]
     row["url"] = job_url(queue, job_id)
-    row["selectable"] = inspect.valid_job_id(job_id)  # what ActionView acts on
+    row["selectable"] = browse.valid_job_id(job_id)  # what ActionView acts on
     for name, value in row.items():
         if isinstance(value, str):
             row[name] = cut(value, SHORT_LIMIT if name == "last_error" else NAME_LIMIT)
@@ -445,7 +446,7 @@ class SummaryJSON(AdminPage):
     def get(self, request: HttpRequest, queue: str) -> HttpResponse:
         q = self.queue(queue)
         which = request.GET.get("list", "")
-        context = {**summary_data(q), "which": which if which in inspect.LISTS else ""}
+        context = {**summary_data(q), "which": which if which in browse.LISTS else ""}
         parts = {name: render_to_string(f"{TEMPLATES}_{name}.html", context, request) for name in ("tabs", "paused")}
         return JsonResponse({"parts": parts})
 
@@ -546,7 +547,7 @@ def _entry_text(value: Any, limit: int) -> str:
 class JobPage(AdminPage):
     def get(self, request: HttpRequest, queue: str, job_id: str) -> HttpResponse:
         q = self.queue(queue)
-        fields = inspect.get_job(q, job_id)
+        fields = browse.get_job(q, job_id)
         if fields is None:
             context = self.context(request, title="No such job", queue_name=queue, job_id=job_id)
             return TemplateResponse(request, TEMPLATES + "job_missing.html", context, status=404)
@@ -557,7 +558,7 @@ class JobPage(AdminPage):
 class JobJSON(AdminPage):
     def get(self, request: HttpRequest, queue: str, job_id: str) -> HttpResponse:
         q = self.queue(queue)
-        fields = inspect.get_job(q, job_id)
+        fields = browse.get_job(q, job_id)
         if fields is None:
             return JsonResponse({"parts": {}, "missing": True}, status=404)
         html = render_to_string(TEMPLATES + "_job_status.html", job_context(q, job_id, fields), request)
@@ -572,7 +573,7 @@ class SearchPage(AdminPage):
         queue_name = request.GET.get("queue", "")
         names = [queue_name] if queue_name else list(get_settings().queues)
         queues = [self.queue(n) for n in names]
-        found = [(q, job_url(q, job_id)) for q in (inspect.find_job(queues, job_id) if job_id else [])]
+        found = [(q, job_url(q, job_id)) for q in (browse.find_job(queues, job_id) if job_id else [])]
         if len(found) == 1 and found[0][1]:
             return HttpResponseRedirect(found[0][1])
         context = self.context(request, title="Search", job_id=job_id, queue_name=queue_name, found=found)
@@ -593,8 +594,8 @@ class ActionView(AdminPage):
         q = self.queue(queue)
         name = request.POST.get("action", "")
         which = request.POST.get("list", "")
-        which = which if which in inspect.LISTS else ""
-        ids = [i for i in request.POST.getlist("ids") if inspect.valid_job_id(i)][:MAX_IDS_PER_POST]
+        which = which if which in browse.LISTS else ""
+        ids = [i for i in request.POST.getlist("ids") if browse.valid_job_id(i)][:MAX_IDS_PER_POST]
         direction = request.POST.get("direction", "all")
         back = self._back(request, queue, which, ids)
         action = ACTIONS.get(name)
@@ -607,7 +608,7 @@ class ActionView(AdminPage):
         if action.needs_ids and not ids:
             messages.warning(request, "Select the jobs to act on first.")
             return HttpResponseRedirect(back)
-        if name == "purge" and which not in inspect.PURGEABLE:
+        if name == "purge" and which not in bulk.PURGEABLE:
             messages.error(request, "That list cannot be purged: its jobs are running.")
             return HttpResponseRedirect(back)
         running = self._running(q, name, ids)
@@ -658,8 +659,8 @@ class ActionView(AdminPage):
     @staticmethod
     def _count(queue: RedisJobQueue, name: str, which: str) -> int:
         if name == "retry_all":
-            return inspect.list_length(queue, "failed")
-        return inspect.list_length(queue, which) if which else 0
+            return browse.list_length(queue, "failed")
+        return browse.list_length(queue, which) if which else 0
 
     @staticmethod
     def _run(request: HttpRequest, q: RedisJobQueue, name: str, which: str, ids: list[str], direction: str) -> None:
@@ -667,7 +668,7 @@ class ActionView(AdminPage):
         if name in ("retry", "requeue", "requeue_now", "delete"):
             # The engine call: retry (also "run a completed job again"), requeue_now, delete.
             op = {"retry": "retry", "requeue": "retry", "requeue_now": "requeue", "delete": "delete"}[name]
-            outcomes = inspect.apply(q, op, ids)
+            outcomes = bulk.apply(q, op, ids)
             done = len(outcomes.get(Outcome.OK, []))
             verb = {"retry": "Retried", "requeue": "Requeued", "requeue_now": "Requeued", "delete": "Deleted"}[name]
             now = " to run now" if name == "requeue_now" else ""
@@ -684,14 +685,14 @@ class ActionView(AdminPage):
             if missing:
                 messages.warning(request, f"{len(missing)} job(s) no longer exist ({', '.join(missing[:10])}).")
         elif name == "retry_all":
-            result = inspect.retry_all_failed(q, RETRY_ALL_LIMIT)
+            result = bulk.retry_all_failed(q, RETRY_ALL_LIMIT)
             messages.success(request, f"Retried {result.done} failed job(s) of {where}.")
             if result.skipped:
                 messages.warning(request, f"{result.skipped} job(s) could not be retried and stay on the failed list.")
             if result.left > result.skipped:
                 messages.warning(request, f"{result.left} job(s) still on the failed list: run it again for more.")
         elif name == "purge":
-            result = inspect.purge(q, which)
+            result = bulk.purge(q, which)
             messages.success(request, f"Purged the {which} list of {where}: {result.done} job(s) deleted.")
             if result.skipped:
                 messages.info(request, f"{result.skipped} stale id(s) without a matching job were dropped too.")

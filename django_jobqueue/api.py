@@ -12,10 +12,10 @@ from django.db import transaction
 from django.dispatch import receiver
 from redis.exceptions import RedisError
 
-from . import connection, serialization
+from . import connection
 from .conf import SETTINGS_READ, QueueSettings, get_settings
+from .engine.ids import new_job_id
 from .exceptions import EnqueueVetoed, InvalidJobOptions, QueueUnavailable
-from .ids import new_job_id
 from .options import EnqueueOptions, validate
 from .queue import RedisJobQueue
 from .registry import JobDefinition, get_definition
@@ -134,7 +134,7 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     """
     definition = resolve(name_or_function)
     opts, queue, replication = _prepare(definition, options)
-    payload_json = serialization.dumps(payload, max_bytes=queue.max_payload_bytes)
+    payload_json = queue.encode(payload)
     _check_preflight(definition, payload, queue)
     job_id = new_job_id()
 
@@ -227,7 +227,7 @@ def enqueue_many(
     if opts.on_commit:
         # Encode now so a bad payload fails in the caller, not at commit.
         for payload in payloads:
-            serialization.dumps(payload, max_bytes=queue.max_payload_bytes)
+            queue.encode(payload)
         transaction.on_commit(write)
         return []
     return write()

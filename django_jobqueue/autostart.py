@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .conf import get_settings
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .worker.worker import Worker
 
 logger = logging.getLogger("django_jobqueue.worker")
 _lock = threading.Lock()
@@ -38,7 +38,7 @@ def on_request_started(**kwargs: Any) -> None:
         if _started.is_set():  # another request's thread started it meanwhile
             return
         _started.set()
-        from .worker import Worker
+        from .worker.worker import Worker
 
         worker = _worker = Worker(queues, worker_id=None)
         thread = threading.Thread(

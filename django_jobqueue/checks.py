@@ -7,7 +7,7 @@ from typing import Any
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import raw_setting, validate
-from .redact import mask_credentials
+from .engine.redact import mask_credentials
 
 
 def docs(page: str, section: str = "") -> str:
@@ -65,7 +65,7 @@ def check_durability(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
 
     from .conf import get_settings
     from .connection import get_client
-    from .durability import persistence_problem
+    from .engine.durability import persistence_problem
     from .exceptions import JobQueueError
 
     try:
@@ -136,21 +136,21 @@ def check_retention_memory(app_configs: Any = None, **kwargs: Any) -> list[Warni
     cannot be reached."""
     from redis.exceptions import RedisError
 
-    from . import inspect
     from .api import get_queue
     from .conf import get_settings
     from .connection import get_client
+    from .engine import browse
     from .exceptions import JobQueueError
 
     try:
         settings = get_settings()
-        limit = inspect.maxmemory(get_client())
+        limit = browse.maxmemory(get_client())
         if not limit:
             return []
-        retained = {name: inspect.retained_memory(get_queue(name)) for name in settings.queues}
+        retained = {name: browse.retained_memory(get_queue(name)) for name in settings.queues}
     except (JobQueueError, RedisError):
         return []  # E001 reports bad settings; an unreachable Redis is no reason to fail a check
-    problem = inspect.retention_problem(retained, limit)
+    problem = browse.retention_problem(retained, limit)
     if not problem:
         return []
     return [

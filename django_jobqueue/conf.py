@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .engine.keys import validate_name
+from .engine.redact import shown
 from .exceptions import ConfigurationError
-from .keys import validate_name
-from .redact import shown
 
 MiB = 1024 * 1024
 

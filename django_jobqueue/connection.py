@@ -17,7 +17,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from .conf import SETTINGS_READ, Settings, get_settings
-from .redact import url_location
+from .engine.redact import url_location
 
 logger = logging.getLogger("django_jobqueue")
 _lock = threading.Lock()

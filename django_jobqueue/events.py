@@ -36,10 +36,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import cluster
 from .conf import get_settings
 from .connection import get_client
-from .keys import QueueKeys
+from .engine import cluster
+from .engine.keys import QueueKeys
 from .signals import EVENT_SIGNALS, job_event
 
 logger = logging.getLogger("django_jobqueue.events")

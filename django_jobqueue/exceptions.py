@@ -1,24 +1,25 @@
-"""The exceptions users of django-jobqueue may catch."""
+"""The exceptions users of django-jobqueue may catch.
+
+The engine's own (``engine/exceptions.py``) and those of the Django face,
+which know of settings, job names and queue names.
+"""
 
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
 
-
-class JobQueueError(Exception):
-    """Base class of every error raised by django-jobqueue."""
+# The engine's, re-exported (the "as" form marks them so).
+from .engine.exceptions import CorruptJobError as CorruptJobError
+from .engine.exceptions import InvalidJobOptions as InvalidJobOptions
+from .engine.exceptions import JobQueueError as JobQueueError
+from .engine.exceptions import PayloadError as PayloadError
+from .engine.exceptions import QueuePaused as QueuePaused
+from .engine.exceptions import QueueUnavailable as QueueUnavailable
+from .engine.exceptions import ReplicationError as ReplicationError
 
 
 class ConfigurationError(JobQueueError, ImproperlyConfigured):
     """The JOBQUEUE setting is wrong; the message names the key."""
-
-
-class PayloadError(JobQueueError, ValueError):
-    """A payload or result cannot be stored: not JSON-encodable, or too large."""
-
-
-class InvalidJobOptions(JobQueueError, ValueError):
-    """An option given to enqueue() or @job is not valid."""
 
 
 class UnknownJobError(JobQueueError, LookupError):
@@ -31,26 +32,3 @@ class UnknownQueueError(JobQueueError, LookupError):
 
 class EnqueueVetoed(JobQueueError):
     """The job's ``preflight.on_before_add`` said no; nothing was written."""
-
-
-class QueueUnavailable(JobQueueError, ConnectionError):
-    """Redis could not be reached (or answered an error) in time; nothing is known to be written."""
-
-
-class QueuePaused(JobQueueError):
-    """The queue is paused for enqueueing; nothing was written."""
-
-
-class ReplicationError(JobQueueError):
-    """The job is written on the primary, but fewer replicas than asked
-    acknowledged it in time: it is not yet safe from a primary failure."""
-
-    def __init__(self, message: str, job_ids: list[str], acknowledged: int, wanted: int) -> None:
-        super().__init__(message)
-        self.job_ids = job_ids
-        self.acknowledged = acknowledged
-        self.wanted = wanted
-
-
-class CorruptJobError(JobQueueError, ValueError):
-    """Data found in Redis is not what django-jobqueue wrote (bad JSON, missing fields)."""

@@ -6,11 +6,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import inspect
 from .api import get_queue
 from .conf import get_settings
 from .connection import get_client
-from .keys import GlobalKeys
+from .engine import browse
+from .engine.keys import GlobalKeys
 
 
 def queue_names(names: Sequence[str] | None = None) -> list[str]:
@@ -34,7 +34,7 @@ def workers() -> list[dict[str, Any]]:
     settings = get_settings()
     now_ms = time.time() * 1000
     out = []
-    for w in inspect.workers(get_client(), GlobalKeys(settings.key_prefix, settings.cluster)):
+    for w in browse.workers(get_client(), GlobalKeys(settings.key_prefix, settings.cluster)):
         beat = w.pop("beat_ms")
         w["beat_age_s"] = round(max(0.0, now_ms - beat) / 1000, 1)
         w["running"] = [list(j) for j in w.pop("jobs")]

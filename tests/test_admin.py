@@ -10,8 +10,9 @@ import pytest
 import redis
 from django.test import Client
 
-from django_jobqueue import QueuePaused, enqueue, get_queue, inspect
-from django_jobqueue.keys import QueueKeys
+from django_jobqueue import QueuePaused, enqueue, get_queue
+from django_jobqueue.engine import browse
+from django_jobqueue.engine.keys import QueueKeys
 from tests.helpers.admin import HOSTILE, OVERVIEW, body, logged_in, make_user, url
 from tests.helpers.redis_data import job_status, register_worker
 
@@ -73,7 +74,7 @@ def test_the_admin_index_lists_the_queues(viewer, staff_without_permission):
 def test_overview_shows_depths_counters_age_and_workers_never_a_token(viewer, jobs):
     page = body(viewer.get(OVERVIEW))
     stats = get_queue("jobs").stats()
-    for which in inspect.LISTS:
+    for which in browse.LISTS:
         assert f'href="{url("list", "jobs", which)}" data-depth="{which}">{stats[f"{which}_depth"]}<' in page
     assert (stats["pending_depth"], stats["scheduled_depth"], stats["failed_depth"]) == (2, 1, 1)
     assert "Oldest pending" in page and "Counters" in page and ">enqueued<" in page
@@ -113,11 +114,11 @@ def test_throughput_windows_and_counter_resets():
         {"ts": now - 30_000, "completed": 90, "failed": 0, "enqueued": 0},
         {"ts": now - 70_000, "completed": 40, "failed": 0, "enqueued": 0},
     ]
-    one, five, fifteen = inspect.throughput(samples, {"completed": 110, "failed": 0, "enqueued": 0}, now)
+    one, five, fifteen = browse.throughput(samples, {"completed": 110, "failed": 0, "enqueued": 0}, now)
     assert (one["seconds"], one["completed"]) == (70, round(70 * 60 / 70, 1))
     assert five["seconds"] == 70  # the longest span there is, and it says so
-    assert inspect.throughput(samples, {"completed": 5}, now)[0]["seconds"] is None  # counters were reset
-    assert inspect.throughput([], {}, now)[0]["seconds"] is None
+    assert browse.throughput(samples, {"completed": 5}, now)[0]["seconds"] is None  # counters were reset
+    assert browse.throughput([], {}, now)[0]["seconds"] is None
 
 
 def test_lists_are_paginated_next_to_run_first(viewer):
@@ -288,14 +289,14 @@ def test_retry_all_failed(r, manager):
 @pytest.mark.parametrize("which", ["pending", "scheduled", "completed", "failed"])
 def test_purge_a_list_deletes_its_jobs(r, manager, jobs, which):
     q = get_queue("jobs")
-    before = inspect.list_length(q, which)
+    before = browse.list_length(q, which)
     assert before > 0
     purged = [i for i in (jobs[which] if isinstance(jobs[which], list) else [jobs[which]])]
     confirm = manager.post(url("action", "jobs"), {"action": "purge", "list": which})
     assert f"Its {before} job(s) are deleted" in body(confirm)
     done = post(manager, "jobs", action="purge", list=which, confirm="yes")
     assert f"Purged the {which} list of jobs: {before} job(s) deleted." in body(done)
-    assert inspect.list_length(q, which) == 0
+    assert browse.list_length(q, which) == 0
     assert all(job_status(r, i) is None for i in purged)
     assert job_status(r, jobs["processing"]) == "processing"  # other lists untouched
 
@@ -541,7 +542,7 @@ def test_post_without_a_csrf_token_is_refused(r, django_user_model, jobs):
 def test_get_never_changes_state(r, manager, jobs):
     before = snapshot(r)
     pages = [*PAGES, url("search") + f"?q={jobs['failed']}"]
-    pages += [url("list", "jobs", which) for which in inspect.LISTS]
+    pages += [url("list", "jobs", which) for which in browse.LISTS]
     pages += [url("job", "jobs", i) for i in (jobs["failed"], jobs["completed"], jobs["processing"])]
     pages += [url("job_json", "jobs", jobs["failed"])]
     for page in pages:

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from django_jobqueue import InvalidJobOptions, get_queue
-from django_jobqueue.ids import JOB_ID_RULE, new_job_id
-from django_jobqueue.keys import GlobalKeys, QueueKeys
+from django_jobqueue.engine.ids import JOB_ID_RULE, new_job_id
+from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
 from django_jobqueue.templatetags.jobqueue_admin import PRETTY_LIMIT, json_preview, pretty_json
 from tests.helpers.admin import HOSTILE, OVERVIEW, body, url
 from tests.helpers.redis_data import register_worker
@@ -168,12 +168,12 @@ def test_a_worker_record_nested_too_deeply_is_marked_and_the_rest_shown(r, viewe
 
 def test_the_engine_reads_of_records_nested_too_deeply_give_what_they_can(r):
     # What jobq_stats and the monitor read, outside the admin's own guards.
-    from django_jobqueue import inspect
+    from django_jobqueue.engine import browse
 
     register_worker(r, "w-deep", [], jobs="[" * 100_000 + "]" * 100_000)
-    (worker,) = inspect.workers(r, GlobalKeys("queue"))
+    (worker,) = browse.workers(r, GlobalKeys("queue"))
     assert worker["id"] == "w-deep" and worker["jobs"] == []
-    assert inspect.decode_errors("[" * 100_000 + "]" * 100_000) == [{"error": "[" * 100_000 + "]" * 100_000}]
+    assert browse.decode_errors("[" * 100_000 + "]" * 100_000) == [{"error": "[" * 100_000 + "]" * 100_000}]
 
 
 def test_a_list_id_no_url_can_carry_is_shown_unlinked_and_marked(r, manager):

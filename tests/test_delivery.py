@@ -9,11 +9,11 @@ import time
 
 import pytest
 import redis as redis_py
+from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue import InvalidJobOptions, QueuePaused, ReplicationError, enqueue, enqueue_many, get_queue
 from django_jobqueue.devserver import RedisServer
-from django_jobqueue.durability import persistence_problem
-from django_jobqueue.queue import RedisJobQueue
+from django_jobqueue.engine.durability import persistence_problem
 from tests.helpers.redis_data import job_hash
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import drain, start_worker, stop
@@ -198,8 +198,8 @@ def test_a_running_worker_respects_a_claim_pause_within_a_second(r, redis_server
 
 
 def test_a_blocked_claim_hands_the_job_back_if_the_queue_was_paused_meanwhile(r):
-    from django_jobqueue import scripts
-    from django_jobqueue.ids import new_claim_token
+    from django_jobqueue.engine import scripts
+    from django_jobqueue.engine.ids import new_claim_token
 
     q = get_queue()
     job_id = enqueue("add", {"a": 1, "b": 1})

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from django_jobqueue.ids import is_job_id, job_id_time_ms
+from django_jobqueue.engine.ids import is_job_id, job_id_time_ms
 from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
 
 
@@ -354,7 +354,7 @@ def test_crash_between_blmove_and_stamp_is_recovered_from_when_first_seen(r, clo
 
 
 def test_a_stamp_arriving_after_the_sweep_handed_the_job_back_is_refused(r, clock):
-    from django_jobqueue import scripts
+    from django_jobqueue.engine import scripts
 
     q = RedisJobQueue(r, "jobs", visibility_ms=1000, clock=clock)
     job_id = q.enqueue({})
@@ -387,7 +387,7 @@ def test_a_blocking_claim_stamps_an_id_a_dead_worker_left_on_the_claiming_list(r
     clock.advance(20)
     assert q.sweep().reclaimed == [job_id]  # by its lease now, like any claimed job
     # The dead worker's own stamp, had it come after all, is refused.
-    from django_jobqueue import scripts
+    from django_jobqueue.engine import scripts
 
     late = scripts.get("stamp")(r, q._claim_keys(), [clock(), "late-token", 1000, "w1", job_id])
     assert not late
@@ -647,7 +647,7 @@ def test_enqueue_many_writes_what_enqueue_writes_in_order_and_in_atomic_batches(
     assert [q.claim_nowait("w").payload["n"] for _ in range(251)] == list(range(251))  # first in, first out
 
     # A batch resent after its reply was lost adds nothing twice.
-    from django_jobqueue.queue import BULK_SCRIPT_JOBS
+    from django_jobqueue.engine.queue import BULK_SCRIPT_JOBS
 
     batch = [("01resent0000000000000000000000000001", "{}")]
     script, keys, args = q._enqueue_many_call(batch, name="add", delay_ms=0, ttl_ms=0, max_attempts=None, extra=None)
@@ -669,8 +669,8 @@ def test_a_thread_keeps_its_connection_between_calls_and_survives_a_redis_restar
     """Direct sends (enqueue, the worker's claims) reuse the calling thread's
     pooled connection; one the server closed meanwhile is reconnected before
     anything is sent, so the call after a restart succeeds at once."""
-    from django_jobqueue import scripts
     from django_jobqueue.devserver import RedisServer
+    from django_jobqueue.engine import direct
 
     server = RedisServer().start()
     client = redis.Redis(port=server.port, decode_responses=True)
@@ -682,7 +682,7 @@ def test_a_thread_keeps_its_connection_between_calls_and_survives_a_redis_restar
         assert len(client.connection_pool._in_use_connections) == 1  # the same one
         server.restart(kill=True)
         # No resend to hide a failure here: a claim is never sent twice.
-        assert scripts.send_direct(client, [("PING",)]) == ["PONG"]
+        assert direct.send_direct(client, [("PING",)]) == ["PONG"]
         assert q.claim_many(5) == []  # the restart lost the jobs (no persistence)
         assert q.enqueue({"n": 3}) != first
         server.restart(kill=True)
@@ -713,17 +713,17 @@ def test_a_connection_kept_by_a_thread_goes_back_to_the_pool_when_the_thread_end
 def test_a_forked_child_never_uses_the_connection_its_parent_keeps(r):
     import os
 
-    from django_jobqueue import scripts
+    from django_jobqueue.engine import direct
 
     q = RedisJobQueue(r, "jobs")
     q.enqueue({"who": "parent"})
-    parents = scripts._held.slot.conn
+    parents = direct._held.slot.conn
     pid = os.fork()
     if pid == 0:  # the child: enqueue on a connection of its own, then leave at once
         code = 1
         try:
             q.enqueue({"who": "child"})
-            code = 0 if scripts._held.slot.conn is not parents else 2
+            code = 0 if direct._held.slot.conn is not parents else 2
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

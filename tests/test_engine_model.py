@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -55,10 +56,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from django_jobqueue import scripts
-from django_jobqueue.ids import new_claim_token
-from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
-from django_jobqueue.queue_ops import Refusal
+from django_jobqueue.engine import scripts
+from django_jobqueue.engine.ids import new_claim_token
+from django_jobqueue.engine.queue_ops import Refusal
 from tests.helpers.clock import Clock
 from tests.helpers.redis_data import KEY_TYPES
 

@@ -5,8 +5,9 @@ hides the helper where nobody looks for it)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.helpers.imports import imported_modules
 
 TESTS = Path(__file__).resolve().parent
 
@@ -15,25 +16,6 @@ def is_test_module(name: str) -> bool:
     """Whether a dotted module name is one of our test modules (tests/test_*.py)."""
     *package, last = name.split(".")
     return last.startswith("test_") and package in ([], ["tests"])
-
-
-def imported_modules(source: str, package: str) -> list[tuple[int, str]]:
-    """(line, module) of every import in ``source``, at any depth (inside
-    functions too), relative ones resolved against ``package``. ``from a import
-    b`` counts as importing ``a`` and ``a.b``: ``b`` may be a module."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = parts[: len(parts) - node.level + 1]
-                module = ".".join([*base, module] if module else base)
-            found.append((node.lineno, module))
-            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
-    return found
 
 
 def imports_of_test_modules(tests: Path) -> list[str]:

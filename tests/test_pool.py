@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from django_jobqueue import enqueue, pool
-from django_jobqueue.pool import WorkerPool
+from django_jobqueue import enqueue
+from django_jobqueue.worker import supervisor
+from django_jobqueue.worker.supervisor import WorkerPool
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import run_worker, start_worker, stop
 from tests.testapp.jobs import RUNS
@@ -112,11 +113,11 @@ def test_a_child_that_fails_at_start_up_stops_the_pool_with_its_code():
     started = time.monotonic()
     code = WorkerPool([sys.executable, "-c", "import sys; sys.exit(3)"], 2).run(install_signals=False)
     assert code == 3
-    assert time.monotonic() - started < pool.STARTUP_S + 5  # no endless restarts
+    assert time.monotonic() - started < supervisor.STARTUP_S + 5  # no endless restarts
 
 
 def test_a_child_that_dies_after_a_good_start_is_started_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(pool, "STARTUP_S", 0.3)  # "a good start" is 0.3 s here
+    monkeypatch.setattr(supervisor, "STARTUP_S", 0.3)  # "a good start" is 0.3 s here
     marks = tmp_path / "starts"
     # Three starts die after a good start (exit 2); the fourth runs until it is
     # stopped and then exits cleanly, as jobq_worker does on SIGTERM. The pool is

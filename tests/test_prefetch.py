@@ -17,13 +17,13 @@ import time
 
 import pytest
 import redis
+from django_jobqueue.queue import Outcome, RedisJobQueue
 
 from django_jobqueue import enqueue
 from django_jobqueue.api import get_queue
-from django_jobqueue.context import Job
-from django_jobqueue.fetcher import Fetcher
-from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
+from django_jobqueue.worker.fetcher import Fetcher
+from django_jobqueue.worker.job import Job
 from tests.helpers.redis_data import job_hash, listen_to_events
 from tests.helpers.servers import FlakyProxy
 from tests.helpers.waiting import wait_for
@@ -347,7 +347,7 @@ def test_a_completion_refused_for_a_key_of_the_wrong_type_never_discards_the_cla
     # the completion, and the claim that ran in the same pipeline must still
     # hand its jobs to runners (dropped, they would wait out their leases and,
     # at-most-once, end lost unrun).
-    from django_jobqueue.fetcher import Ack
+    from django_jobqueue.worker.fetcher import Ack
 
     q = get_queue("jobs")
     first = enqueue("add", {"a": 1, "b": 1})

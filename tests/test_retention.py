@@ -12,9 +12,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.test import Client
-
-from django_jobqueue import checks, enqueue, get_queue, inspect
 from django_jobqueue.queue import Outcome
+
+from django_jobqueue import checks, enqueue, get_queue
+from django_jobqueue.engine import browse
 from django_jobqueue.worker import Worker
 from tests.helpers.admin import OVERVIEW
 
@@ -227,11 +228,11 @@ def test_the_memory_checks_run_with_check_deploy(jobq_settings, maxmemory, capsy
 def test_retained_memory_measures_the_hashes_kept(r, bounded):
     complete_all(bounded, 5)
     dead_letter(bounded, 2)
-    lists = inspect.retained_memory(bounded)
+    lists = browse.retained_memory(bounded)
     done, dead = lists["completed"], lists["failed"]
     assert (done.depth, done.bound, done.sampled) == (5, 5, 5)
     usage = [r.memory_usage(f"queue:jobs:job:{i}", samples=0) for i in r.lrange("queue:jobs:completed", 0, -1)]
-    assert done.job_bytes == sum(usage) // 5 + inspect.ENTRY_BYTES
+    assert done.job_bytes == sum(usage) // 5 + browse.ENTRY_BYTES
     assert done.held_bytes == 5 * done.job_bytes and done.bound_bytes == 5 * done.job_bytes
     assert (dead.depth, dead.bound, dead.sampled) == (2, 3, 2)
 

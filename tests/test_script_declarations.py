@@ -1,6 +1,6 @@
 """Each Lua script declares its KEYS and ARGV once, in its header, and Python
-builds every call from that declaration by name (scripts.py explains the
-grammar). These tests hold the scripts' code, the grammar and every call the
+builds every call from that declaration by name (engine/declarations.py
+explains the grammar). These tests hold the scripts' code, the grammar and every call the
 package sends to the declarations."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import redis
 
-from django_jobqueue import scripts
-from django_jobqueue.inspect import purge
-from django_jobqueue.jobtypes import ClaimedJob
-from django_jobqueue.keys import GlobalKeys, QueueKeys
-from django_jobqueue.presence import Presence
+from django_jobqueue.engine import declarations, scripts
+from django_jobqueue.engine.bulk import purge
+from django_jobqueue.engine.declarations import ScriptDeclarationError, parse_declaration
+from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
+from django_jobqueue.engine.replies import ClaimedJob
 from django_jobqueue.queue import RedisJobQueue
-from django_jobqueue.scripts import ScriptDeclarationError, parse_declaration
+from django_jobqueue.worker.presence import Presence
 from tests.helpers.redis_data import KEY_TYPES
 
 LUA = Path(scripts.__file__).parent / "lua"
@@ -71,8 +71,8 @@ def uses_of(name: str) -> Uses:
 
 
 def scripts_sharing_keys_with(name: str) -> list[str]:
-    owner = scripts.declaration(name).keys_as or name
-    return [other for other in SCRIPTS if (scripts.declaration(other).keys_as or other) == owner]
+    owner = declarations.declaration(name).keys_as or name
+    return [other for other in SCRIPTS if (declarations.declaration(other).keys_as or other) == owner]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -113,14 +113,14 @@ def test_the_types_a_script_checks_its_keys_for_are_those_their_names_hold(name)
 
 @pytest.mark.parametrize("name", LIBRARIES)
 def test_a_library_declares_nothing_and_names_the_script_whose_keys_its_code_reads(name):
-    spec = scripts.declaration(name)
+    spec = declarations.declaration(name)
     uses = Uses.of(lua_code((LUA / f"{name}.lua").read_text("utf-8")))
 
     assert (spec.keys, spec.argv, spec.tail) == ((), (), None)
     assert not uses.argv and not uses.argv_by_expression, "a library takes values as parameters"
     assert bool(uses.keys) == (spec.keys_as is not None)
     if spec.keys_as is not None:
-        assert uses.keys <= set(range(1, len(scripts.declaration(spec.keys_as).keys) + 1))
+        assert uses.keys <= set(range(1, len(declarations.declaration(spec.keys_as).keys) + 1))
         includers = [s for s in SCRIPTS if f"--@include {name}\n" in (LUA / f"{s}.lua").read_text("utf-8")]
         assert includers and all(scripts.get(s).spec.keys == scripts.get(spec.keys_as).spec.keys for s in includers)
 
@@ -161,7 +161,7 @@ def test_the_grammar_names_keys_and_arguments_several_to_a_line_with_notes():
 def test_a_tail_of_groups_reads_back_by_name():
     spec = parse_declaration("example", header("KEYS[1] stats", "ARGV[1] now  ARGV[2..] jobs {id, token}, per job"))
 
-    assert spec.tail == scripts.ArgvTail("jobs", 2, ("id", "token"))
+    assert spec.tail == declarations.ArgvTail("jobs", 2, ("id", "token"))
     assert spec.named_argv([0, "a", "t1", "b", "t2"]) == {
         "now": 0,
         "jobs": [{"id": "a", "token": "t1"}, {"id": "b", "token": "t2"}],
@@ -230,7 +230,7 @@ def test_a_call_names_every_key_and_argument_or_is_refused(q):
         )
 
 
-def keys_by_name(q: RedisJobQueue, spec: scripts.ScriptSpec, **given: str) -> dict[str, str]:
+def keys_by_name(q: RedisJobQueue, spec: declarations.ScriptSpec, **given: str) -> dict[str, str]:
     """The queue's keys a script declares, by name, with the ones a call gives."""
     return {name: given[name] if name in given else getattr(q.keys, name) for name in spec.keys}
 

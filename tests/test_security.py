@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from django_jobqueue.queue import RedisJobQueue
 
 import django_jobqueue
 from django_jobqueue import QueueUnavailable, enqueue, get_queue, job
 from django_jobqueue.devserver import RedisServer
-from django_jobqueue.ids import new_claim_token
-from django_jobqueue.queue import RedisJobQueue
+from django_jobqueue.engine.ids import new_claim_token
 from django_jobqueue.worker import Worker
 from tests.helpers.servers import TLSRedisServer, make_ca, needs_openssl, start_tls_server
 
@@ -95,7 +95,7 @@ def test_claim_tokens_are_128_random_bits_never_repeated():
 
 
 def test_ids_module_does_not_use_the_random_module():
-    source = (PACKAGE / "ids.py").read_text("utf-8")
+    source = (PACKAGE / "engine" / "ids.py").read_text("utf-8")
     assert "random" not in imported_modules(ast.parse(source))
     assert "secrets" in imported_modules(ast.parse(source))
 
@@ -128,7 +128,7 @@ def test_every_command_a_script_calls_is_in_the_acl_line():
 
     granted = {c[1:].lower().split("|")[0] for c in ACL_COMMANDS.split()}  # "pubsub|numsub": pubsub
     called = set()
-    for path in (PACKAGE / "lua").glob("*.lua"):
+    for path in (PACKAGE / "engine" / "lua").glob("*.lua"):
         called |= {m.lower() for m in re.findall(r"redis\.p?call\('(\w+)'", path.read_text("utf-8"))}
     assert called and called <= granted, sorted(called - granted)
 

@@ -27,7 +27,7 @@ from django_jobqueue import ConfigurationError, QueueUnavailable, enqueue, get_q
 from django_jobqueue.checks import check_settings
 from django_jobqueue.conf import validate
 from django_jobqueue.connection import build_client, client_options, describe, sentinel_connection_options
-from django_jobqueue.redact import mask_credentials, mask_url, url_location
+from django_jobqueue.engine.redact import mask_credentials, mask_url, url_location
 from tests.helpers.cluster import LocalCluster, LocalSentinelGroup, SentinelProcess, free_cluster_port
 from tests.helpers.servers import PASSWORD, TLSRedisServer, needs_openssl, start_tls_server
 from tests.helpers.waiting import wait_until

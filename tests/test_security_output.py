@@ -1,6 +1,6 @@
 """What failed jobs leave behind, and what the shell and the demo show of it.
 
-* Error text and tracebacks are capped (django_jobqueue/errortext.py): a handler
+* Error text and tracebacks are capped (django_jobqueue/engine/errortext.py): a handler
   quoting a 900 KB field leaves kilobytes, not megabytes, in the job hash, its
   error log, its events and a task's per-attempt errors.
 * The management commands print stored text with its control characters
@@ -22,16 +22,16 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue import conf, enqueue, get_queue, registry
-from django_jobqueue.errortext import (
+from django_jobqueue.engine.errortext import (
     MAX_ERROR_CHARS,
     MAX_TRACEBACK_CHARS,
     cap_error,
     cap_traceback,
     format_traceback,
 )
-from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.terminal import safe_json, safe_text
 from tests.helpers.commands import command_output
 from tests.helpers.paths import PROJECT

@@ -28,7 +28,7 @@ compat = pytest.importorskip(
 from django_jobqueue import PayloadError, QueueUnavailable, connection, enqueue, get_queue  # noqa: E402
 from django_jobqueue.registry import add_resolver, get_definition  # noqa: E402
 from django_jobqueue.tasks import TASK_NAME_PREFIX, JobQueueBackend, TaskAbandoned  # noqa: E402
-from django_jobqueue.worker import default_worker_id  # noqa: E402
+from django_jobqueue.worker.worker import default_worker_id  # noqa: E402
 from tests.helpers.redis_data import job_hash  # noqa: E402
 from tests.helpers.waiting import wait_for  # noqa: E402
 from tests.helpers.workers import drain, run_worker, start_worker, stop  # noqa: E402

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from django_jobqueue import enqueue, get_queue
-from django_jobqueue.worker import SAME_SIGNAL_S, Worker
+from django_jobqueue.worker.worker import SAME_SIGNAL_S, Worker
 from tests.helpers.redis_data import job_hash
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import drain, driven_fetcher, run_worker, start_worker, stop
@@ -195,8 +195,8 @@ def test_a_flush_at_shutdown_waits_for_completions_another_thread_is_sending(r, 
     # again.
     import threading
 
-    from django_jobqueue import scripts
-    from django_jobqueue.fetcher import Ack
+    from django_jobqueue.engine import scripts
+    from django_jobqueue.worker.fetcher import Ack
 
     q = get_queue("jobs")
     job_id = enqueue("add", {"a": 1, "b": 0})
@@ -286,7 +286,7 @@ def test_run_on_startup_starts_a_worker_with_the_first_request(r, jobq_settings,
 def _a_lapsed_worker_holding_a_job(r):
     """A worker "other-worker" whose last beat is long past, holding a job
     (returned, as it claimed it)."""
-    from django_jobqueue.keys import GlobalKeys
+    from django_jobqueue.engine.keys import GlobalKeys
 
     enqueue("add", {"a": 1, "b": 1})
     theirs = get_queue("jobs").claim_nowait("other-worker")
@@ -515,9 +515,9 @@ def a_worker_on_a_redis_of_its_own():
     restart under it: yields (server, client, queue), once the worker has
     completed a first job. Stops the worker (asserting it exits 0) after."""
     import redis as redis_py
+    from django_jobqueue.queue import RedisJobQueue
 
     from django_jobqueue.devserver import RedisServer
-    from django_jobqueue.queue import RedisJobQueue
 
     server = RedisServer(["--appendonly", "yes", "--appendfsync", "always"]).start()
     client = redis_py.Redis(port=server.port, decode_responses=True)
@@ -646,7 +646,7 @@ def test_jobs_of_a_claim_whose_reply_was_lost_are_handed_back_at_once(r, monkeyp
     # ten minutes) and then counting an attempt that never ran.
     import redis
 
-    from django_jobqueue import scripts
+    from django_jobqueue.engine import scripts
 
     jobq_settings(QUEUES={name: {"VISIBILITY_MS": 600_000} for name in queues})
     ids = [enqueue("add", {"a": n, "b": 0}, max_attempts=1) for n in range(3)]
@@ -685,7 +685,7 @@ def test_idle_runners_join_a_batch_one_at_a_time(r, monkeypatch):
     # if each joined as soon as the oldest had waited HELP_AFTER_S, all of them
     # would pile in at once (GIL hand-offs for nothing). One joins; the next
     # only HELP_AFTER_S later, if jobs still wait.
-    from django_jobqueue import fetcher as fetcher_module
+    from django_jobqueue.worker import fetcher as fetcher_module
 
     monkeypatch.setattr(fetcher_module, "HELP_AFTER_S", 0.3)
     q = get_queue("jobs")
@@ -706,8 +706,8 @@ def test_idle_runners_time_their_joining_from_when_the_jobs_were_made_ready(r, m
     # A claim whose reply is slow must not make its jobs look old: idle runners
     # would pile in behind the leader at once (the jobs' TTL checks, though,
     # count from when the claim was sent).
-    from django_jobqueue import fetcher as fetcher_module
-    from django_jobqueue import scripts
+    from django_jobqueue.engine import scripts
+    from django_jobqueue.worker import fetcher as fetcher_module
 
     monkeypatch.setattr(fetcher_module, "HELP_AFTER_S", 0.3)
     real = scripts.run_pipeline
@@ -730,7 +730,7 @@ def test_idle_runners_time_their_joining_from_when_the_jobs_were_made_ready(r, m
 
 
 def test_a_fetch_claims_a_full_batch_while_the_jobs_are_short(r):
-    from django_jobqueue.fetcher import MAX_BATCH, SHORT_JOB_S
+    from django_jobqueue.worker.fetcher import MAX_BATCH, SHORT_JOB_S
 
     q = get_queue("jobs")
     for n in range(MAX_BATCH + 5):
@@ -779,7 +779,7 @@ def test_stale_database_connections_are_closed_after_jobs_that_used_one(r, monke
     # As Django does around a request: close_old_connections() drops a
     # connection past CONN_MAX_AGE or left unusable. Jobs that never touched
     # the database skip it (it costs more than a short job).
-    from django_jobqueue import dbconn
+    from django_jobqueue.worker import dbconn
 
     calls = []
     real = dbconn.close_old_connections
@@ -796,7 +796,7 @@ def test_stale_database_connections_are_closed_after_jobs_that_used_one(r, monke
 def test_no_lease_lost_warning_when_renewal_races_a_completion_just_sent(r, caplog):
     # The runner's completion reached Redis a moment before the renewal's
     # touch: the touch is refused, but nothing was lost, so nothing is said.
-    from django_jobqueue.running import Running
+    from django_jobqueue.worker.running import Running
 
     q = get_queue("jobs")
     enqueue("add", {"a": 1, "b": 2})

@@ -22,13 +22,13 @@ from django.core import checks
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from .. import connection, serialization
+from .. import connection, django_json
 from ..api import get_queue
 from ..conf import get_settings
+from ..engine.ids import is_job_id, job_id_time_ms, new_job_id
+from ..engine.queue import RedisJobQueue
 from ..exceptions import InvalidJobOptions, QueueUnavailable, UnknownJobError, UnknownQueueError
-from ..ids import is_job_id, job_id_time_ms, new_job_id
 from ..options import EnqueueOptions, validate
-from ..queue import RedisJobQueue
 from ..registry import MAX_JOB_NAME_LENGTH
 from .compat import (
     DEFAULT_TASK_PRIORITY,
@@ -292,12 +292,12 @@ class JobQueueBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        payload = serialization.dumps({"args": result.args, "kwargs": result.kwargs}, max_bytes=queue.max_payload_bytes)
+        payload = queue.encode({"args": result.args, "kwargs": result.kwargs})
         extra = {
             F_BACKEND: self.alias,
             F_QUEUE_NAME: task.queue_name,
             F_PRIORITY: str(task.priority),
-            F_OPTIONS: serialization.dumps(_own_options(task)),
+            F_OPTIONS: django_json.dumps(_own_options(task)),
         }
         if task.run_after is not None:
             extra[F_RUN_AFTER] = task.run_after.isoformat()

@@ -27,14 +27,14 @@ from typing import Any
 from django.utils import timezone
 from redis.exceptions import WatchError
 
-from .. import serialization
+from .. import django_json
 from ..api import get_queue
 from ..conf import get_settings
-from ..context import Job
-from ..errortext import failure_text, format_traceback
+from ..engine.errortext import failure_text, format_traceback
+from ..engine.replies import Outcome
 from ..exceptions import CorruptJobError
-from ..queue import Outcome
 from ..registry import JobDefinition
+from ..worker.job import Job
 from .compat import (
     InvalidTaskBackend,
     Task,
@@ -144,7 +144,7 @@ def run_task(task: Task[..., Any], payload: Any, job: Job) -> Any:
         value = normalize_json(value)
         # Checked before completing, so a result that cannot be stored fails the
         # attempt like an exception would, with Django's error recorded.
-        serialization.dumps(value, what="result", max_bytes=get_settings().max_payload_bytes)
+        django_json.dumps(value, what="result", max_bytes=get_settings().max_payload_bytes)
     except BaseException as exc:  # noqa: BLE001 - the worker fails the job for SystemExit too
         error = _failure(exc)
         data = {"exception_class_path": error.exception_class_path, "traceback": error.traceback}

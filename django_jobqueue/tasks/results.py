@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.utils import timezone
 
+from ..engine.ids import is_job_id, job_id_time_ms
 from ..exceptions import JobQueueError
-from ..ids import is_job_id, job_id_time_ms
 from .compat import Task, TaskError, TaskResult, TaskResultStatus
 
 TaskT = TypeVar("TaskT", bound="Task[..., Any]")

@@ -668,7 +668,7 @@ def job_statuses(
     """The ``status`` of each (queue, id), in order; with several ``fields``,
     a dict id -> their values. Redis errors while a failover settles count as
     "unknown", so callers simply poll again."""
-    from django_jobqueue.keys import QueueKeys
+    from django_jobqueue.engine.keys import QueueKeys
 
     try:
         pipe = client.pipeline(transaction=False)

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from django_jobqueue.keys import GlobalKeys
+from django_jobqueue.engine.keys import GlobalKeys
 
 
 def job_hash(r: Any, job_id: str, queue: str = "jobs") -> dict[str, str]:

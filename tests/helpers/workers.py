@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django_jobqueue.fetcher import Fetcher
 from django_jobqueue.queue import RedisJobQueue
+
 from django_jobqueue.worker import Worker
+from django_jobqueue.worker.fetcher import Fetcher
 from tests.helpers.paths import ROOT
 
 # ------------------------------------------------------------- in this process

@@ -5,11 +5,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
-from django_jobqueue import inspect
 from django_jobqueue.api import get_queue
+from django_jobqueue.engine import browse, bulk
+from django_jobqueue.engine.queue_ops import Refusal
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.queue import Outcome
-from django_jobqueue.queue_ops import Refusal
 from django_jobqueue.terminal import safe_json, safe_text
 
 STATES = ("scheduled", "pending", "processing", "completed", "failed")
@@ -72,7 +72,7 @@ class Command(BaseCommand):
         if options["count"] < 1:
             raise CommandError("--count must be at least 1")
         cursor, ids = queue.scan(options["state"], options["cursor"], options["count"])
-        rows = inspect.job_rows(queue, ids)
+        rows = browse.job_rows(queue, ids)
         if options["json"]:
             self.stdout.write(safe_json({"cursor": cursor, "jobs": rows}, indent=2))
             return
@@ -85,7 +85,7 @@ class Command(BaseCommand):
         self.stdout.write(f"next: --cursor {cursor}" if cursor else "(end)")
 
     def do_show(self, queue: Any, options: dict[str, Any]) -> None:
-        fields = inspect.get_job(queue, options["job_id"])
+        fields = browse.get_job(queue, options["job_id"])
         if fields is None:
             raise CommandError(safe_text(f"no job {options['job_id']!r} in queue {queue.queue_name!r}"))
         if options["json"]:
@@ -112,22 +112,22 @@ class Command(BaseCommand):
             return
         if not options["job_ids"]:
             raise CommandError("name job ids, or give --all-failed")
-        self._report("replayed", inspect.apply(queue, "retry", options["job_ids"]))
+        self._report("replayed", bulk.apply(queue, "retry", options["job_ids"]))
 
     def do_requeue(self, queue: Any, options: dict[str, Any]) -> None:
-        self._report("requeued", inspect.apply(queue, "requeue", options["job_ids"]))
+        self._report("requeued", bulk.apply(queue, "requeue", options["job_ids"]))
 
     def do_delete(self, queue: Any, options: dict[str, Any]) -> None:
-        self._report("deleted", inspect.apply(queue, "delete", options["job_ids"]))
+        self._report("deleted", bulk.apply(queue, "delete", options["job_ids"]))
 
     def do_purge(self, queue: Any, options: dict[str, Any]) -> None:
         state = options["state"]
         if not options["yes"]:
-            count = inspect.list_length(queue, state)
+            count = browse.list_length(queue, state)
             answer = input(f"Delete the {count} job(s) on {safe_text(queue.queue_name)}:{state}? Type 'yes': ")
             if answer.strip() != "yes":
                 raise CommandError("not purged")
-        result = inspect.purge(queue, state)
+        result = bulk.purge(queue, state)
         self.stdout.write(f"purged {state}: {result.done} job(s) deleted, {result.skipped} stale id(s) dropped")
 
     def do_pause(self, queue: Any, options: dict[str, Any]) -> None:

@@ -5,11 +5,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
-from django_jobqueue import inspect
 from django_jobqueue.api import get_queue
 from django_jobqueue.connection import get_client
+from django_jobqueue.engine import browse
+from django_jobqueue.engine.browse import human_bytes
 from django_jobqueue.exceptions import JobQueueError
-from django_jobqueue.inspect import human_bytes
 from django_jobqueue.monitor import queue_stats, workers
 from django_jobqueue.terminal import safe_json, safe_text
 
@@ -30,8 +30,8 @@ class Command(BaseCommand):
         try:
             stats = queue_stats(options["queues"])
             live = workers()
-            retained = {name: inspect.retained_memory(get_queue(name)) for name in stats}
-            limit = inspect.maxmemory(get_client())
+            retained = {name: browse.retained_memory(get_queue(name)) for name in stats}
+            limit = browse.maxmemory(get_client())
         except (JobQueueError, LookupError) as exc:
             raise CommandError(safe_text(exc)) from exc
         except RedisError as exc:
@@ -73,9 +73,9 @@ class Command(BaseCommand):
                 f"running {len(w['running'])}"
             )
 
-    def _memory(self, retained: dict[str, dict[str, inspect.Retained]], limit: int | None) -> None:
+    def _memory(self, retained: dict[str, dict[str, browse.Retained]], limit: int | None) -> None:
         self.stdout.write(
-            f"memory held by finished jobs (an estimate: MEMORY USAGE of the newest {inspect.MEMORY_SAMPLE} "
+            f"memory held by finished jobs (an estimate: MEMORY USAGE of the newest {browse.MEMORY_SAMPLE} "
             "hashes of each list x its length)"
         )
         self.stdout.write(f"{'memory':<16}{'completed':>36}{'failed':>36}")
@@ -89,18 +89,18 @@ class Command(BaseCommand):
                 f"Redis maxmemory {human_bytes(limit)}; full lists would hold about {human_bytes(bounded)} "
                 f"({bounded / limit:.0%})"
             )
-        problem = inspect.retention_problem(retained, limit)
+        problem = browse.retention_problem(retained, limit)
         if problem:
             self.stdout.write(self.style.WARNING(f"warning: {safe_text(problem)}"))
 
 
-def _describe(r: inspect.Retained) -> str:
+def _describe(r: browse.Retained) -> str:
     bound = "no bound" if r.bound is None else f"{r.bound:,}"
     per_job = human_bytes(r.job_bytes) + ("" if r.sampled else " assumed")
     return f"{human_bytes(r.held_bytes)} ({r.depth:,} of {bound} x {per_job})"
 
 
-def _as_dict(r: inspect.Retained) -> dict[str, Any]:
+def _as_dict(r: browse.Retained) -> dict[str, Any]:
     return {
         "depth": r.depth,
         "bound": r.bound,

@@ -8,10 +8,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.management import logsetup
-from django_jobqueue.pool import CHILD_ENV, WorkerPool, child_argv, watch_parent
-from django_jobqueue.presence import WorkerIdInUse
 from django_jobqueue.terminal import safe_text
 from django_jobqueue.worker import Worker
+from django_jobqueue.worker.presence import WorkerIdInUse
+from django_jobqueue.worker.supervisor import CHILD_ENV, WorkerPool, child_argv, watch_parent
 
 
 class Command(BaseCommand):

@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import scripts
-from .api import get_queue
-from .conf import get_settings
-from .connection import get_client
-from .keys import GlobalKeys
-from .queue import ClaimedJob, RedisJobQueue
+from ..api import get_queue
+from ..conf import get_settings
+from ..connection import get_client
+from ..engine import scripts
+from ..engine.keys import GlobalKeys
+from ..engine.queue import RedisJobQueue
+from ..engine.replies import ClaimedJob
 
 logger = logging.getLogger("django_jobqueue.worker")
 

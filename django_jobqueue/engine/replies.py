@@ -2,11 +2,10 @@
 
 Outcome (what a token-checked operation did), ClaimedJob (a job a worker
 holds), SweepResult (what a sweep did), and the small decoders that turn the
-scripts' replies into those. They live apart from queue.py because every part
-of the engine uses them (the hot path in queue.py, the by-id and whole-queue
-operations in queue_ops.py, the worker, the admin), while none of them needs
-RedisJobQueue itself, so the modules that split the engine can share them
-without importing each other. queue.py still re-exports every name.
+scripts' replies into those. Every part of the engine uses them (the hot path
+in queue.py, the by-id and whole-queue operations in queue_ops.py), and so do
+the worker and the admin, while none of them needs RedisJobQueue itself.
+Users import them from ``django_jobqueue.queue``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .context import Job
-    from .jobtypes import ClaimedJob
-    from .queue import RedisJobQueue
+    from ..engine.queue import RedisJobQueue
+    from ..engine.replies import ClaimedJob
+    from .job import Job
 
 
 @dataclass(slots=True)

@@ -5,11 +5,9 @@ pausing and resuming, reclaiming and sweeping, and reading a job's fields and
 the queue's stats. The admin, the shell commands and the worker's maintenance
 thread call these; the enqueue -> claim -> finish path of a job does not (but
 for claim() reading paused_state() on an empty queue), so they live apart from
-that hot path (queue.py), as a mixin RedisJobQueue inherits: callers still see
-one class. Every state change here is still one Lua script (atomic).
-
-This module must not import queue.py (queue.py imports it): it works on the
-attributes RedisJobQueue.__init__ sets, declared below for type checkers.
+that hot path (queue.py). RedisJobQueue extends QueueOperations, which extends
+QueueCore (queue_core.py: the state both read), so callers still see one class.
+Every state change here is one Lua script (atomic).
 """
 
 from __future__ import annotations
@@ -18,22 +16,11 @@ import enum
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import cluster, scripts
-from .jobtypes import _CODES, ClaimedJob, Outcome, SweepResult, _s
-
-if TYPE_CHECKING:
-    from .keys import QueueKeys
-
-# How long the hash of an expired job is kept by default: a day (the CLEANUP
-# setting EXPIRED_AFTER_SECONDS changes it). No list holds an expired job, so
-# purge cannot reach it: without a TTL its hash would stay until deleted by id.
-EXPIRED_TTL_S = 86_400
-
-# Dead letters kept per queue by default (the FAILED_HISTORY setting changes
-# it): the oldest past it are dropped by the sweep, counted and logged.
-FAILED_HISTORY = 10_000
+from .queue_core import QueueCore
+from .replies import _CODES, Outcome, SweepResult, _s
 
 logger = logging.getLogger("django_jobqueue")
 
@@ -62,41 +49,9 @@ class ReplayReport:
     refused: list[str] = field(default_factory=list)
 
 
-class QueueOperations:
-    """The by-id and whole-queue operations of RedisJobQueue (a mixin: use RedisJobQueue)."""
-
-    # Set by RedisJobQueue.__init__.
-    client: Any
-    queue_name: str
-    keys: QueueKeys
-    visibility_ms: int
-    failed_ttl_s: int
-    # Completed jobs kept (-1: no count bound; complete.lua trims as jobs complete).
-    history: int
-    # Dead letters kept (None: no count bound); api.make_queue() sets it from
-    # FAILED_HISTORY. The sweep drops the oldest past it.
-    failed_history: int | None = FAILED_HISTORY
-    # Seconds an expired job's hash is kept (0: for ever); api.make_queue()
-    # sets it from CLEANUP. None (an engine made by hand): see expired_ttl_s().
-    expired_ttl: int | None = None
-
-    if TYPE_CHECKING:
-        # Defined by RedisJobQueue (queue.py), which this module must not import.
-        def _now(self) -> int: ...
-
-        # Only the arguments this module passes (see release()).
-        def requeue(
-            self, job: ClaimedJob, *, count_attempt: bool, front: bool, event: str, counter: str
-        ) -> Outcome: ...
-
-    def expired_ttl_s(self) -> int:
-        """The hash TTL the scripts that expire jobs are given (0 = keep):
-        ``expired_ttl`` when set; else failed jobs' (so an expired hash never
-        outlives a failed one, as before there was a setting of its own), or
-        EXPIRED_TTL_S when those are kept: they, at least, stay on a list."""
-        if self.expired_ttl is not None:
-            return self.expired_ttl
-        return self.failed_ttl_s or EXPIRED_TTL_S
+class QueueOperations(QueueCore):
+    """The by-id and whole-queue operations of a queue (RedisJobQueue adds the
+    path of a job: use RedisJobQueue)."""
 
     # ------------------------------------------------------------------- by id
 
@@ -250,33 +205,6 @@ class QueueOperations:
         script, keys, args = self._reclaim_call(limit)
         reclaimed, _dead, _expired = script(self.client, keys, args)
         return [_s(i) for i in reclaimed]
-
-    def release_unanswered_claims(self, worker_id: str, tokens: Iterable[str]) -> list[str]:
-        """Hand back to the head of pending, without using an attempt, the jobs
-        that claims with these tokens took for ``worker_id`` but whose replies
-        never reached it (a connection lost after a claim was sent). They are
-        found through the worker's set of job ids and the claim token (the
-        claim's own, or ``token.N`` for the Nth job of a batch); each is
-        handed back by the token-checked requeue script, so a job since
-        reclaimed and claimed by someone else is left alone. Returns the ids
-        handed back."""
-        tokens = set(tokens)
-        ids = [_s(i) for i in self.client.smembers(self.keys.worker_jobs(worker_id))]
-        if not ids or not tokens:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hget(self.keys.job(job_id), "claim_token")
-        released = []
-        for job_id, held_by in zip(ids, pipe.execute(raise_on_error=False), strict=True):
-            held_by = _s(held_by) if isinstance(held_by, (str, bytes)) else ""
-            if held_by.rpartition(".")[0] not in tokens and held_by not in tokens:
-                continue
-            claimed = ClaimedJob(id=job_id, payload=None, attempts=0, claim_token=held_by)
-            outcome = self.requeue(claimed, count_attempt=False, front=True, event="released", counter="releases")
-            if outcome is Outcome.OK:
-                released.append(job_id)
-        return released
 
     def reclaim_worker_jobs(self, worker_ids: Sequence[str]) -> list[str]:
         """Reclaim now every job of this queue that these (lost) workers hold;

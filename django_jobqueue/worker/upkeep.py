@@ -17,19 +17,19 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .connection import get_client
-from .context import Job
-from .exceptions import UnknownJobError
-from .jobtypes import ClaimedJob
+from ..connection import get_client
+from ..engine.replies import ClaimedJob
+from ..exceptions import UnknownJobError
+from ..registry import get_definition
+from .job import Job
 from .redis_health import CONNECTION_ERRORS
-from .registry import get_definition
 
 if TYPE_CHECKING:
-    from .conf import Settings
+    from ..conf import Settings
+    from ..engine.queue import RedisJobQueue
     from .fetcher import Fetcher
     from .hooks import HookRunner
     from .presence import Presence
-    from .queue import RedisJobQueue
     from .redis_health import RedisHealth
 
 logger = logging.getLogger("django_jobqueue.worker")
@@ -94,7 +94,7 @@ class Upkeep:
 
     def startup(self) -> None:
         if self.settings.durable:
-            from .durability import persistence_problem
+            from ..engine.durability import persistence_problem
 
             problem = persistence_problem(get_client())
             if problem:

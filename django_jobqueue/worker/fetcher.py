@@ -49,9 +49,10 @@ from dataclasses import dataclass
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import scripts
-from .ids import new_claim_token
-from .queue import ClaimedJob, Outcome, RedisJobQueue
+from ..engine import scripts
+from ..engine.ids import new_claim_token
+from ..engine.queue import RedisJobQueue
+from ..engine.replies import ClaimedJob, Outcome
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -229,8 +230,9 @@ class Fetcher:
             )
             for q, done, starts in groups
         ]
+        token = new_claim_token()
         if claim is not None:
-            calls.append(claim.claim_many_call(want, self.worker_id, start=start, defer_last_chance=True))
+            calls.append(claim.claim_many_call(want, self.worker_id, start=start, defer_last_chance=True, token=token))
         if not calls:
             return []
         try:
@@ -272,7 +274,7 @@ class Fetcher:
                 self.redis_failed()
                 # Redis may have run the claim: its jobs are handed back
                 # before the next one (see _hand_back_unanswered).
-                self._unanswered.append((claim, calls[-1][2][1]))
+                self._unanswered.append((claim, token))
             raise reply
         return RedisJobQueue.parse_claim_many(reply)
 

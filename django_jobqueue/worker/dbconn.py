@@ -23,7 +23,7 @@ def _opened(sender: object, **kwargs: object) -> None:
     _opened_in.add(threading.get_ident())
 
 
-connection_created.connect(_opened, dispatch_uid="django_jobqueue.dbconn")
+connection_created.connect(_opened, dispatch_uid="django_jobqueue.worker.dbconn")
 
 
 def close_stale_connections() -> None:

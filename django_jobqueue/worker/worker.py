@@ -35,21 +35,22 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import serialization
-from .api import get_queue
-from .conf import get_settings
-from .connection import describe
-from .context import Job
+from ..api import get_queue
+from ..conf import get_settings
+from ..connection import describe
+from ..engine.errortext import cap_error, failure_text, format_traceback
+from ..engine.exceptions import PayloadError
+from ..engine.queue import RedisJobQueue
+from ..engine.replies import ClaimedJob, Outcome
+from ..events import ListenerThread, start_listener_thread
+from ..exceptions import UnknownJobError
+from ..registry import JobDefinition, get_definition
 from .dbconn import close_stale_connections
-from .errortext import cap_error, failure_text, format_traceback
-from .events import ListenerThread, start_listener_thread
-from .exceptions import PayloadError, UnknownJobError
 from .fetcher import MAX_BATCH, Ack, Fetcher
 from .hooks import HookRunner
+from .job import Job
 from .presence import Presence
-from .queue import ClaimedJob, Outcome, RedisJobQueue
 from .redis_health import CONNECTION_ERRORS, RedisHealth
-from .registry import JobDefinition, get_definition
 from .renewal import LeaseRenewal
 from .running import RunningJobs
 from .upkeep import ExhaustedByReclaim, Upkeep
@@ -111,7 +112,7 @@ class Worker:
     ) -> None:
         settings = get_settings()
         names = list(queues or [settings.default_queue])
-        self.queues = [get_queue(name) for name in names]  # raises UnknownQueueError early
+        self.queues: list[RedisJobQueue] = [get_queue(name) for name in names]  # raises UnknownQueueError early
         self.queue_settings = [settings.queue(name) for name in names]
         self.concurrency = concurrency or self.queue_settings[0].concurrent_jobs
         self.burst = burst
@@ -439,7 +440,7 @@ class Worker:
         if job.outcome is not None:
             return self._explicit_outcome(job, definition)
         try:
-            result_json = serialization.dumps(result, what="result", max_bytes=queue.max_payload_bytes)
+            result_json = queue.encode(result, what="result")
         except PayloadError as exc:
             return self._fail(job, definition, exc)
         # Sent with the next claim (see fetcher.py); tracked as running until then.

@@ -1,9 +1,10 @@
 """JSON in and out of Redis. Never pickle.
 
-Payloads and results are encoded with Django's JSON encoder (datetimes,
-dates, times, timedeltas, decimals, UUIDs and lazy strings), compactly, with
-NaN and Infinity refused (they are not JSON), and with a size limit checked on
-the UTF-8 bytes that would be stored.
+Payloads and results are encoded compactly, with NaN and Infinity refused
+(they are not JSON), and with a size limit checked on the UTF-8 bytes that
+would be stored. The encoder is the caller's (``make_encoder``): the engine's
+own is the standard library's; the Django face uses Django's
+(``django_jobqueue/django_json.py``: datetimes, decimals, UUIDs...).
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
-
 from .exceptions import CorruptJobError, PayloadError
 
-_encoder = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+def make_encoder(kind: type[json.JSONEncoder] = json.JSONEncoder) -> json.JSONEncoder:
+    """An encoder of ``kind`` that writes JSON as the engine stores it."""
+    return kind(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def dumps(value: Any, *, what: str = "payload", max_bytes: int | None = None) -> str:
+PLAIN = make_encoder()
+
+
+def dumps(value: Any, *, encoder: json.JSONEncoder = PLAIN, what: str = "payload", max_bytes: int | None = None) -> str:
     """Encode ``value`` as compact JSON text, or raise PayloadError saying why."""
     if value is None:
         return "null"  # most results: skip the encoder
     try:
-        text = _encoder.encode(value)
+        text = encoder.encode(value)
     except RecursionError:
         raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
     except (TypeError, ValueError) as exc:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .options import seconds_to_ms
-from .queue import ClaimedJob, Outcome, RedisJobQueue
+from ..engine.queue import RedisJobQueue
+from ..engine.replies import ClaimedJob, Outcome
+from ..options import seconds_to_ms
 
 if TYPE_CHECKING:
-    from .registry import JobDefinition
+    from ..registry import JobDefinition
 
 
 class JobAlreadyFinished(RuntimeError):

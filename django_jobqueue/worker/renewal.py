@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from .redis_health import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
+    from ..engine.queue import RedisJobQueue
     from .fetcher import Fetcher
-    from .queue import RedisJobQueue
     from .running import RunningJobs
 
 logger = logging.getLogger("django_jobqueue.worker")

@@ -1,5 +1,6 @@
-"""Reading a queue page by page, looking up one job, purging a list: the engine
-helpers the admin needs, kept apart from queue.py.
+"""Reading a queue page by page, looking up jobs, the workers, throughput and
+memory: the reads behind the admin and the commands (their changes to many
+jobs at once are in bulk.py).
 
 Like queue.py this knows nothing of Django: it takes a RedisJobQueue (or a
 client and keys) and plain values. Every read is bounded (LRANGE / ZRANGE with
@@ -15,20 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import scripts
 from .keys import GlobalKeys, validate_name
-from .queue import Outcome, RedisJobQueue
-from .queue_ops import Refusal
+from .queue import RedisJobQueue
 
 LISTS = ("scheduled", "pending", "processing", "completed", "failed")
-# The statuses a job on each list has; purge deletes the hashes of those only.
-LIST_STATUSES: dict[str, tuple[str, ...]] = {
-    "scheduled": ("scheduled",),
-    "pending": ("pending",),
-    "completed": ("completed",),
-    "failed": ("failed", "lost"),
-}
-PURGEABLE = tuple(LIST_STATUSES)  # never "processing": those jobs are running
 ROW_FIELDS = (
     "name",
     "status",
@@ -45,8 +36,6 @@ ROW_FIELDS = (
     "last_error",
 )
 MAX_PER_PAGE = 200
-PURGE_CHUNK = 500
-RETRY_CHUNK = 500
 
 # Throughput: the shared counters are sampled into a capped list at most once
 # per SAMPLE_EVERY_MS by whoever looks (the admin's refresh); rates are the
@@ -215,83 +204,6 @@ def decode_errors(text: str | None) -> list[dict[str, Any]]:
     except (ValueError, RecursionError):  # not ours: nested past Python's stack
         return [{"error": text}]
     return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
-
-
-# --------------------------------------------------------------- changes
-
-
-@dataclass
-class BulkResult:
-    done: int = 0
-    skipped: int = 0
-    left: int = 0
-
-
-def apply(queue: RedisJobQueue, action: str, ids: Iterable[str]) -> dict[Outcome | Refusal, list[str]]:
-    """Run ``retry``, ``requeue`` (now) or ``delete`` on each job ID; returns the IDs by outcome."""
-    op = {"retry": queue.retry, "requeue": queue.requeue_now, "delete": queue.delete}[action]
-    out: dict[Outcome | Refusal, list[str]] = {}
-    for job_id in ids:
-        outcome = op(job_id) if valid_job_id(job_id) else Outcome.MISSING
-        out.setdefault(outcome, []).append(job_id)
-    return out
-
-
-def retry_all_failed(queue: RedisJobQueue, limit: int = 10_000) -> BulkResult:
-    """Retry up to ``limit`` jobs of the failed list, newest first, in chunks.
-
-    Jobs that cannot be retried (a hash gone, a status retry refuses) stay
-    where they are and are counted as skipped.
-    """
-    result = BulkResult()
-    key = queue.keys.failed
-    while result.done + result.skipped < limit:
-        want = min(RETRY_CHUNK, limit - result.done - result.skipped)
-        # Retried ids leave the list; skipped ones stay at its head.
-        ids = [_s(i) for i in queue.client.lrange(key, result.skipped, result.skipped + want - 1)]
-        if not ids:
-            break
-        for job_id in ids:
-            if queue.retry(job_id) is Outcome.OK:
-                result.done += 1
-            else:
-                result.skipped += 1
-    result.left = int(queue.client.llen(key))
-    return result
-
-
-def purge(queue: RedisJobQueue, which: str) -> BulkResult:
-    """Empty one list (not processing), deleting the hashes of its jobs.
-
-    Runs purge.lua in chunks until the list is empty or as many ids as it held
-    at the start are gone, so jobs added meanwhile are not chased forever.
-    ``done`` counts the job hashes deleted, ``skipped`` the ids that were only
-    dropped (stale duplicates, hashes already expired).
-    """
-    if which not in PURGEABLE:
-        raise ValueError(f"the {which} list cannot be purged")
-    k = queue.keys
-    key = list_key(queue, which)
-    budget = list_length(queue, which)
-    result = BulkResult()
-    script = scripts.get("purge")
-    kind = "zset" if which == "scheduled" else "list"
-    while budget > 0:
-        taken, deleted, left = script(
-            queue.client,
-            script.keys_for(k, purged=key),
-            script.argv_for(now=0, kind=kind, limit=min(PURGE_CHUNK, budget), statuses=LIST_STATUSES[which]),
-        )
-        taken, deleted = int(taken), int(deleted)
-        result.done += deleted
-        result.skipped += taken - deleted
-        result.left = int(left)
-        budget -= taken
-        if taken == 0:
-            break
-    else:
-        result.left = list_length(queue, which)
-    return result
 
 
 # ------------------------------------------------------------- workers

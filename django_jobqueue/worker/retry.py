@@ -6,8 +6,8 @@ import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .queue import RedisJobQueue
-    from .registry import JobDefinition
+    from ..engine.queue import RedisJobQueue
+    from ..registry import JobDefinition
 
 
 def backoff_seconds(attempts: int, base: float, cap: float, rand: random.Random | None = None) -> float:

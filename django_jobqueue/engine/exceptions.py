@@ -1,0 +1,42 @@
+"""The exceptions the engine raises.
+
+Users catch them from ``django_jobqueue`` or ``django_jobqueue.exceptions``, which
+add the ones of the Django face (settings, job names, queue names, vetoed enqueues).
+"""
+
+from __future__ import annotations
+
+
+class JobQueueError(Exception):
+    """Base class of every error raised by django-jobqueue."""
+
+
+class PayloadError(JobQueueError, ValueError):
+    """A payload or result cannot be stored: not JSON-encodable, or too large."""
+
+
+class InvalidJobOptions(JobQueueError, ValueError):
+    """An option given to enqueue() or @job is not valid."""
+
+
+class QueueUnavailable(JobQueueError, ConnectionError):
+    """Redis could not be reached (or answered an error) in time; nothing is known to be written."""
+
+
+class QueuePaused(JobQueueError):
+    """The queue is paused for enqueueing; nothing was written."""
+
+
+class ReplicationError(JobQueueError):
+    """The job is written on the primary, but fewer replicas than asked
+    acknowledged it in time: it is not yet safe from a primary failure."""
+
+    def __init__(self, message: str, job_ids: list[str], acknowledged: int, wanted: int) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+
+
+class CorruptJobError(JobQueueError, ValueError):
+    """Data found in Redis is not what django-jobqueue wrote (bad JSON, missing fields)."""
