@@ -13,6 +13,7 @@ import pytest
 from django_jobqueue import enqueue
 from django_jobqueue.worker import supervisor
 from django_jobqueue.worker.supervisor import WorkerPool
+from django_jobqueue.worker.worker import SAME_SIGNAL_S
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import run_worker, start_worker, stop
 from tests.testapp.jobs import RUNS
@@ -29,6 +30,11 @@ def alive(pid: int) -> bool:
 def worker_pids(r) -> set[int]:
     """The pids of the workers registered now (from their records)."""
     return {int(r.hget(f"queue:worker:{wid}", "pid") or 0) for wid in r.zrange("queue:workers", 0, -1)} - {0}
+
+
+def worker_states(r) -> list[str]:
+    """The state each registered worker's record gives ("running", "stopping")."""
+    return sorted(r.hget(f"queue:worker:{wid}", "state") or "" for wid in r.zrange("queue:workers", 0, -1))
 
 
 def two_workers(r, besides: frozenset[int] = frozenset()) -> set[int] | None:
@@ -80,22 +86,59 @@ def test_the_processes_stop_when_the_pool_is_killed(r, redis_server):
     assert r.zcard("queue:workers") == 0  # they shut down cleanly, not died
 
 
-def test_a_signal_that_reaches_the_processes_directly_and_through_the_pool_is_one_request(r, redis_server):
-    # systemd's default KillMode signals every process of the service at once.
+@pytest.mark.parametrize(
+    "first, gap_s",
+    [("pool", 0.0), ("processes", SAME_SIGNAL_S + 0.5)],
+    ids=["at once", "the pool's copy late"],
+)
+def test_a_signal_that_reaches_the_processes_directly_and_through_the_pool_is_one_request(
+    r, redis_server, first, gap_s
+):
+    # systemd's default KillMode signals every process of the service at once;
+    # the pool passes its copy on whenever it gets to it (late on a loaded
+    # machine), and the processes count it once however late.
     proc = start_worker(redis_server.url, "--processes", "2", "--concurrency", "1")
     try:
         pids = wait_for(lambda: two_workers(r), what="two workers")
-        job_id = enqueue("sleepy", {"seconds": 1.5})
+        job_id = enqueue("sleepy", {"seconds": 1.5 + gap_s})
         wait_for(lambda: r.hget(f"queue:jobs:job:{job_id}", "status") == "processing", what="the job to start")
-        proc.send_signal(signal.SIGTERM)
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
+
+        def to_the_pool():
+            proc.send_signal(signal.SIGTERM)
+
+        def to_the_processes():
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+
+        one, other = (to_the_pool, to_the_processes) if first == "pool" else (to_the_processes, to_the_pool)
+        one()
+        time.sleep(gap_s)
+        other()
         out, err = proc.communicate(timeout=60)  # no further signal
     finally:
         stop(proc)
     assert proc.returncode == 0, err
     assert "exiting at once" not in err
     assert r.hget(f"queue:jobs:job:{job_id}", "status") == "completed"  # finished within the grace period
+
+
+def test_two_signals_to_the_pool_make_the_processes_exit_at_once(r, redis_server):
+    proc = start_worker(redis_server.url, "--processes", "2", "--concurrency", "1")
+    try:
+        wait_for(lambda: two_workers(r), what="two workers")
+        job_id = enqueue("sleepy", {"seconds": 30})
+        wait_for(lambda: r.hget(f"queue:jobs:job:{job_id}", "status") == "processing", what="the job to start")
+        proc.send_signal(signal.SIGTERM)
+        # Both heard the first (their heartbeats say so) before the second is sent:
+        # two signals close together could reach the pool as one.
+        wait_for(lambda: worker_states(r) == ["stopping", "stopping"], what="both processes to be stopping")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode == 1, err
+    assert err.count("exiting at once") >= 1
+    assert r.hget(f"queue:jobs:job:{job_id}", "status") == "processing"  # its lease brings it back
 
 
 def test_bad_options_fail_in_the_parent_before_any_process_starts(redis_server):
@@ -120,11 +163,12 @@ def test_a_child_that_dies_after_a_good_start_is_started_again(tmp_path, monkeyp
     monkeypatch.setattr(supervisor, "STARTUP_S", 0.3)  # "a good start" is 0.3 s here
     marks = tmp_path / "starts"
     # Three starts die after a good start (exit 2); the fourth runs until it is
-    # stopped and then exits cleanly, as jobq_worker does on SIGTERM. The pool is
-    # stopped only once the fourth runs, so where the stop lands cannot matter.
+    # stopped and then exits cleanly, as jobq_worker does on the pool's stop
+    # signal. The pool is stopped only once the fourth runs, so where the stop
+    # lands cannot matter.
     script = (
         "import os, signal, time\n"
-        "signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
+        f"signal.signal({int(supervisor.POOL_STOP_SIGNAL)}, lambda *a: os._exit(0))\n"
         f"with open({str(marks)!r}, 'a') as f: f.write('x')\n"
         f"if len(open({str(marks)!r}).read()) <= 3: time.sleep(0.4); os._exit(2)\n"
         "time.sleep(60)\n"

@@ -9,7 +9,10 @@ N processes serve the queues N times over. The pool is a small supervisor:
   a terminal reaches each child once, through the pool, not twice;
 - a signal (SIGTERM, SIGINT) is passed on to every child, which shuts down as
   a single worker does (finish running jobs within the grace period, hand
-  back the rest); a second signal is passed on too, and they exit at once;
+  back the rest); a second signal is passed on too, and they exit at once.
+  It is passed on as POOL_STOP_SIGNAL, so that a child signalled directly as
+  well (systemd's KillMode=control-group signals every process of the
+  service) counts that request once, however late the pool's copy arrives;
 - a child that dies while the pool runs (killed, out of memory) is started
   again after a pause that grows while it keeps dying soon after starting;
   its jobs come back by the lapsed-worker sweep, as for any dead worker;
@@ -39,6 +42,10 @@ logger = logging.getLogger("django_jobqueue.worker")
 # Set in a child's environment: its slot in the pool (0 .. N-1). A worker
 # command started with it runs one worker, whatever --processes says.
 CHILD_ENV = "JOBQ_POOL_CHILD"
+# What the pool sends its children for each stop request it gets: a signal of
+# its own, so a child tells the pool's requests from the signals sent to it
+# directly and counts each source's apart (Worker.run(pool_child=True)).
+POOL_STOP_SIGNAL = signal.SIGUSR1
 # A child that fails this soon after it started is taken to be misconfigured.
 STARTUP_S = 5.0
 # Pauses before starting a dead child again: doubled while it keeps dying
@@ -145,7 +152,11 @@ class WorkerPool:
         lived = time.monotonic() - child.started
         child.proc = None
         if self.stopping:
-            self._unclean = self._unclean or code != 0
+            # Killed by our own stop signal: it came while the child had no
+            # handler for it, before its worker ran or after it had finished
+            # (Python restores the default action as it exits), so it held no
+            # job. Any other death or error code is an unclean stop.
+            self._unclean = self._unclean or code not in (0, -POOL_STOP_SIGNAL)
             return None
         if code == 0:
             if self.burst:
@@ -180,11 +191,11 @@ class WorkerPool:
     def _pass_on_signals(self) -> None:
         with self._lock:
             new, self._passed_on = self._signals[self._passed_on :], len(self._signals)
-        for signum in new:
+        for _signum in new:
             for child in self._children:
                 if child.proc is not None and child.proc.poll() is None:
                     try:
-                        child.proc.send_signal(signum)
+                        child.proc.send_signal(POOL_STOP_SIGNAL)
                     except ProcessLookupError:
                         pass
 

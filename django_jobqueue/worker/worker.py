@@ -53,6 +53,7 @@ from .presence import Presence
 from .redis_health import CONNECTION_ERRORS, RedisHealth
 from .renewal import LeaseRenewal
 from .running import RunningJobs
+from .supervisor import POOL_STOP_SIGNAL
 from .upkeep import ExhaustedByReclaim, Upkeep
 
 logger = logging.getLogger("django_jobqueue.worker")
@@ -127,7 +128,9 @@ class Worker:
         self._upkeep_threads: list[threading.Thread] = []  # the sweep's and the heartbeat's threads
         self._stats_lock = threading.Lock()
         self._runners: list[threading.Thread] = []
-        self._signals = 0
+        self._signals = 0  # stop requests heard (from either source below)
+        self._direct_signals = 0  # SIGTERM / SIGINT sent to this process
+        self._pool_signals = 0  # POOL_STOP_SIGNAL from the --processes pool
         self._first_signal_at = 0.0
         self._hooks = HookRunner()
         self._events: ListenerThread | None = None
@@ -167,11 +170,15 @@ class Worker:
 
     # ------------------------------------------------------------- lifecycle
 
-    def run(self, *, install_signals: bool = True) -> int:
-        """Serve until stopped (or drained, with burst). Returns the exit code."""
+    def run(self, *, install_signals: bool = True, pool_child: bool = False) -> int:
+        """Serve until stopped (or drained, with burst). Returns the exit code.
+        ``pool_child``: this process is one of a ``--processes`` pool's, which
+        passes stop requests on as POOL_STOP_SIGNAL."""
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            if pool_child:
+                signal.signal(POOL_STOP_SIGNAL, self._on_pool_signal)
         logger.info(
             "worker %s starting: queues %s, concurrency %d, redis %s%s",
             self.worker_id,
@@ -216,20 +223,30 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         now = time.monotonic()
-        if self._signals and now - self._first_signal_at < SAME_SIGNAL_S:
-            # The same request delivered twice: systemd (KillMode=control-group)
-            # signals every process of a --processes pool, which passes it on too.
-            return
-        self._signals += 1
-        if self._signals > 1:
+        if self._direct_signals and now - self._first_signal_at < SAME_SIGNAL_S:
+            return  # the same request delivered twice
+        if not self._direct_signals:
+            self._first_signal_at = now
+        self._direct_signals += 1
+        self._stop_requests(signal.Signals(signum).name)
+
+    def _on_pool_signal(self, signum: int, frame: Any) -> None:
+        self._pool_signals += 1
+        self._stop_requests("stop request from the pool")
+
+    def _stop_requests(self, source: str) -> None:
+        # A pool's child counts the requests of each source apart: systemd
+        # (KillMode=control-group) signals every process of the service, and
+        # the pool passes that same request on, as POOL_STOP_SIGNAL.
+        requests = max(self._direct_signals, self._pool_signals)
+        if requests <= self._signals:
+            return  # heard already, from the other source
+        self._signals = requests
+        if requests > 1:
             logger.warning("second signal: exiting at once; leases will bring running jobs back")
             os._exit(1)
-        self._first_signal_at = now
         logger.warning(
-            "%s: no new jobs; waiting up to %.0f s for %d running",
-            signal.Signals(signum).name,
-            self.grace_seconds,
-            len(self.running_jobs),
+            "%s: no new jobs; waiting up to %.0f s for %d running", source, self.grace_seconds, len(self.running_jobs)
         )
         self._stopping.set()
 

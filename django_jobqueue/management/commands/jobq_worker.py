@@ -86,7 +86,7 @@ class Command(BaseCommand):
         gc.collect()
         gc.freeze()
         try:
-            code = worker.run()
+            code = worker.run(pool_child=slot is not None)
         except WorkerIdInUse as exc:
             raise CommandError(safe_text(exc)) from exc
         finally:
