@@ -1,7 +1,8 @@
 """The package's three layers, as docs/dev/architecture.md draws them: engine/
-knows nothing of Django or of the rest of the package, worker/ drives the
-engine, and the Django face (the top level) knows both; no import cycle
-crosses from one layer to another; and the public imports keep working."""
+knows nothing of Django or of the rest of the package; worker/ drives the
+engine and reads the Django face's settings, registry and client; the face
+(the top level) knows both. No import cycle crosses from one layer to
+another, and the public imports keep working."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from django_jobqueue import enqueue
 from django_jobqueue.api import get_queue
 from django_jobqueue.engine.keys import GlobalKeys
-from django_jobqueue.worker.worker import Worker, default_worker_id
 from django_jobqueue.worker.presence import Presence, WorkerIdInUse
+from django_jobqueue.worker.worker import Worker, default_worker_id
 from tests.helpers.paths import ROOT
 from tests.helpers.redis_data import job_status
 from tests.helpers.waiting import wait_for

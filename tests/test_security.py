@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from django_jobqueue.queue import RedisJobQueue
 
 import django_jobqueue
 from django_jobqueue import QueueUnavailable, enqueue, get_queue, job
 from django_jobqueue.devserver import RedisServer
 from django_jobqueue.engine.ids import new_claim_token
+from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.worker import Worker
 from tests.helpers.servers import TLSRedisServer, make_ca, needs_openssl, start_tls_server
 

@@ -515,9 +515,9 @@ def a_worker_on_a_redis_of_its_own():
     restart under it: yields (server, client, queue), once the worker has
     completed a first job. Stops the worker (asserting it exits 0) after."""
     import redis as redis_py
-    from django_jobqueue.queue import RedisJobQueue
 
     from django_jobqueue.devserver import RedisServer
+    from django_jobqueue.queue import RedisJobQueue
 
     server = RedisServer(["--appendonly", "yes", "--appendfsync", "always"]).start()
     client = redis_py.Redis(port=server.port, decode_responses=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from django_jobqueue.queue import RedisJobQueue
-
 from django_jobqueue.worker import Worker
 from django_jobqueue.worker.fetcher import Fetcher
 from tests.helpers.paths import ROOT
