@@ -42,6 +42,7 @@ def loops(port: int, n: int) -> dict[str, float]:
 
 def engine_loops(port: int, n: int) -> dict[str, float]:
     import redis
+
     from django_jobqueue.queue import RedisJobQueue
 
     r = redis.Redis(port=port, decode_responses=True, single_connection_client=True)

@@ -33,10 +33,9 @@ def _ids(flat: list[Any]) -> str:
 
 
 def measure(r: Any, sizes: tuple[int, ...], repeats: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from django_jobqueue.queue import RedisJobQueue
-
     from django_jobqueue.engine import scripts
     from django_jobqueue.engine.ids import new_claim_token
+    from django_jobqueue.queue import RedisJobQueue
 
     out = []
     for size in sizes:

@@ -39,9 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from django_jobqueue.queue import RedisJobQueue  # noqa: E402
-
 from django_jobqueue.devserver import RedisServer  # noqa: E402
+from django_jobqueue.queue import RedisJobQueue  # noqa: E402
 
 
 def _client(url: str, cluster: bool) -> Any:

@@ -18,10 +18,10 @@ import threading
 
 import pytest
 import redis
-from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue import QueueUnavailable, enqueue, get_queue
 from django_jobqueue.devserver import RedisServer, free_port
+from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.worker import Worker
 from tests.helpers.redis_data import job_status
 from tests.helpers.servers import FlakyProxy

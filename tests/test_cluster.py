@@ -16,14 +16,14 @@ import json
 import shutil
 
 import pytest
-from django_jobqueue.exceptions import ReplicationError
-from django_jobqueue.queue import Outcome, RedisJobQueue
 from redis.cluster import key_slot
 
 from django_jobqueue import enqueue
 from django_jobqueue.engine import cluster as jq_cluster
 from django_jobqueue.engine import scripts
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
+from django_jobqueue.exceptions import ReplicationError
+from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
 from tests.helpers.cluster import (
     CompletedSignals,

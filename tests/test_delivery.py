@@ -9,11 +9,11 @@ import time
 
 import pytest
 import redis as redis_py
-from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue import InvalidJobOptions, QueuePaused, ReplicationError, enqueue, enqueue_many, get_queue
 from django_jobqueue.devserver import RedisServer
 from django_jobqueue.engine.durability import persistence_problem
+from django_jobqueue.queue import RedisJobQueue
 from tests.helpers.redis_data import job_hash
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import drain, start_worker, stop

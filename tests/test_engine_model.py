@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
-from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -59,6 +58,7 @@ from hypothesis.stateful import (
 from django_jobqueue.engine import scripts
 from django_jobqueue.engine.ids import new_claim_token
 from django_jobqueue.engine.queue_ops import Refusal
+from django_jobqueue.queue import ClaimedJob, Outcome, RedisJobQueue
 from tests.helpers.clock import Clock
 from tests.helpers.redis_data import KEY_TYPES
 

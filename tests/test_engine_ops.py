@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from django_jobqueue.queue import Outcome, RedisJobQueue
 
 from django_jobqueue import enqueue, get_queue
 from django_jobqueue.conf import get_settings
 from django_jobqueue.engine import queue_ops
+from django_jobqueue.queue import Outcome, RedisJobQueue
 from tests.helpers.redis_data import job_hash
 
 A_DAY = 86_400  # the default lifetime of an expired job's hash

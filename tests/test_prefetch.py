@@ -17,10 +17,10 @@ import time
 
 import pytest
 import redis
-from django_jobqueue.queue import Outcome, RedisJobQueue
 
 from django_jobqueue import enqueue
 from django_jobqueue.api import get_queue
+from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
 from django_jobqueue.worker.fetcher import Fetcher
 from django_jobqueue.worker.job import Job

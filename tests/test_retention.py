@@ -12,10 +12,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.test import Client
-from django_jobqueue.queue import Outcome
 
 from django_jobqueue import checks, enqueue, get_queue
 from django_jobqueue.engine import browse
+from django_jobqueue.queue import Outcome
 from django_jobqueue.worker import Worker
 from tests.helpers.admin import OVERVIEW
 

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue import conf, enqueue, get_queue, registry
 from django_jobqueue.engine.errortext import (
@@ -32,6 +31,7 @@ from django_jobqueue.engine.errortext import (
     cap_traceback,
     format_traceback,
 )
+from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.terminal import safe_json, safe_text
 from tests.helpers.commands import command_output
 from tests.helpers.paths import PROJECT

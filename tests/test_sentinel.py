@@ -17,10 +17,10 @@ import collections
 
 import pytest
 import redis
-from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue.conf import validate
 from django_jobqueue.connection import build_client, describe, get_client
+from django_jobqueue.queue import RedisJobQueue
 from tests.helpers.cluster import (
     CompletedSignals,
     Ledger,

@@ -15,13 +15,13 @@ from collections import Counter
 
 import pytest
 import redis
-from django_jobqueue.queue import RedisJobQueue
 
 from django_jobqueue import enqueue, signals
 from django_jobqueue.conf import validate
 from django_jobqueue.devserver import RedisServer
 from django_jobqueue.engine.keys import QueueKeys
 from django_jobqueue.events import EventsListener, parse_log_id, start_listener_thread
+from django_jobqueue.queue import RedisJobQueue
 from tests.helpers.paths import ROOT
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import run_worker, worker_env
