@@ -7,6 +7,7 @@ another, and the public imports keep working."""
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 import textwrap
@@ -49,7 +50,12 @@ def runtime_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         imported = imported_modules(path.read_text(), package_of(name, path), runtime_only=True)
-        graph[name] = {module for _line, module in imported if module in modules and module != name}
+        found = set()
+        for _line, module in imported:
+            # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+            parts = module.split(".")
+            found |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        graph[name] = {module for module in found if module in modules and module != name}
     return graph
 
 
@@ -210,3 +216,23 @@ def test_the_queue_users_import_encodes_as_django_does_the_engine_as_json_does(r
     with pytest.raises(PayloadError, match="not JSON-encodable"):
         engine.RedisJobQueue(r, "plain").enqueue({"at": when})
     assert r.llen("queue:plain:pending") == 0
+
+
+def test_a_web_process_importing_the_tasks_backend_loads_no_worker_runtime() -> None:
+    program = textwrap.dedent(
+        """
+        import sys
+        import django
+        django.setup()
+        import django_jobqueue.tasks
+        from django_jobqueue.worker.job import Job
+        loaded = sorted(m for m in sys.modules if m.startswith("django_jobqueue.worker."))
+        print(" ".join(loaded))
+        """
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["django_jobqueue.worker.job"]

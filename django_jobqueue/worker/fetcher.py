@@ -230,8 +230,9 @@ class Fetcher:
             )
             for q, done, starts in groups
         ]
-        token = new_claim_token()
+        token = ""
         if claim is not None:
+            token = new_claim_token()
             calls.append(claim.claim_many_call(want, self.worker_id, start=start, defer_last_chance=True, token=token))
         if not calls:
             return []
