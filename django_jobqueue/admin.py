@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from . import admin_views as views
+from .admin_schedules import SchedulesPage
 from .models import JobQueue
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class JobQueueAdmin(_JobQueueModelAdmin):
             path("", self.admin_site.admin_view(self.changelist_view), name=f"{name}_jobqueue_changelist"),
             path("overview.json", wrap(views.OverviewJSON), name=f"{name}_overview_json"),
             path("search/", wrap(views.SearchPage), name=f"{name}_search"),
+            path("schedules/", wrap(SchedulesPage), name=f"{name}_schedules"),
             path("<str:queue>/action/", wrap(views.ActionView), name=f"{name}_action"),
             path("<str:queue>/summary.json", wrap(views.SummaryJSON), name=f"{name}_summary_json"),
             path("<str:queue>/job/<str:job_id>/", wrap(views.JobPage), name=f"{name}_job"),

@@ -57,6 +57,31 @@ def check_cache_alias(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return []
 
 
+@register(Tags.compatibility)
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """django_jobqueue.E003: a periodic job's schedule is wrong (a bad cron
+    expression, an unknown time zone, job or queue, an interval under a
+    second...); the message names the schedule. Reads the settings and the
+    job registry only."""
+    from .exceptions import ConfigurationError
+    from .schedules import all_schedules
+
+    settings, _errors = validate(raw_setting())
+    if settings is None:
+        return []  # E001 says why
+    try:
+        all_schedules(settings)
+    except ConfigurationError as exc:
+        return [
+            Error(
+                mask_credentials(str(exc)),
+                hint=f"See {docs('Periodic jobs')} for the options of a schedule.",
+                id="django_jobqueue.E003",
+            )
+        ]
+    return []
+
+
 @register(Tags.compatibility, deploy=True)
 def check_durability(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     """django_jobqueue.W001 (with --deploy): DURABLE is on but Redis keeps nothing

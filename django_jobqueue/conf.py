@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_EVENTS_LISTENER": False,
     "DURABLE": False,
     "QUEUES": {},
+    # Periodic jobs defined in settings: name -> {"job": ..., "cron" or "every": ..., ...}
+    # (docs/schedules.md); checked by schedules.py, which knows the job names.
+    "SCHEDULES": {},
 }
 
 QUEUE_DEFAULTS: dict[str, Any] = {
@@ -117,6 +120,8 @@ class Settings:
     worker_events_listener: bool = False
     # Keyword arguments for the connections to the sentinels (password, ssl, ...).
     sentinel_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    # JOBQUEUE["SCHEDULES"] as given (schedules.py checks and builds them).
+    schedules: dict[str, Any] = field(default_factory=dict)
 
     def queue(self, name: str | None = None) -> QueueSettings:
         from .exceptions import UnknownQueueError
@@ -220,6 +225,7 @@ _TOP_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "WORKER_EVENTS_LISTENER": _bool,
     "DURABLE": _bool,
     "QUEUES": _dict,
+    "SCHEDULES": _dict,
 }
 
 _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -390,6 +396,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             queues=queues,
             worker_events_listener=top["WORKER_EVENTS_LISTENER"],
             durable=top["DURABLE"],
+            schedules=dict(top["SCHEDULES"]),
         ),
         [],
     )

@@ -48,6 +48,8 @@ class JobDefinition:
     backoff_max_seconds: float | None = None
     # Default enqueue options (ttl, keep_result, ...), already validated.
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # A schedule's options given on @job (cron or every, ...): schedules.py builds it.
+    schedule: Mapping[str, Any] | None = None
 
     def enqueue(self, payload: Any = None, **options: Any) -> str:
         from .api import enqueue
@@ -159,6 +161,7 @@ def _build(
         raise InvalidJobOptions(f"@job decorates a function, got {func!r}")
     job_name = validate_job_name(name if name is not None else _dotted_path(func))
     where = f"@job({job_name!r})"
+    schedule = _schedule_options(job_name, defaults)
     # Defaults take the same checks as enqueue(); delay and run_at make no sense here.
     for banned in ("delay", "run_at", "on_commit"):
         if banned in defaults:
@@ -200,7 +203,23 @@ def _build(
         backoff_base_seconds=backoff_base_seconds,
         backoff_max_seconds=backoff_max_seconds,
         defaults={k: v for k, v in defaults.items() if k in ENQUEUE_OPTIONS},
+        schedule=schedule,
     )
+
+
+def _schedule_options(job_name: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """Take @job's schedule options (cron, every, ...) out of ``options``, checked."""
+    from .engine.schedules import ScheduleError
+    from .schedules import SCHEDULE_OPTIONS, check_options
+
+    given = {k: options.pop(k) for k in list(options) if k in SCHEDULE_OPTIONS}
+    if not given:
+        return None
+    try:
+        check_options(job_name, given)
+    except ScheduleError as exc:
+        raise InvalidJobOptions(f"@job({job_name!r}): {exc}") from None
+    return given
 
 
 @overload

@@ -25,6 +25,11 @@ job_reclaimed = Signal()
 job_requeued = Signal()
 job_deleted = Signal()
 job_expired = Signal()
+# Periodic jobs (docs/schedules.md): a schedule enqueued a run (job_id is the
+# run's), or passed a tick over (reason: "missed", "paused" or "overlap";
+# job_id is empty). Keyword arguments schedule and reason, besides the others.
+schedule_fired = Signal()
+schedule_skipped = Signal()
 # Every event, the ones above and the others (promoted, ...), after the specific signal.
 job_event = Signal()
 
@@ -49,4 +54,6 @@ EVENT_SIGNALS: dict[str, Signal] = {
     "nacked": job_requeued,
     "deleted": job_deleted,
     "expired": job_expired,
+    "schedule_fired": schedule_fired,
+    "schedule_skipped": schedule_skipped,
 }

@@ -21,6 +21,7 @@ from django_jobqueue.engine.bulk import purge
 from django_jobqueue.engine.declarations import ScriptDeclarationError, parse_declaration
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
 from django_jobqueue.engine.replies import ClaimedJob
+from django_jobqueue.engine.schedules import Schedule, ScheduleStore
 from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.worker.presence import Presence
 from tests.helpers.redis_data import KEY_TYPES
@@ -131,7 +132,7 @@ def test_a_key_is_read_from_one_keys_object_unless_the_call_gives_it(name):
     held = [key for key in spec.keys if key not in spec.given_keys]
 
     # Given at each call: a job's hash, a worker's hash, the list purge empties.
-    assert set(spec.given_keys) <= {"job", "worker", "purged"}
+    assert set(spec.given_keys) <= {"job", "worker", "purged", "schedule", "schedule_runs"}
     assert all(hasattr(QueueKeys, key) for key in held) or all(hasattr(GlobalKeys, key) for key in held)
 
 
@@ -423,6 +424,14 @@ def a_tour_of_every_script(q: RedisJobQueue, registry: Presence, midway: Callabl
         q.claim(timeout_ms=100, worker_id="w1")  # claim, then on the empty queue BLMOVE and stamp
         registry.beat(stopping=False)  # heartbeat
         registry.reclaim_lapsed()  # lapsed
+        schedules = ScheduleStore(q)
+        every_second = Schedule(name="tour", job="add", queue=q.queue_name, every_ms=1000, overlap="queue")
+        schedules.sync([every_second], 0)  # schedule_sync (from the epoch: its next tick has come)
+        script, keys, args = schedules.due_call()
+        now, due, _owed = ScheduleStore.parse_due(script(q.client, keys, args))  # schedules_due
+        schedules.tick(every_second, due[0][1], due[0][1])  # tick
+        schedules.run_now(every_second, now)  # tick (the last run unfinished: a run owed)
+        schedules.release_owed(every_second, now)  # tick
 
     return tour
 
@@ -435,7 +444,8 @@ def test_every_call_the_package_sends_fits_its_script_declaration(q, r, sent, mo
 
     def look_at_the_keys() -> None:
         for name in KEY_TYPES:
-            if hasattr(QueueKeys, name) and name != "job" and r.exists(getattr(q.keys, name)):
+            # Keys of the queue itself; a job's or a schedule's hash is named by a method.
+            if isinstance(getattr(q.keys, name, None), str) and r.exists(getattr(q.keys, name)):
                 held[name] = r.type(getattr(q.keys, name))
 
     with sent.during() as calls:
@@ -450,6 +460,10 @@ def test_every_call_the_package_sends_fits_its_script_declaration(q, r, sent, mo
                 assert key == registry.keys.worker(call.argv["worker_id"])
             elif name == "purged":
                 assert key == q.keys.pending
+            elif name == "schedule":
+                assert key == q.keys.schedule(call.argv["name"])
+            elif name == "schedule_runs":
+                assert key == q.keys.schedule_runs(call.argv["name"])
             else:
                 assert key == getattr(q.keys if hasattr(QueueKeys, name) else registry.keys, name), (call.script, name)
 

@@ -113,7 +113,7 @@ ACL_COMMANDS = (
     "+get +mget +set +del +exists +expire +persist +type +hget +hmget +hgetall +hset +hdel +hincrby "
     # lists, sets, sorted sets
     "+llen +lrange +lindex +lpush +lpop +rpush +rpop +lrem +ltrim +lmove +blmove "
-    "+sadd +srem +smembers +zadd +zrem +zcard +zrange +zrevrange +zrangebyscore +zpopmin "
+    "+sadd +srem +smembers +zadd +zrem +zcard +zscore +zrange +zrevrange +zrangebyscore +zpopmin "
     # events: pub/sub and the events log (a stream)
     "+publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +pubsub|numsub +pubsub|numpat "
     "+xadd +xrange +xrevrange +xinfo|stream "

@@ -160,6 +160,28 @@ class QueueKeys:
         """String held by whichever process runs the maintenance sweep now."""
         return f"{self.base}:sweep-lock"
 
+    @cached_property
+    def schedules(self) -> str:
+        """Sorted set schedule name -> its next tick (ms) of the schedules that enqueue here."""
+        return f"{self.base}:schedules"
+
+    @cached_property
+    def schedules_owed(self) -> str:
+        """Set of the names of schedules (``overlap="queue"``) owing a run once their last one finishes."""
+        return f"{self.schedules}:owed"
+
+    @cached_property
+    def schedule_prefix(self) -> str:
+        return f"{self.base}:schedule:"
+
+    def schedule(self, name: str) -> str:
+        """Hash of one schedule's state: its definition, next tick, last run, counters, pause."""
+        return f"{self.schedule_prefix}{name}"
+
+    def schedule_runs(self, name: str) -> str:
+        """List of the ids of one schedule's latest runs, newest first (capped)."""
+        return f"{self.schedule(name)}:runs"
+
     def all_static(self) -> list[str]:
         """Every fixed key of the queue (job hashes excluded); used by purge tools."""
         return [

@@ -45,6 +45,7 @@ from ..engine.replies import ClaimedJob, Outcome
 from ..events import ListenerThread, start_listener_thread
 from ..exceptions import UnknownJobError
 from ..registry import JobDefinition, get_definition
+from ..schedules import all_schedules, by_queue
 from .dbconn import close_stale_connections
 from .fetcher import MAX_BATCH, Ack, Fetcher
 from .hooks import HookRunner
@@ -53,6 +54,7 @@ from .presence import Presence
 from .redis_health import CONNECTION_ERRORS, RedisHealth
 from .renewal import LeaseRenewal
 from .running import RunningJobs
+from .scheduler import Scheduler
 from .supervisor import POOL_STOP_SIGNAL
 from .upkeep import ExhaustedByReclaim, Upkeep
 
@@ -110,6 +112,7 @@ class Worker:
         max_jobs: int | None = None,
         grace_seconds: float | None = None,
         worker_id: str | None = None,
+        scheduler: bool = True,
     ) -> None:
         settings = get_settings()
         names = list(queues or [settings.default_queue])
@@ -123,6 +126,14 @@ class Worker:
         self.settings = settings
         self.stats = WorkerStats()
         self._stopping = threading.Event()
+        # Periodic jobs (not in a burst worker, which only drains); built now
+        # so that a wrong schedule stops the worker before it starts.
+        self.scheduler: Scheduler | None = None
+        if scheduler and not burst:
+            defined = all_schedules(settings)
+            self.scheduler = Scheduler(
+                {name: get_queue(name) for name in settings.queues}, by_queue(defined), self._stopping
+            )
         self._stopped = threading.Event()
         self._leaving = threading.Event()  # about to remove the worker's record: no more beats
         self._upkeep_threads: list[threading.Thread] = []  # the sweep's and the heartbeat's threads
@@ -202,6 +213,9 @@ class Worker:
         ]
         for t in [maintenance, heartbeat, *renewals]:
             t.start()
+        if self.scheduler is not None:
+            self.redis_health.with_redis(self.scheduler.sync, "writing the schedules")
+            self._upkeep_threads.append(self.scheduler.start())
         if self.settings.worker_events_listener:
             self._events = start_listener_thread()
         for i in range(self.concurrency):

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import time
+from datetime import UTC, datetime, timedelta
 
 from django_jobqueue import job
 
@@ -36,3 +37,10 @@ def render_invoice(payload, job):
     time.sleep(0.3)
     total = sum(line["qty"] * line["price"] for line in payload["lines"])
     return {"invoice": payload["number"], "total": round(total, 2)}
+
+
+@job(name="digest", every=timedelta(seconds=10), payload={"kind": "digest"})
+def digest(payload, job):
+    """A periodic job (docs/schedules.md): every worker runs the schedule, each
+    tick is enqueued once. Every 10 s here so the demo shows it at work."""
+    return {"kind": payload["kind"], "ran_at": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -14,6 +15,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from django_jobqueue import InvalidJobOptions, PayloadError, QueueUnavailable, enqueue, get_queue
+from django_jobqueue.engine.schedules import ScheduleStore
+from django_jobqueue.schedules import all_schedules
 
 from .pool import KINDS, QUEUE, pool
 
@@ -42,7 +45,25 @@ def _plain_email(email: str) -> bool:
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "demo/index.html", {"kinds": KINDS, "pool": pool.state()})
+    return render(request, "demo/index.html", {"kinds": KINDS, "pool": pool.state(), "schedules": _schedules()})
+
+
+def _schedules() -> list[dict]:
+    """The demo's periodic jobs: each one's calendar, next tick and latest runs."""
+    rows = []
+    for schedule in all_schedules():
+        store = ScheduleStore(get_queue(schedule.queue))
+        state = store.state(schedule.name)
+        next_ms = state.get("next_ms")
+        rows.append(
+            {
+                "name": schedule.name,
+                "every_s": (schedule.every_ms or 0) / 1000,
+                "next": datetime.fromtimestamp(int(next_ms) / 1000, UTC) if next_ms and next_ms != "inf" else None,
+                "runs": store.recent_runs(schedule.name, 5),
+            }
+        )
+    return rows
 
 
 def signup(request: HttpRequest) -> HttpResponse:

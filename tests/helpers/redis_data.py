@@ -64,4 +64,8 @@ KEY_TYPES = {
     "job": "hash",
     "worker": "hash",
     "paused": "string",
+    "schedules": "zset",
+    "schedules_owed": "set",
+    "schedule": "hash",
+    "schedule_runs": "list",
 }

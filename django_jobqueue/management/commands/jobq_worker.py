@@ -38,6 +38,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--worker-id", help="a stable name for this worker (default: host.pid)")
         parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="do not run the periodic jobs' scheduler in this worker (every other worker may; "
+            "a burst worker never does)",
+        )
+        parser.add_argument(
             "--processes",
             "-p",
             type=int,
@@ -64,6 +70,7 @@ class Command(BaseCommand):
                 max_jobs=options["max_jobs"],
                 grace_seconds=options["grace"],
                 worker_id=worker_id,
+                scheduler=not options["no_scheduler"],
             )
         except (JobQueueError, LookupError, ValueError) as exc:
             raise CommandError(safe_text(exc)) from exc
@@ -107,7 +114,7 @@ class Command(BaseCommand):
         for name in ("concurrency", "max_jobs", "grace", "worker_id", "settings", "pythonpath"):
             if options.get(name) is not None:
                 args.append(f"--{name.replace('_', '-')}={options[name]}")
-        for name in ("burst", "traceback", "no_color", "force_color"):
+        for name in ("burst", "no_scheduler", "traceback", "no_color", "force_color"):
             if options.get(name):
                 args.append(f"--{name.replace('_', '-')}")
         return args
