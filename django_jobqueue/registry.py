@@ -100,7 +100,9 @@ def unregister(name: str) -> None:
 # dead-letters the job). A dotted path is imported on first use: the django.tasks
 # resolver needs Django's Tasks framework, which a project may not have.
 Resolver = Callable[[str], JobDefinition]
-_resolvers: dict[str, Resolver | str] = {"django.tasks:": "django_jobqueue.tasks.resolve_job_name"}
+# The job names of django.tasks tasks start with this (tasks/naming.py).
+TASK_NAME_PREFIX = "django.tasks:"
+_resolvers: dict[str, Resolver | str] = {TASK_NAME_PREFIX: "django_jobqueue.tasks.resolve_job_name"}
 
 
 def add_resolver(prefix: str, resolver: Resolver | str) -> None:

@@ -20,13 +20,13 @@ from .engine.exceptions import PayloadError
 from .engine.schedules import Schedule, ScheduleError
 from .exceptions import ConfigurationError, UnknownJobError, UnknownQueueError
 from .options import seconds_to_ms
-from .registry import JobDefinition, all_definitions, get_definition
+from .registry import TASK_NAME_PREFIX, JobDefinition, all_definitions, get_definition
 
 # Options a schedule takes, on @job and in settings ("job" and "queue" in settings only).
 SCHEDULE_OPTIONS = frozenset(
     {"cron", "every", "timezone", "payload", "overlap", "catch_up", "jitter", "start", "end", "paused"}
 )
-SETTINGS_ONLY = frozenset({"job", "queue"})
+SETTINGS_ONLY = frozenset({"job", "queue", "task", "args", "kwargs"})
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> None:
@@ -95,9 +95,10 @@ def all_schedules(settings: Settings | None = None) -> list[Schedule]:
             raise ConfigurationError(f"{where} is defined twice (on @job and in JOBQUEUE['SCHEDULES'])")
         try:
             if definition is None:
+                options = _task_options(where, options)
                 job = options.get("job")
                 if not isinstance(job, str):
-                    raise ScheduleError(f"{where}: 'job' must name a registered job")
+                    raise ScheduleError(f"{where}: 'job' must name a registered job (or 'task' a django.tasks task)")
                 definition = get_definition(job)
             queue = settings.queue(options.get("queue") or definition.queue).name
             max_attempts = definition.max_attempts or settings.queue(queue).max_attempts
@@ -106,6 +107,23 @@ def all_schedules(settings: Settings | None = None) -> list[Schedule]:
             message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
             raise ConfigurationError(message) from None
     return list(found.values())
+
+
+def _task_options(where: str, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A schedule of a django.tasks task ("task": its dotted path, with "args"
+    and "kwargs"): the same as one of the job the task is stored as, whose
+    payload is {"args": [...], "kwargs": {...}}."""
+    if "task" not in options:
+        if "args" in options or "kwargs" in options:
+            raise ScheduleError(f"{where}: args and kwargs go with 'task' (use 'payload' for a job)")
+        return options
+    if "job" in options or "payload" in options:
+        raise ScheduleError(f"{where}: give 'task' with args and kwargs, or 'job' with a payload, not both")
+    task, args, kwargs = options["task"], options.get("args", []), options.get("kwargs", {})
+    if not isinstance(task, str) or not isinstance(args, list | tuple) or not isinstance(kwargs, Mapping):
+        raise ScheduleError(f"{where}: 'task' is a dotted path, 'args' a list, 'kwargs' a dict")
+    rest = {k: v for k, v in options.items() if k not in ("task", "args", "kwargs")}
+    return {**rest, "job": TASK_NAME_PREFIX + task, "payload": {"args": list(args), "kwargs": dict(kwargs)}}
 
 
 def by_queue(schedules: list[Schedule]) -> dict[str, list[Schedule]]:

@@ -715,3 +715,35 @@ def test_arguments_must_be_json(settings, r):
     with pytest.raises(PayloadError):
         t.noop.enqueue("x" * (2 * 1024 * 1024))
     assert r.dbsize() == 0
+
+
+# ------------------------------------------------------------ on a schedule
+
+
+def test_a_task_runs_on_a_schedule(r, settings, jobq_settings, clock):
+    from django_jobqueue.engine.schedules import ScheduleStore
+    from django_jobqueue.queue import RedisJobQueue
+    from django_jobqueue.schedules import all_schedules
+
+    use_tasks(settings)
+    jobq_settings(SCHEDULES={"meaning": {"task": "tests.testapp.tasks.add", "args": [2, 3], "every": 60}})
+    (schedule,) = all_schedules()
+    assert (schedule.job, schedule.payload_json) == (
+        TASK_NAME_PREFIX + "tests.testapp.tasks.add",
+        '{"args":[2,3],"kwargs":{}}',
+    )
+    store = ScheduleStore(RedisJobQueue(r, schedule.queue, clock=clock))
+    store.sync([schedule], clock())
+    clock.advance(60)
+    (job_id,) = store.tick(schedule, int(store.state("meaning")["next_ms"]), clock())
+    drain()
+    result = compat.task_backends["default"].get_result(job_id)
+    assert result.status == Status.SUCCESSFUL and result.return_value == 5
+
+
+def test_a_task_schedule_takes_args_and_kwargs_not_a_payload(jobq_settings):
+    from django_jobqueue.checks import check_schedules
+
+    jobq_settings(SCHEDULES={"meaning": {"task": "tests.testapp.tasks.add", "payload": {}, "every": 60}})
+    (error,) = check_schedules()
+    assert "schedule 'meaning'" in error.msg and "not both" in error.msg

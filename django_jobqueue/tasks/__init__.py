@@ -8,10 +8,11 @@ backport on Django 5.2 (``django_tasks``); see compat.py.
 
 from __future__ import annotations
 
+from ..registry import TASK_NAME_PREFIX
 from .backend import JobQueueBackend, JobQueueTask
 from .compat import FRAMEWORK
 from .execute import resolve_job_name
-from .naming import TASK_NAME_PREFIX, job_name, load_task
+from .naming import job_name, load_task
 from .results import TaskAbandoned
 
 __all__ = [

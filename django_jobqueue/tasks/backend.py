@@ -29,7 +29,7 @@ from ..engine.ids import is_job_id, job_id_time_ms, new_job_id
 from ..engine.queue import RedisJobQueue
 from ..exceptions import InvalidJobOptions, QueueUnavailable, UnknownJobError, UnknownQueueError
 from ..options import EnqueueOptions, validate
-from ..registry import MAX_JOB_NAME_LENGTH
+from ..registry import MAX_JOB_NAME_LENGTH, TASK_NAME_PREFIX
 from .compat import (
     DEFAULT_TASK_PRIORITY,
     DEFAULT_TASK_QUEUE_NAME,
@@ -44,7 +44,7 @@ from .compat import (
     TaskResultStatus,
     task_enqueued,
 )
-from .naming import TASK_NAME_PREFIX, job_name, load_task
+from .naming import job_name, load_task
 from .results import (
     F_BACKEND,
     F_OPTIONS,

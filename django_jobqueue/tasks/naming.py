@@ -25,9 +25,8 @@ from django.apps import apps
 from django.conf import settings
 
 from ..exceptions import UnknownJobError
+from ..registry import TASK_NAME_PREFIX
 from .compat import Task
-
-TASK_NAME_PREFIX = "django.tasks:"
 
 
 def job_name(task: Task[..., Any]) -> str:
