@@ -7,5 +7,7 @@ from tests.settings import JOBQUEUE
 JOBQUEUE = {
     **JOBQUEUE,
     "QUEUES": {**JOBQUEUE["QUEUES"], "ticks": {}},
-    "SCHEDULES": {"every-second": {"job": "add", "every": 1, "queue": "ticks", "payload": {"a": 1, "b": 2}}},
+    "SCHEDULES": {
+        "every-second": {"job": "add", "every": 1, "queue": "ticks", "payload": {"a": 1, "b": 2}, "overlap": "allow"}
+    },
 }

@@ -23,6 +23,7 @@ from django_jobqueue.events import fire
 from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.registry import unregister
 from django_jobqueue.schedules import all_schedules
+from django_jobqueue.worker import scheduler as scheduler_module
 from django_jobqueue.worker.scheduler import Scheduler
 from tests.helpers.admin import HOSTILE, body, logged_in, make_user, url
 from tests.helpers.waiting import wait_for
@@ -488,3 +489,41 @@ def test_the_admin_schedule_actions_need_the_manage_permission_and_csrf(r, jobq_
     assert "paused" in body(manager.get(url("schedules")))
     manager.post(url("schedules"), {"action": "resume", "name": "nightly"})
     assert r.hget("queue:jobs:schedule:nightly", "paused") is None
+
+
+# ------------------------------------------------- the scheduler's round trips
+
+
+def test_a_scheduler_pass_is_one_round_trip_and_steps_what_it_expects(r, clock, monkeypatch):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    defined = [Schedule(name=f"s{i}", job="add", queue="jobs", every_ms=1000, overlap="allow") for i in range(3)]
+    ScheduleStore(q).sync(defined, clock())
+    scheduler = Scheduler({"jobs": q}, {"jobs": defined}, threading.Event())
+    pipelines = []
+    real = scheduler_module.scripts.run_pipeline
+    monkeypatch.setattr(
+        scheduler_module.scripts, "run_pipeline", lambda *a, **k: pipelines.append(len(a[1])) or real(*a, **k)
+    )
+    clock.advance(1)
+    assert scheduler.run_once() == []  # the first pass reads: three due, stepped at the next
+    for _ in range(5):
+        clock.advance(1)
+        assert len(scheduler.run_once()) == 3  # each pass: the three steps, then the read
+    assert pipelines == [1] + [4] * 5  # one pipeline a pass: steps and the read together
+    ticks = runs_by_tick(r)
+    assert all(len(ids) == 3 for ids in ticks.values()) and len(ticks) == 5  # from the first tick on, none skipped
+    assert sorted(ticks) == list(range(min(ticks), min(ticks) + 5000, 1000))
+
+
+def test_schedulers_whose_expectations_are_out_of_date_still_enqueue_each_tick_once(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    s = every(1, overlap="allow")
+    ScheduleStore(q).sync([s], clock())
+    schedulers = [Scheduler({"jobs": q}, {"jobs": [s]}, threading.Event()) for _ in range(3)]
+    for _ in range(10):
+        clock.advance(1)
+        for scheduler in schedulers:  # all expect the same tick; the first takes it, the others learn where it went
+            scheduler.run_once()
+    ticks = runs_by_tick(r)
+    assert all(len(ids) == 1 for ids in ticks.values())
+    assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1, 1000)) and len(ticks) >= 9

@@ -275,9 +275,17 @@ class ScheduleStore:
     @staticmethod
     def parse_tick(reply: Any) -> list[str] | None:
         """The ids a tick.lua call enqueued, or None when its tick had moved on."""
-        if reply is None or reply is False:
+        if not isinstance(reply, list):
             return None
         return [_s(i) for i in reply]
+
+    @staticmethod
+    def moved_to(reply: Any) -> int | None:
+        """Where the next tick was when a tick.lua call found it moved on
+        (None: the schedule is gone or has ended, or the call did not find it moved)."""
+        if isinstance(reply, bytes | str) and _s(reply) not in ("inf", "+inf"):
+            return int(float(_s(reply)))
+        return None
 
     def _tick_call(
         self,

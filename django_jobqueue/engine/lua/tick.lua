@@ -23,7 +23,9 @@
   defined so), nor, with overlap "skip", while its last run is unfinished;
   with "queue" the newest such tick is owed instead, and enqueued when the
   last run finishes. Each run's hash carries schedule and scheduled_for_ms.
-  Returns {enqueued ids...}, or false when the tick had moved on already.
+  Returns {enqueued ids...}; when the tick had moved on already, the
+  schedule's next tick now (a string: "inf" once it has ended), or false when
+  the schedule is gone.
   Events: enqueued (each run), schedule_fired (each run, with the schedule and
   the tick), schedule_skipped (with the reason: missed, paused, overlap).
 ]]
@@ -80,7 +82,8 @@ if ARGV[12] == '1' then
   return fired
 end
 
-if redis.call('ZSCORE', KEYS[2], name) ~= ARGV[3] then return false end
+local current = redis.call('ZSCORE', KEYS[2], name)
+if current ~= ARGV[3] then return current end
 if ARGV[4] == '' then
   redis.call('ZADD', KEYS[2], '+inf', name)
   redis.call('HDEL', KEYS[1], 'next_ms')
