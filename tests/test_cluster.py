@@ -14,6 +14,8 @@ from __future__ import annotations
 import collections
 import json
 import shutil
+import threading
+import time
 
 import pytest
 from redis.cluster import key_slot
@@ -22,9 +24,11 @@ from django_jobqueue import enqueue
 from django_jobqueue.engine import cluster as jq_cluster
 from django_jobqueue.engine import scripts
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
+from django_jobqueue.engine.schedules import Schedule, ScheduleStore
 from django_jobqueue.exceptions import ReplicationError
 from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
+from django_jobqueue.worker.scheduler import Scheduler
 from tests.helpers.cluster import (
     CompletedSignals,
     Ledger,
@@ -74,12 +78,15 @@ def spread(cluster):
 def test_every_key_list_of_every_script_call_hashes_to_one_slot():
     keys = QueueKeys("queue", "jobs", cluster=True)
     q = RedisJobQueue(None, "jobs", cluster=True)
+    every_second = Schedule(name="tick", job="add", queue="jobs", every_ms=1000)
     calls = [
         q._enqueue_call("{}", job_id="0" * 36)[1],
         q._claim_keys(),
         q._reclaim_call(10)[1],
         [keys.job("x"), keys.processing, keys.leases, keys.events, keys.events_log, keys.worker_jobs("w")],
         keys.all_static(),
+        ScheduleStore(q).tick_call(every_second, 0, 0)[1],
+        ScheduleStore(q).due_call()[1],
     ]
     for key_list in calls:
         assert {key_slot(k.encode()) for k in key_list} == {key_slot(b"jobs")}, key_list
@@ -138,6 +145,25 @@ def test_every_operation_runs_on_a_cluster(cc, spread):
         assert q.scan("pending")[1] == [a, b]
         assert q.pause("out") == "out" and q.claim_nowait("w3") is None
         assert q.resume("out") == "none" and q.claim_nowait("w3") is not None
+
+
+def test_schedules_on_three_primaries_run_from_one_scheduler_each_tick_once(cc, spread):
+    queues = {name: RedisJobQueue(cc, name, cluster=True) for name in spread}
+    schedules = {
+        name: [Schedule(name="tick", job="add", queue=name, every_ms=1000, overlap="allow")] for name in spread
+    }
+    scheduler = Scheduler(queues, schedules, threading.Event())
+    scheduler.sync()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(cc.llen(queues[n].keys.schedule_runs("tick")) < 3 for n in spread):
+        scheduler.run_once()  # one pipeline: a script call per primary's queue, grouped by node
+        time.sleep(0.5)
+    for name, q in queues.items():
+        ticks = [
+            int(cc.hget(q.keys.job(i), "scheduled_for_ms")) for i in cc.lrange(q.keys.schedule_runs("tick"), 0, -1)
+        ]
+        assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), (name, ticks)
+        assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1, 1000)), (name, ticks)
 
 
 def test_scripts_are_reloaded_after_script_flush_on_every_node(cluster, cc, spread):
