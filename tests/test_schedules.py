@@ -6,6 +6,7 @@ worker processes on a one-second schedule."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -40,12 +41,12 @@ def every(seconds: float, **options) -> Schedule:
     return Schedule(name="tick", job="add", queue="jobs", every_ms=int(seconds * 1000), **options)
 
 
-def runs_by_tick(r, queue: str = "jobs") -> dict[int, list[str]]:
-    """The runs the schedules enqueued on ``queue``, by the tick each is for."""
+def runs_by_tick(r, queue: str = "jobs", schedule: str | None = None) -> dict[int, list[str]]:
+    """The runs the schedules (or ``schedule``) enqueued on ``queue``, by the tick each is for."""
     found: dict[int, list[str]] = {}
     for key in r.scan_iter(f"queue:{queue}:job:*"):
         fields = r.hgetall(key)
-        if fields.get("schedule"):
+        if fields.get("schedule") and schedule in (None, fields["schedule"]):
             found.setdefault(int(fields["scheduled_for_ms"]), []).append(fields["id"])
     return found
 
@@ -326,20 +327,49 @@ def test_the_system_check_names_a_wrong_schedule_in_settings(jobq_settings):
 
 def test_three_workers_and_a_one_second_schedule_enqueue_every_tick_once(r, redis_server, tmp_path):
     env = worker_env(redis_server.url, "tests.settings_schedules")
-    workers = [start_logged_worker(env, tmp_path / f"w{i}.log", "--queue", "ticks") for i in range(3)]
+    workers = [
+        start_logged_worker(env, tmp_path / f"w{i}.log", "--queue", "ticks", "--concurrency", "4") for i in range(3)
+    ]
+    every_second = functools.partial(runs_by_tick, r, "ticks", "every-second")
     try:
-        wait_for(lambda: len(runs_by_tick(r, "ticks")) >= 3, timeout=30, what="three ticks")
+        wait_for(lambda: len(every_second()) >= 3, timeout=30, what="three ticks")
         workers[0].kill()  # one scheduler dies mid-way: the others go on, no tick lost or doubled
         workers[0].wait()
-        first = min(runs_by_tick(r, "ticks"))
-        wait_for(lambda: len(runs_by_tick(r, "ticks")) >= 7, timeout=30, what="seven ticks")
+        first = min(every_second())
+        wait_for(lambda: len(every_second()) >= 7, timeout=30, what="seven ticks")
     finally:
         for w in workers[1:]:
             stop_worker(w)
-    ticks = runs_by_tick(r, "ticks")
+    ticks = every_second()
     assert all(len(ids) == 1 for ids in ticks.values()), ticks
     span = sorted(t for t in ticks if t >= first)
     assert span == list(range(span[0], span[-1] + 1, 1000)), "a tick was skipped"
+
+
+def test_a_schedule_whose_runs_last_longer_than_its_period_never_runs_two_at_once(r, redis_server, tmp_path):
+    env = worker_env(redis_server.url, "tests.settings_schedules")
+    workers = [
+        start_logged_worker(env, tmp_path / f"w{i}.log", "--queue", "ticks", "--concurrency", "4") for i in range(2)
+    ]
+    try:
+        wait_for(lambda: len(finished_runs(r, "longer-than-its-period")) >= 2, timeout=40, what="two runs")
+    finally:
+        for w in workers:
+            stop_worker(w)
+    runs = sorted(finished_runs(r, "longer-than-its-period"))
+    for (_started, ended), (next_started, _ended) in zip(runs, runs[1:], strict=False):
+        assert next_started >= ended, runs  # each run began after the one before had finished
+    assert int(r.hget("queue:ticks:schedule:longer-than-its-period", "skipped")) >= 2  # ticks passed over meanwhile
+
+
+def finished_runs(r, schedule: str) -> list[tuple[int, int]]:
+    """(started, finished) ms of the schedule's runs that have finished."""
+    out = []
+    for ids in runs_by_tick(r, "ticks", schedule).values():
+        fields = r.hgetall(f"queue:ticks:job:{ids[0]}")
+        if fields.get("status") == "completed":
+            out.append((int(fields["claimed_at_ms"]), int(fields["completed_at_ms"])))
+    return out
 
 
 def test_a_worker_with_no_scheduler_enqueues_nothing(r, redis_server, tmp_path):
