@@ -38,13 +38,16 @@ class SchedulesPage(AdminPage):
             messages.error(request, "You may look at the schedules, not change them.")
             return HttpResponseRedirect(back)
         action, name = request.POST.get("action", ""), request.POST.get("name", "")
-        schedules = {s.name: s for s in all_schedules()}
+        try:
+            schedules = {s.name: s for s in all_schedules()}
+        except ConfigurationError as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(back)
         if action not in ACTIONS or name not in schedules:
             messages.error(request, "Unknown action or schedule.")
             return HttpResponseRedirect(back)
         schedule = schedules[name]
         store = ScheduleStore(get_queue(schedule.queue))
-        store.ensure(schedule)
         if action == "pause":
             store.pause(name)
             messages.success(request, f"Schedule {name} paused: its ticks are passed over until it is resumed.")
@@ -60,8 +63,8 @@ class SchedulesPage(AdminPage):
             if ids:
                 messages.success(request, f"Schedule {name}: enqueued {', '.join(ids)}.")
             else:
-                why = store.state(name).get("last_skip", "")
-                messages.warning(request, f"Schedule {name}: nothing enqueued ({why or 'its tick moved on'}).")
+                why = "paused, its last run unfinished, or a worker took its tick at that moment"
+                messages.warning(request, f"Schedule {name}: nothing enqueued ({why}).")
         return HttpResponseRedirect(back)
 
     @staticmethod

@@ -24,7 +24,7 @@ from django_jobqueue import enqueue
 from django_jobqueue.engine import cluster as jq_cluster
 from django_jobqueue.engine import scripts
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
-from django_jobqueue.engine.schedules import Schedule, ScheduleStore
+from django_jobqueue.engine.schedules import Schedule, ScheduleStore, plan
 from django_jobqueue.exceptions import ReplicationError
 from django_jobqueue.queue import Outcome, RedisJobQueue
 from django_jobqueue.worker import Worker
@@ -85,7 +85,7 @@ def test_every_key_list_of_every_script_call_hashes_to_one_slot():
         q._reclaim_call(10)[1],
         [keys.job("x"), keys.processing, keys.leases, keys.events, keys.events_log, keys.worker_jobs("w")],
         keys.all_static(),
-        ScheduleStore(q).tick_call(every_second, 0, 0)[1],
+        ScheduleStore(q).tick_call(every_second, 0, 0, plan(every_second, 0, 0))[1],
         ScheduleStore(q).due_call()[1],
     ]
     for key_list in calls:

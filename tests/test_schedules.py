@@ -15,15 +15,16 @@ from io import StringIO
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
 
-from django_jobqueue import InvalidJobOptions, job, signals
+from django_jobqueue import InvalidJobOptions, get_queue, job, signals
 from django_jobqueue.checks import check_schedules
 from django_jobqueue.engine.schedules import LATE_AFTER_MS, Schedule, ScheduleError, ScheduleStore, plan
 from django_jobqueue.events import fire
 from django_jobqueue.queue import RedisJobQueue
 from django_jobqueue.registry import unregister
-from django_jobqueue.schedules import all_schedules
+from django_jobqueue.schedules import all_schedules, by_queue
 from django_jobqueue.worker import scheduler as scheduler_module
 from django_jobqueue.worker.scheduler import Scheduler
 from tests.helpers.admin import HOSTILE, body, logged_in, make_user, url
@@ -231,9 +232,22 @@ def test_catch_up_after_a_stopped_period(r, clock, catch_up, runs, missed):
 
 def test_catch_up_all_is_capped():
     # Every second for 10 000 s: the last minute's 61 ticks are on time, the 9 940 before are late.
-    step_plan = plan(every(1, catch_up="all"), 0, 10_000_000)
+    step_plan = plan(every(1, catch_up="all", overlap="allow"), 0, 10_000_000)
     assert len(step_plan.runs) == 100 + 61 and step_plan.missed == 9_940 - 100
     assert step_plan.runs[0] == 9_840_000 and step_plan.next_ms == 10_001_000
+
+
+def test_with_overlap_skip_a_step_with_several_ticks_runs_only_the_newest(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    store = ScheduleStore(q)
+    s = every(1)  # overlap "skip": runs of one step would run at once
+    store.sync([s], clock())
+    clock.advance(3)
+    (job_id,) = step(store, s)
+    assert r.hget(f"queue:jobs:job:{job_id}", "scheduled_for_ms") == str(clock())
+    assert store.state("tick")["skipped"] == "2" and store.state("tick")["last_skip"] == "overlap"
+    with pytest.raises(ScheduleError, match="needs overlap 'allow'"):
+        every(60, catch_up="all")
 
 
 def test_a_paused_schedule_passes_its_ticks_over_and_resumes(r, clock):
@@ -263,6 +277,9 @@ def test_a_run_carries_its_schedule_and_tick_and_the_fixed_payload(r, clock):
     delay = s.jitter_for(tick)
     assert 0 <= delay <= 2000 and s.jitter_for(tick) == delay  # the same for every scheduler
     assert fields["status"] == ("scheduled" if delay else "pending")
+    # tick.lua writes a run as enqueue.lua writes a job (lua/_add.lua), plus its schedule fields.
+    enqueued = r.hgetall(f"queue:jobs:job:{q.enqueue({'a': 1, 'b': 2}, name='add', delay_ms=delay)}")
+    assert set(fields) == set(enqueued) | {"schedule", "scheduled_for_ms"}
 
 
 # ------------------------------------------------------------ definitions
@@ -410,6 +427,9 @@ def test_a_worker_syncs_its_schedules_by_the_servers_clock(r):
 
 def test_jobq_schedules_lists_pauses_resumes_and_runs_now(r, jobq_settings):
     jobq_settings(SCHEDULES={"nightly": {"job": "add", "cron": "0 3 * * *", "timezone": "Europe/Paris"}})
+    with pytest.raises(CommandError, match="no worker has started it"):
+        call_command("jobq_schedules", "run-now", "nightly")
+    start_as_a_worker_would()
     out = StringIO()
     call_command("jobq_schedules", stdout=out)
     assert "nightly  [active]  add on jobs, cron '0 3 * * *' (Europe/Paris)" in out.getvalue()
@@ -430,6 +450,13 @@ def test_jobq_schedules_lists_pauses_resumes_and_runs_now(r, jobq_settings):
     assert "not enqueued: overlap" in out.getvalue()
     with pytest.raises(CommandError, match="no schedule named 'nope'"):
         call_command("jobq_schedules", "pause", "nope")
+
+
+def start_as_a_worker_would() -> None:
+    """Write the defined schedules to Redis, as a worker does when it starts."""
+    defined = all_schedules()
+    queues = {s.queue for s in defined}
+    Scheduler({q: get_queue(q) for q in queues}, by_queue(defined), threading.Event()).sync()
 
 
 def call_command_output(*args: str) -> str:
@@ -497,6 +524,7 @@ def test_the_admin_schedules_page_shows_each_schedule_escaped_and_its_runs(r, jo
     assert "nightly" in page and "cron 0 3 * * * (Europe/Paris)" in page
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "not started by a worker yet" in page
+    start_as_a_worker_would()
     response = manager.post(url("schedules"), {"action": "run-now", "name": "nightly"})
     assert response.status_code == 302
     (run_id,) = r.lrange("queue:jobs:schedule:nightly:runs", 0, -1)
@@ -557,3 +585,81 @@ def test_schedulers_whose_expectations_are_out_of_date_still_enqueue_each_tick_o
     ticks = runs_by_tick(r)
     assert all(len(ids) == 1 for ids in ticks.values())
     assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1, 1000)) and len(ticks) >= 9
+
+
+# ------------------------------------------------- what a step refuses to do
+
+
+def test_a_step_planned_ahead_of_the_servers_clock_is_refused_and_changes_nothing(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    store = ScheduleStore(q)
+    s = every(60, overlap="allow")
+    store.sync([s], clock())
+    clock.advance(60)
+    due = int(store.state("tick")["next_ms"])
+    # A worker whose clock runs an hour ahead plans the next hour's ticks (59 of them late).
+    assert store.tick(s, due, clock() + 3_600_000) is None
+    assert store.state("tick")["next_ms"] == str(due) and runs_by_tick(r) == {}
+    assert len(store.tick(s, due, clock())) == 1
+
+
+def test_a_step_for_another_definition_is_refused_and_the_scheduler_writes_its_own_again(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    mine, theirs = every(60, overlap="allow"), every(30, overlap="allow", payload_json='{"v":2}')
+    ScheduleStore(q).sync([theirs], clock())  # a worker of another release wrote its definition last
+    clock.advance(30)
+    assert ScheduleStore(q).tick(mine, clock(), clock()) is None  # no run with the old calendar or payload
+    assert runs_by_tick(r) == {}
+    scheduler = Scheduler({"jobs": q}, {"jobs": [mine]}, threading.Event())
+    scheduler.run_once()  # reads: the tick is due
+    scheduler.run_once()  # its step is refused: another definition
+    scheduler.run_once()  # writes its own again (restarting from its next tick)
+    assert ScheduleStore(q).state("tick")["spec_hash"] == mine.spec_hash
+
+
+def test_an_owed_run_is_kept_until_the_last_run_finishes_and_never_lost(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    store = ScheduleStore(q)
+    s = every(10, overlap="queue")
+    store.sync([s], clock())
+    clock.advance(10)
+    (first,) = step(store, s)
+    clock.advance(10)
+    assert step(store, s) == [] and store.state("tick")["owed_ms"]  # first still pending: one run owed
+    assert store.release_owed(s, clock()) == [] and store.state("tick")["owed_ms"]  # kept, not dropped
+    q.complete(q.claim(timeout_ms=0), None)
+    clock.advance(10)
+    (served,) = step(store, s)  # the next tick's run serves the run owed
+    assert "owed_ms" not in store.state("tick") and served != first
+    assert store.state("tick")["fired"] == "2"
+
+
+def test_a_step_meeting_a_key_of_the_wrong_type_changes_nothing(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    store = ScheduleStore(q)
+    s = every(1, overlap="allow")
+    store.sync([s], clock())
+    clock.advance(1)
+    before = store.state("tick")
+    r.set(q.keys.pending, "not a list")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.tick(s, int(before["next_ms"]), clock())
+    assert store.state("tick") == before
+
+
+def test_a_changed_definition_never_restarts_at_a_tick_already_run(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    store = ScheduleStore(q)
+    s = every(60, overlap="allow")
+    store.sync([s], clock())
+    clock.advance(60)
+    (job_id,) = step(store, s)
+    ran = int(r.hget(f"queue:jobs:job:{job_id}", "scheduled_for_ms"))
+    changed = every(60, overlap="allow", payload_json='{"v":2}')
+    store.sync([changed], ran - 1)  # its time read a round trip before that step: first tick would be `ran`
+    assert int(store.state("tick")["next_ms"]) == ran + 60_000
+
+
+def test_a_cron_expression_has_five_fields():
+    with pytest.raises(ScheduleError, match="five fields"):
+        Schedule(name="x", job="add", queue="jobs", cron="0 30 2 * * *")

@@ -21,6 +21,7 @@ runs one run for all of them, ``"all"`` runs each, up to CATCH_UP_MAX.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Sequence
@@ -41,6 +42,8 @@ CATCH_UP = ("skip", "once", "all")
 LATE_AFTER_MS = 60_000
 # Runs one catch-up ("all") enqueues at most; the older late ticks are missed.
 CATCH_UP_MAX = 100
+# Late ticks of a cron schedule counted as missed, at most, per step.
+LATE_COUNT_MAX = 10_000
 # Due schedules one scheduler pass reads per queue.
 DUE_LIMIT = 1000
 MIN_EVERY_MS = 1000
@@ -86,6 +89,8 @@ class Schedule:
             raise ScheduleError(f"{where}: overlap must be one of {', '.join(OVERLAP)}, got {self.overlap!r}")
         if self.catch_up not in CATCH_UP:
             raise ScheduleError(f"{where}: catch_up must be one of {', '.join(CATCH_UP)}, got {self.catch_up!r}")
+        if self.catch_up == "all" and self.overlap != "allow":
+            raise ScheduleError(f"{where}: catch_up 'all' runs every late tick at once: it needs overlap 'allow'")
         if self.jitter_ms < 0:
             raise ScheduleError(f"{where}: jitter must not be negative")
         if self.start_ms is not None and self.end_ms is not None and self.end_ms <= self.start_ms:
@@ -95,6 +100,10 @@ class Schedule:
         except (KeyError, ValueError) as exc:
             raise ScheduleError(f"{where}: unknown time zone {self.timezone!r}") from exc
         if self.cron is not None:
+            if len(self.cron.split()) != 5:
+                raise ScheduleError(
+                    f"{where}: a cron expression has five fields (minute hour day month weekday), got {self.cron!r}"
+                )
             try:
                 from cronsim import CronSimError
             except ImportError:
@@ -114,6 +123,12 @@ class Schedule:
         """The definition as compact JSON: a change restarts the schedule from now."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
+    @property
+    def spec_hash(self) -> str:
+        """A digest of the definition: tick.lua takes a step only for the
+        definition Redis holds (during a rolling deploy, not an older one)."""
+        return hashlib.sha1(self.spec_json().encode()).hexdigest()[:16]  # noqa: S324 - an identity, not a secret
+
     def tick_after(self, ms: int) -> int | None:
         """The first tick strictly after ``ms`` (epoch ms), or None past ``end``."""
         if self.start_ms is not None and ms < self.start_ms:
@@ -127,6 +142,29 @@ class Schedule:
         if self.end_ms is not None and tick > self.end_ms:
             return None
         return tick
+
+    def ticks_before(self, ms: int, count: int, not_before: int) -> list[int]:
+        """Up to ``count`` ticks strictly before ``ms`` and at or after
+        ``not_before``, oldest first."""
+        found: list[int] = []
+        if self.every_ms is not None:
+            anchor = self.start_ms or 0
+            tick = anchor + ((ms - 1 - anchor) // self.every_ms) * self.every_ms
+            while len(found) < count and tick >= not_before:
+                found.append(tick)
+                tick -= self.every_ms
+        else:
+            from cronsim import CronSim
+
+            assert self.cron is not None
+            start = datetime.fromtimestamp(-(-ms // 1000), self.zone)
+            for when in CronSim(self.cron.upper(), start, reverse=True):
+                tick = int(when.timestamp()) * 1000
+                if len(found) >= count or tick < not_before:
+                    break
+                if tick < ms:
+                    found.append(tick)
+        return found[::-1]
 
     def _cron_after(self, ms: int) -> int:
         from cronsim import CronSim
@@ -153,20 +191,62 @@ class Plan:
 
 
 def plan(schedule: Schedule, due_ms: int, now_ms: int) -> Plan:
-    """The step for the ticks from ``due_ms`` (the next tick, come) up to ``now_ms``."""
-    ticks = [due_ms]
-    following = schedule.tick_after(due_ms)
-    while following is not None and following <= now_ms and len(ticks) <= 100_000:
-        ticks.append(following)
-        following = schedule.tick_after(following)
-    late = [t for t in ticks if now_ms - t > LATE_AFTER_MS]
-    on_time = ticks[len(late) :]
-    if schedule.catch_up == "all":
-        kept = late[-CATCH_UP_MAX:]
-        return Plan(kept + on_time, len(late) - len(kept), following)
-    if schedule.catch_up == "once" and late:
-        return Plan([late[-1], *on_time], len(late) - 1, following)
-    return Plan(on_time, len(late), following)
+    """The step for the ticks from ``due_ms`` (the next tick, come) up to ``now_ms``.
+
+    Ticks within LATE_AFTER_MS of ``now_ms`` are on time and each gets a run.
+    Earlier ones are late: counted (arithmetic for an interval; for cron up to
+    LATE_COUNT_MAX), and only the newest of them are ever enumerated, so a
+    schedule stopped for a month plans as fast as one stopped for a minute.
+    """
+    cutoff = now_ms - LATE_AFTER_MS  # ticks before this are late
+    on_time: list[int] = []
+    tick: int | None = due_ms if due_ms >= cutoff else schedule.tick_after(cutoff - 1)
+    while tick is not None and tick <= now_ms:
+        on_time.append(tick)
+        tick = schedule.tick_after(tick)
+    following = tick
+    if due_ms >= cutoff:
+        return Plan(on_time, 0, following)
+    late = _count_late(schedule, due_ms, cutoff)
+    keep = {"all": CATCH_UP_MAX, "once": 1}.get(schedule.catch_up, 0)
+    kept = schedule.ticks_before(cutoff, min(keep, late), due_ms) if keep else []
+    return Plan(kept + on_time, late - len(kept), following)
+
+
+def _count_late(schedule: Schedule, due_ms: int, cutoff: int) -> int:
+    """How many ticks from ``due_ms`` (one, come) to before ``cutoff``."""
+    if schedule.every_ms is not None:
+        return (cutoff - 1 - due_ms) // schedule.every_ms + 1
+    count, tick = 0, due_ms
+    while tick < cutoff and count < LATE_COUNT_MAX:
+        count += 1
+        following = schedule.tick_after(tick)
+        if following is None:
+            break
+        tick = following
+    return count
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why tick.lua changed nothing (its reply)."""
+
+    # "moved": another scheduler took the step (next_ms: where the tick is now,
+    # None when the schedule ended or is gone); "definition": Redis holds
+    # another definition of the schedule; "clock": the caller planned for a
+    # time ahead of the server's.
+    reason: str
+    next_ms: int | None = None
+
+    @staticmethod
+    def of(reply: Any) -> Refused | None:
+        if not isinstance(reply, list) or not reply or not isinstance(reply[0], int):
+            return None
+        if reply[0] == -1:
+            current = _s(reply[1]) if len(reply) > 1 else ""
+            moved = None if current in ("", "inf", "+inf") else int(float(current))
+            return Refused("moved", moved)
+        return Refused("definition" if reply[0] == -2 else "clock")
 
 
 class ScheduleStore:
@@ -185,9 +265,15 @@ class ScheduleStore:
         calls = []
         for s in defined:
             first = s.tick_after(now_ms)
+            second = None if first is None else s.tick_after(first)
             keys = script.keys_for(self.keys, schedule=self.keys.schedule(s.name))
             args = script.argv_for(
-                name=s.name, spec=s.spec_json(), first_ms="" if first is None else first, paused="1" if s.paused else ""
+                name=s.name,
+                spec=s.spec_json(),
+                spec_hash=s.spec_hash,
+                first_ms="" if first is None else first,
+                second_ms="" if second is None else second,
+                paused="1" if s.paused else "",
             )
             calls.append((script, keys, args))
         if calls:
@@ -202,11 +288,6 @@ class ScheduleStore:
         """The Redis server's clock, which every schedule goes by."""
         seconds, micros = self.queue.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
-
-    def ensure(self, schedule: Schedule) -> None:
-        """Sync one schedule as a worker starting would (a schedule no worker
-        has started yet gets its first tick), forgetting none."""
-        self.sync([schedule], self.server_now_ms(), retire=False)
 
     def names(self) -> list[str]:
         """Every schedule of this queue in Redis (an ended one has an infinite next tick)."""
@@ -242,31 +323,34 @@ class ScheduleStore:
 
     def tick(self, schedule: Schedule, due_ms: int, now_ms: int) -> list[str] | None:
         """Take one step of ``schedule`` whose tick ``due_ms`` has come: the
-        ids enqueued, or None when another scheduler took this step first."""
-        return self.run(self.tick_call(schedule, due_ms, now_ms))
+        ids enqueued, or None when the step was refused (see Refused)."""
+        return self.run(self.tick_call(schedule, due_ms, now_ms, plan(schedule, due_ms, now_ms)))
 
-    def tick_call(self, schedule: Schedule, due_ms: int, now_ms: int) -> Call:
-        """The script call of tick(), for a pipeline of several schedules' steps."""
-        step = plan(schedule, due_ms, now_ms)
+    def tick_call(self, schedule: Schedule, due_ms: int, now_ms: int, step: Plan) -> Call:
+        """The script call of a step planned for ``now_ms``, for a pipeline of several."""
         runs = [(t, new_job_id(), schedule.jitter_for(t)) for t in step.runs]
-        return self._tick_call(schedule, due_ms, step.next_ms, step.missed, runs, owed=False)
+        return self._tick_call(schedule, due_ms, step.next_ms, step.missed, runs, now_ms, owed=False)
 
     def release_owed(self, schedule: Schedule, now_ms: int) -> list[str]:
         """Enqueue the run ``schedule`` owes (overlap "queue") if its last run has finished."""
         return self.run(self.release_owed_call(schedule, now_ms)) or []
 
     def release_owed_call(self, schedule: Schedule, now_ms: int) -> Call:
-        return self._tick_call(schedule, 0, None, 0, [(now_ms, new_job_id(), 0)], owed=True)
+        return self._tick_call(schedule, 0, None, 0, [(now_ms, new_job_id(), 0)], now_ms, owed=True)
 
     def run_now(self, schedule: Schedule, now_ms: int) -> list[str]:
         """An extra run now, as a tick would make it (overlap and pause respected),
         leaving the next tick where it is."""
-        due = self.state(schedule.name).get("next_ms")
+        state = self.state(schedule.name)
+        due = state.get("next_ms")
         if due is None:
-            raise ScheduleError(f"schedule {schedule.name!r} has no next tick (not synced, or ended)")
+            raise ScheduleError(f"schedule {schedule.name!r} has no next tick (no worker has started it, or it ended)")
+        if state.get("spec_hash") != schedule.spec_hash:
+            raise ScheduleError(f"schedule {schedule.name!r} is defined otherwise in Redis (restart the workers)")
         # The step tick.lua takes, with the next tick left where it is. A
         # scheduler that moved it on meanwhile wins; the caller may try again.
-        return self.run(self._tick_call(schedule, int(due), int(due), 0, [(now_ms, new_job_id(), 0)], owed=False)) or []
+        runs = [(now_ms, new_job_id(), 0)]
+        return self.run(self._tick_call(schedule, int(due), int(due), 0, runs, now_ms, owed=False)) or []
 
     def run(self, call: Call) -> list[str] | None:
         script, keys, args = call
@@ -274,18 +358,10 @@ class ScheduleStore:
 
     @staticmethod
     def parse_tick(reply: Any) -> list[str] | None:
-        """The ids a tick.lua call enqueued, or None when its tick had moved on."""
-        if not isinstance(reply, list):
+        """The ids a tick.lua call enqueued, or None when it refused the step."""
+        if Refused.of(reply) is not None:
             return None
         return [_s(i) for i in reply]
-
-    @staticmethod
-    def moved_to(reply: Any) -> int | None:
-        """Where the next tick was when a tick.lua call found it moved on
-        (None: the schedule is gone or has ended, or the call did not find it moved)."""
-        if isinstance(reply, bytes | str) and _s(reply) not in ("inf", "+inf"):
-            return int(float(_s(reply)))
-        return None
 
     def _tick_call(
         self,
@@ -294,6 +370,7 @@ class ScheduleStore:
         next_ms: int | None,
         missed: int,
         runs: Sequence[tuple[int, str, int]],
+        planned_ms: int,
         *,
         owed: bool,
     ) -> Call:
@@ -314,6 +391,8 @@ class ScheduleStore:
             ttl_ms=schedule.ttl_ms,
             missed=missed,
             owed="1" if owed else "",
+            spec_hash=schedule.spec_hash,
+            planned_ms=planned_ms,
             runs=[value for run in runs for value in run],
         )
         return script, keys, args

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from ..engine import scripts
 from ..engine.queue import RedisJobQueue
-from ..engine.schedules import Call, Schedule, ScheduleStore, plan
+from ..engine.schedules import Call, Plan, Refused, Schedule, ScheduleStore, plan
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -54,8 +54,14 @@ class Scheduler:
         self._expected: dict[str, dict[str, int]] = {name: {} for name in queues}
         # Owed runs (overlap "queue") the last read found ready, to release.
         self._owed: dict[str, set[str]] = {name: set() for name in queues}
-        # The server's clock minus ours (ms), from the last read.
-        self._offset_ms: float | None = None
+        # Per queue (its node's clock, in a cluster), the server's clock at the
+        # last read and our monotonic clock then: "now" is reckoned from them,
+        # so a jump of this machine's wall clock changes nothing (and tick.lua
+        # refuses a plan ahead of the server's).
+        self._server_at: dict[str, tuple[int, float]] = {}
+        # Schedules Redis holds another definition of: written again (at most
+        # once a minute each), so the definition of the newest workers wins.
+        self._resync: dict[tuple[str, str], float] = {}
 
     def sync(self) -> None:
         """Write every schedule's definition to Redis (a new or changed one
@@ -78,41 +84,40 @@ class Scheduler:
             except Exception:
                 logger.exception("scheduler: unexpected error; trying again in %.0f s", self.poll_s)
 
+    def _now_ms(self, queue_name: str) -> int | None:
+        if queue_name not in self._server_at:
+            return None
+        server_ms, at = self._server_at[queue_name]
+        return int(server_ms + (time.monotonic() - at) * 1000)
+
     def run_once(self) -> list[str]:
-        """One pass, one round trip: the steps of the schedules expected due by
-        now, then the read of the due ones (for the next pass); the ids of the
-        runs enqueued."""
+        """One pass, one round trip: the owed runs the last read found ready,
+        the steps of the schedules expected due by now, then the read of the
+        due ones (for the next pass); the ids of the runs enqueued."""
         active = [name for name, defined in self.schedules.items() if defined]
         if not active:
             return []
+        self._resync_refused()
         steps: list[Step] = []
-        if self._offset_ms is not None:
-            now_ms = int(time.time() * 1000 + self._offset_ms)
-            for queue_name in active:
-                store, defined = self.stores[queue_name], self.schedules[queue_name]
-                for name, due_ms in list(self._expected[queue_name].items()):
-                    if due_ms <= now_ms and name in defined:
-                        call = store.tick_call(defined[name], due_ms, now_ms)
-                        following = plan(defined[name], due_ms, now_ms).next_ms
-                        steps.append(Step(queue_name, name, call, following))
-                for name in self._owed[queue_name] & set(defined):
-                    steps.append(
-                        Step(queue_name, name, store.release_owed_call(defined[name], now_ms), releases_owed=True)
-                    )
-                self._owed[queue_name].clear()
+        for queue_name in active:
+            now_ms = self._now_ms(queue_name)
+            if now_ms is not None:
+                steps += self._steps(queue_name, now_ms)
         reads = [self.stores[name].due_call() for name in active]
         client = self.stores[active[0]].queue.client
-        sent_at = time.time() * 1000
+        sent_at = time.monotonic()
         # Each step is its own atomic call: one refused (an error reply) never
         # discards the others; it is expected again at the next pass.
         replies = scripts.run_pipeline(client, [step.call for step in steps] + reads, raise_on_error=False)
+        received_at = time.monotonic()
         enqueued = self._stepped(steps, replies[: len(steps)])
         stepped = {(step.queue, step.name) for step in steps}
         for queue_name, reply in zip(active, replies[len(steps) :], strict=True):
             if isinstance(reply, Exception):
-                raise reply
-            now_ms, due, owed = ScheduleStore.parse_due(reply)
-            self._offset_ms = now_ms - (sent_at + time.time() * 1000) / 2
+                logger.warning("scheduler: reading the due schedules of %s failed: %s", queue_name, reply)
+                continue
+            server_ms, due, owed = ScheduleStore.parse_due(reply)
+            self._server_at[queue_name] = (server_ms, (sent_at + received_at) / 2)
             defined, expected = self.schedules[queue_name], self._expected[queue_name]
             for name, due_ms in due:
                 if name not in defined:
@@ -123,8 +128,23 @@ class Scheduler:
                     expected[name] = max(expected.get(name, due_ms), due_ms)
                 else:
                     expected[name] = due_ms
-            self._owed[queue_name] = set(owed) & set(defined)
+            self._owed[queue_name] = {name for name in owed if name in defined}
         return enqueued
+
+    def _steps(self, queue_name: str, now_ms: int) -> list[Step]:
+        store, defined = self.stores[queue_name], self.schedules[queue_name]
+        # Owed runs first: a tick stepped after them sees their run unfinished.
+        steps = [
+            Step(queue_name, name, store.release_owed_call(defined[name], now_ms), releases_owed=True)
+            for name in sorted(self._owed[queue_name])
+            if name in defined
+        ]
+        self._owed[queue_name].clear()
+        for name, due_ms in list(self._expected[queue_name].items()):
+            if due_ms <= now_ms and name in defined:
+                step = plan(defined[name], due_ms, now_ms)
+                steps.append(Step(queue_name, name, store.tick_call(defined[name], due_ms, now_ms, step), step))
+        return steps
 
     def _stepped(self, steps: list[Step], replies: list[Any]) -> list[str]:
         enqueued: list[str] = []
@@ -133,31 +153,49 @@ class Scheduler:
             if isinstance(reply, Exception):
                 logger.error("schedule %s: its step failed (tried again next pass): %s", step.name, reply)
                 continue
-            ids = ScheduleStore.parse_tick(reply)
-            if step.releases_owed:
-                pass
-            elif ids is None:  # another scheduler took this step: the reply says where the tick is now
-                moved = ScheduleStore.moved_to(reply)
-                if moved is None:
-                    expected.pop(step.name, None)
+            refused = Refused.of(reply)
+            if refused is not None:
+                if step.releases_owed:
+                    continue
+                if refused.reason == "moved" and refused.next_ms is not None:
+                    expected[step.name] = refused.next_ms  # another scheduler took the step
                 else:
-                    expected[step.name] = moved
-            elif step.following is None:
-                expected.pop(step.name, None)  # the schedule has ended
-            else:
-                expected[step.name] = step.following
+                    expected.pop(step.name, None)
+                if refused.reason == "definition":
+                    self._resync.setdefault((step.queue, step.name), float("-inf"))
+                continue
+            if step.plan is not None:
+                if step.plan.next_ms is None:
+                    expected.pop(step.name, None)  # the schedule has ended
+                else:
+                    expected[step.name] = step.plan.next_ms
+            ids = ScheduleStore.parse_tick(reply) or []
             if ids:
                 logger.info("schedule %s: enqueued %s", step.name, ", ".join(ids))
                 enqueued += ids
         return enqueued
 
+    def _resync_refused(self) -> None:
+        """Write again the definitions of schedules whose steps were refused
+        for another definition (another worker wrote its own: during a rolling
+        deploy, the last to write wins; each rewrite restarts the schedule from
+        its next tick, never at one already run)."""
+        now = time.monotonic()
+        for (queue_name, name), last in list(self._resync.items()):
+            if now - last < 60:
+                continue
+            store = self.stores[queue_name]
+            logger.warning("schedule %s: defined otherwise in Redis; writing this worker's definition", name)
+            store.sync([self.schedules[queue_name][name]], store.server_now_ms(), retire=False)
+            self._resync[(queue_name, name)] = now
+
 
 @dataclass(frozen=True)
 class Step:
-    """One schedule's step in a pass: a tick (and the tick after it), or an owed run."""
+    """One schedule's step in a pass: a tick (with its plan), or an owed run."""
 
     queue: str
     name: str
     call: Call
-    following: int | None = None
+    plan: Plan | None = None
     releases_owed: bool = False

@@ -23,7 +23,6 @@
   Events: enqueued (status pending or scheduled).
 ]]
 --@include _lib
---@include _add
 
 -- One read for two flags: the pause state, and whether an events listener
 -- wants the events log (emit() would look that up with a call of its own).
@@ -49,12 +48,36 @@ if unique ~= '' then
   end
 end
 
-local extra = {}
-for i = 10, #ARGV do table.insert(extra, ARGV[i]) end
-if unique ~= '' then
-  table.insert(extra, 'unique_key'); table.insert(extra, unique)
+local status = 'pending'
+if delay > 0 then status = 'scheduled' end
+
+local fields = {
+  'id', id, 'name', ARGV[7], 'queue', ARGV[6], 'payload', ARGV[8],
+  'status', status, 'attempts', '0', 'max_attempts', ARGV[9],
+  'enqueued_at_ms', int(now), 'claim_token', '',
+}
+if delay > 0 then
+  table.insert(fields, 'run_at_ms'); table.insert(fields, int(now + delay))
 end
-add_job({pending = KEYS[2], scheduled = KEYS[3], deadlines = KEYS[4], stats = KEYS[6], events = KEYS[7],
-         job_prefix = KEYS[8]}, id, now, delay, ttl, ARGV[6], ARGV[7], ARGV[8], ARGV[9], extra)
+if ttl > 0 then
+  table.insert(fields, 'expires_at_ms'); table.insert(fields, int(now + ttl))
+end
+if unique ~= '' then
+  table.insert(fields, 'unique_key'); table.insert(fields, unique)
+end
+for i = 10, #ARGV, 2 do
+  table.insert(fields, ARGV[i]); table.insert(fields, ARGV[i + 1])
+end
+if delay > 0 then
+  redis.call('ZADD', KEYS[3], now + delay, id)
+else
+  redis.call('LPUSH', KEYS[2], id)
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 if unique ~= '' then redis.call('HSET', KEYS[5], unique, id) end
+if ttl > 0 then
+  redis.call('ZADD', KEYS[4], now + ttl, id)
+end
+redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
+emit(KEYS[7], id, 'enqueued', status, {ARGV[7], ARGV[6], 0}, now)
 return 1

@@ -1,15 +1,17 @@
 --[[
   One step of a schedule, decided once however many schedulers try: when its
-  next tick is still the one the caller read (expected_ms), move it on to
-  next_ms and enqueue the runs the caller computed for the ticks that came,
-  in the same atomic call; a caller that comes second finds the tick moved on
-  and changes nothing. Or, with owed = "1", enqueue the run a schedule with
-  overlap "queue" owes, once its last run has finished.
+  next tick is still the one the caller expected (expected_ms), and the caller
+  holds the definition Redis holds, move the tick on to next_ms and enqueue
+  the runs the caller planned for the ticks that came, in the same atomic
+  call; a caller that comes second finds the tick moved on and changes
+  nothing. Or, with owed = "1", enqueue the run a schedule with overlap
+  "queue" owes, once its last run has finished.
 
   KEYS[1] schedule (the schedule's hash)   KEYS[2] schedules   KEYS[3] schedules_owed
   KEYS[4] pending   KEYS[5] scheduled   KEYS[6] deadlines   KEYS[7] stats
   KEYS[8] events (the channel)   KEYS[9] job_prefix
   KEYS[10] schedule_runs (the ids of its latest runs, newest first, at most 20)
+  KEYS[11] paused (the queue's pause flag: no run while it refuses enqueues)
 
   ARGV[1] now ms (0 = server clock)   ARGV[2] name   ARGV[3] expected_ms
   ARGV[4] next_ms ("" = none: the schedule has ended; its score becomes +inf)
@@ -17,27 +19,45 @@
   ARGV[8] payload JSON   ARGV[9] max_attempts   ARGV[10] ttl_ms (0 = none)
   ARGV[11] missed: ticks passed over as too late (counted, and reported once)
   ARGV[12] owed ("1": release the owed run; expected_ms and next_ms are then unused)
-  ARGV[13..] runs {tick_ms, id, delay_ms}: a run per tick to enqueue, in order
+  ARGV[13] spec_hash: the caller's definition (schedule_sync.lua wrote Redis's)
+  ARGV[14] planned_ms: the time the caller planned for (refused when it is
+           ahead of this script's clock by more than a second: its clock is wrong)
+  ARGV[15..] runs {tick_ms, id, delay_ms}: a run per tick to enqueue, in order
 
-  A run is not enqueued while the schedule is paused (by an operator, or
-  defined so), nor, with overlap "skip", while its last run is unfinished;
-  with "queue" the newest such tick is owed instead, and enqueued when the
-  last run finishes. Each run's hash carries schedule and scheduled_for_ms.
-  Returns {enqueued ids...}; when the tick had moved on already, the
-  schedule's next tick now (a string: "inf" once it has ended), or false when
-  the schedule is gone.
+  Overlap: with "skip" or "queue", while the schedule's last run is
+  unfinished, "skip" passes the ticks over and "queue" owes one run (the
+  newest tick); otherwise only the newest tick of the step runs (its runs
+  would overlap one another) and the others are passed over. "allow" runs each. No run is enqueued while the schedule is paused (by an
+  operator, or defined so) or its queue refuses enqueues. A step that enqueues
+  serves the run owed, if any. Each run's hash carries schedule and
+  scheduled_for_ms.
+  Every key's type is checked before anything is written.
+
+  Returns {enqueued ids...}, or a refusal that changed nothing: {-1, the next
+  tick now ("inf" once ended, "" when the schedule is gone)}, {-2} (another
+  definition), {-3} (the caller's clock is ahead).
   Events: enqueued (each run), schedule_fired (each run, with the schedule and
   the tick), schedule_skipped (with the reason: missed, paused, overlap).
 ]]
 --@include _lib
+--@include _jobs
 --@include _add
+
+local bad = check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'list', KEYS[5], 'zset',
+                         KEYS[6], 'zset', KEYS[7], 'hash', KEYS[10], 'list'})
+if bad then return bad end
 
 local name = ARGV[2]
 local now = now_ms(ARGV[1])
+if (tonumber(ARGV[14]) or 0) > now + 1000 then return {-3} end
+local state = redis.call('HMGET', KEYS[1], 'spec_hash', 'paused', 'defined_paused', 'last_job', 'owed_ms')
+if state[1] ~= ARGV[13] then return {-2} end
 local k = {pending = KEYS[4], scheduled = KEYS[5], deadlines = KEYS[6], stats = KEYS[7], events = KEYS[8],
            job_prefix = KEYS[9]}
 local queue, job = ARGV[6], ARGV[7]
 local meta = {job, queue, 0}
+local queue_paused = redis.call('GET', KEYS[11])
+local paused = state[2] or state[3] or queue_paused == 'in' or queue_paused == 'all'
 
 local function unfinished(id)
   if not id then return false end
@@ -64,26 +84,32 @@ local function run(tick, id, delay)
   return id
 end
 
-local paused = redis.call('HGET', KEYS[1], 'paused') or redis.call('HGET', KEYS[1], 'defined_paused')
-local fired = {}
 local runs = {}
-for i = 13, #ARGV - 2, 3 do
+for i = 15, #ARGV - 2, 3 do
   table.insert(runs, {tick = ARGV[i], id = ARGV[i + 1], delay = tonumber(ARGV[i + 2]) or 0})
+end
+local fired = {}
+local busy = unfinished(state[4])
+
+-- The owed run, when its time has come (the last run finished, nothing paused).
+local function release_owed(id)
+  if not state[5] or busy or paused then return end
+  redis.call('SREM', KEYS[3], name)
+  redis.call('HDEL', KEYS[1], 'owed_ms')
+  local added = run(state[5], id, 0)
+  if added then
+    table.insert(fired, added)
+    busy = true
+  end
 end
 
 if ARGV[12] == '1' then
-  local owed = redis.call('HGET', KEYS[1], 'owed_ms')
-  redis.call('SREM', KEYS[3], name)
-  redis.call('HDEL', KEYS[1], 'owed_ms')
-  if not owed or not runs[1] or unfinished(redis.call('HGET', KEYS[1], 'last_job')) then return fired end
-  if paused then skipped(owed, 'paused', 1); return fired end
-  local id = run(owed, runs[1].id, runs[1].delay)
-  if id then table.insert(fired, id) end
+  if runs[1] then release_owed(runs[1].id) end
   return fired
 end
 
 local current = redis.call('ZSCORE', KEYS[2], name)
-if current ~= ARGV[3] then return current end
+if current ~= ARGV[3] then return {-1, current or ''} end
 if ARGV[4] == '' then
   redis.call('ZADD', KEYS[2], '+inf', name)
   redis.call('HDEL', KEYS[1], 'next_ms')
@@ -99,17 +125,28 @@ if paused then
   return fired
 end
 local overlap = ARGV[5]
-for _, r in ipairs(runs) do
-  if overlap ~= 'allow' and unfinished(redis.call('HGET', KEYS[1], 'last_job')) then
+if state[5] and not busy then
+  -- The run owed is served by this step's run: the last run has finished since.
+  redis.call('SREM', KEYS[3], name)
+  redis.call('HDEL', KEYS[1], 'owed_ms')
+end
+if overlap ~= 'allow' then
+  local newest = runs[#runs]
+  if busy then
     if overlap == 'queue' then
-      redis.call('HSET', KEYS[1], 'owed_ms', r.tick)
+      redis.call('HSET', KEYS[1], 'owed_ms', newest.tick)
       redis.call('SADD', KEYS[3], name)
     else
-      skipped(r.tick, 'overlap', 1)
+      skipped(runs[1].tick, 'overlap', #runs)
     end
-  else
-    local added = run(r.tick, r.id, r.delay)
-    if added then table.insert(fired, added) end
+    return fired
   end
+  -- The step's runs would overlap one another: the newest tick runs.
+  if #runs > 1 then skipped(runs[1].tick, 'overlap', #runs - 1) end
+  runs = {newest}
+end
+for _, r in ipairs(runs) do
+  local added = run(r.tick, r.id, r.delay)
+  if added then table.insert(fired, added) end
 end
 return fired

@@ -45,9 +45,9 @@ class Command(BaseCommand):
             raise CommandError(safe_text(f"Redis unavailable: {exc}")) from exc
 
     def _store(self, schedule: Schedule) -> ScheduleStore:
-        store = ScheduleStore(get_queue(schedule.queue))
-        store.ensure(schedule)
-        return store
+        # Reads and changes the state the workers wrote; never writes a
+        # definition (this process may run another release than the workers).
+        return ScheduleStore(get_queue(schedule.queue))
 
     def _act(self, action: str, schedule: Schedule) -> None:
         store = self._store(schedule)
