@@ -663,3 +663,26 @@ def test_a_changed_definition_never_restarts_at_a_tick_already_run(r, clock):
 def test_a_cron_expression_has_five_fields():
     with pytest.raises(ScheduleError, match="five fields"):
         Schedule(name="x", job="add", queue="jobs", cron="0 30 2 * * *")
+
+
+def test_catching_up_never_runs_a_tick_after_the_schedules_end():
+    minute = 60_000
+    ended = every(60, start_ms=0, end_ms=10 * minute, catch_up="once")
+    step_plan = plan(ended, 5 * minute, 1000 * minute)
+    assert step_plan.runs == [10 * minute] and step_plan.missed == 5 and step_plan.next_ms is None
+    all_of_them = plan(every(60, end_ms=10 * minute, catch_up="all", overlap="allow"), 5 * minute, 1000 * minute)
+    assert all_of_them.runs == [t * minute for t in range(5, 11)] and all_of_them.missed == 0
+
+
+def test_a_step_for_a_retired_schedule_is_refused_and_writes_nothing_back(r, clock):
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    s = every(60, overlap="allow")
+    store = ScheduleStore(q)
+    store.sync([s], clock())
+    clock.advance(60)
+    scheduler = Scheduler({"jobs": q}, {"jobs": [s]}, threading.Event())  # an older release's worker
+    scheduler.run_once()  # reads: the tick is due
+    store.sync([], clock())  # a newer release no longer defines it: retired
+    assert scheduler.run_once() == []  # its step: refused, the schedule is gone
+    scheduler.run_once()
+    assert store.names() == [] and store.state("tick") == {}  # not brought back

@@ -207,14 +207,18 @@ def plan(schedule: Schedule, due_ms: int, now_ms: int) -> Plan:
     following = tick
     if due_ms >= cutoff:
         return Plan(on_time, 0, following)
-    late = _count_late(schedule, due_ms, cutoff)
+    # Late ticks end at the cutoff, or with the schedule.
+    limit = cutoff if schedule.end_ms is None else min(cutoff, schedule.end_ms + 1)
+    late = _count_late(schedule, due_ms, limit)
     keep = {"all": CATCH_UP_MAX, "once": 1}.get(schedule.catch_up, 0)
-    kept = schedule.ticks_before(cutoff, min(keep, late), due_ms) if keep else []
+    kept = schedule.ticks_before(limit, min(keep, late), due_ms) if keep else []
     return Plan(kept + on_time, late - len(kept), following)
 
 
 def _count_late(schedule: Schedule, due_ms: int, cutoff: int) -> int:
     """How many ticks from ``due_ms`` (one, come) to before ``cutoff``."""
+    if cutoff <= due_ms:
+        return 0
     if schedule.every_ms is not None:
         return (cutoff - 1 - due_ms) // schedule.every_ms + 1
     count, tick = 0, due_ms

@@ -59,9 +59,12 @@ class Scheduler:
         # so a jump of this machine's wall clock changes nothing (and tick.lua
         # refuses a plan ahead of the server's).
         self._server_at: dict[str, tuple[int, float]] = {}
-        # Schedules Redis holds another definition of: written again (at most
-        # once a minute each), so the definition of the newest workers wins.
-        self._resync: dict[tuple[str, str], float] = {}
+        # Schedules whose step was refused for another definition in Redis,
+        # to write again, and when each was last written (at most once a
+        # minute: two releases running side by side take turns, the last to
+        # write winning; docs/schedules.md).
+        self._resync: set[tuple[str, str]] = set()
+        self._rewritten_at: dict[tuple[str, str], float] = {}
 
     def sync(self) -> None:
         """Write every schedule's definition to Redis (a new or changed one
@@ -162,7 +165,7 @@ class Scheduler:
                 else:
                     expected.pop(step.name, None)
                 if refused.reason == "definition":
-                    self._resync.setdefault((step.queue, step.name), float("-inf"))
+                    self._resync.add((step.queue, step.name))
                 continue
             if step.plan is not None:
                 if step.plan.next_ms is None:
@@ -181,13 +184,15 @@ class Scheduler:
         deploy, the last to write wins; each rewrite restarts the schedule from
         its next tick, never at one already run)."""
         now = time.monotonic()
-        for (queue_name, name), last in list(self._resync.items()):
-            if now - last < 60:
+        for key in sorted(self._resync):
+            if now - self._rewritten_at.get(key, float("-inf")) < 60:
                 continue
+            queue_name, name = key
             store = self.stores[queue_name]
             logger.warning("schedule %s: defined otherwise in Redis; writing this worker's definition", name)
             store.sync([self.schedules[queue_name][name]], store.server_now_ms(), retire=False)
-            self._resync[(queue_name, name)] = now
+            self._resync.discard(key)
+            self._rewritten_at[key] = now
 
 
 @dataclass(frozen=True)

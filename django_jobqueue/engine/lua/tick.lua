@@ -51,6 +51,8 @@ local name = ARGV[2]
 local now = now_ms(ARGV[1])
 if (tonumber(ARGV[14]) or 0) > now + 1000 then return {-3} end
 local state = redis.call('HMGET', KEYS[1], 'spec_hash', 'paused', 'defined_paused', 'last_job', 'owed_ms')
+local current = redis.call('ZSCORE', KEYS[2], name)
+if not current or not state[1] then return {-1, ''} end  -- gone (retired): nothing to write back
 if state[1] ~= ARGV[13] then return {-2} end
 local k = {pending = KEYS[4], scheduled = KEYS[5], deadlines = KEYS[6], stats = KEYS[7], events = KEYS[8],
            job_prefix = KEYS[9]}
@@ -108,8 +110,7 @@ if ARGV[12] == '1' then
   return fired
 end
 
-local current = redis.call('ZSCORE', KEYS[2], name)
-if current ~= ARGV[3] then return {-1, current or ''} end
+if current ~= ARGV[3] then return {-1, current} end
 if ARGV[4] == '' then
   redis.call('ZADD', KEYS[2], '+inf', name)
   redis.call('HDEL', KEYS[1], 'next_ms')
