@@ -23,6 +23,7 @@
   Events: enqueued (status pending or scheduled).
 ]]
 --@include _lib
+--@include _add
 
 -- One read for two flags: the pause state, and whether an events listener
 -- wants the events log (emit() would look that up with a call of its own).
@@ -51,17 +52,7 @@ end
 local status = 'pending'
 if delay > 0 then status = 'scheduled' end
 
-local fields = {
-  'id', id, 'name', ARGV[7], 'queue', ARGV[6], 'payload', ARGV[8],
-  'status', status, 'attempts', '0', 'max_attempts', ARGV[9],
-  'enqueued_at_ms', int(now), 'claim_token', '',
-}
-if delay > 0 then
-  table.insert(fields, 'run_at_ms'); table.insert(fields, int(now + delay))
-end
-if ttl > 0 then
-  table.insert(fields, 'expires_at_ms'); table.insert(fields, int(now + ttl))
-end
+local fields = new_job_fields(id, status, now, delay, ttl, ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 if unique ~= '' then
   table.insert(fields, 'unique_key'); table.insert(fields, unique)
 end
