@@ -52,6 +52,14 @@ def runs_by_tick(r, queue: str = "jobs", schedule: str | None = None) -> dict[in
     return found
 
 
+def synced(r, clock, schedule: Schedule) -> tuple[RedisJobQueue, ScheduleStore]:
+    """The "jobs" queue on the test's clock, and its schedules store with ``schedule`` written to Redis."""
+    q = RedisJobQueue(r, "jobs", clock=clock)
+    store = ScheduleStore(q)
+    store.sync([schedule], clock())
+    return q, store
+
+
 def step(store: ScheduleStore, schedule: Schedule) -> list[str]:
     """One scheduler pass over ``store`` for ``schedule``: the runs enqueued."""
     script, keys, args = store.due_call()
@@ -168,10 +176,8 @@ def test_a_restarted_scheduler_keeps_the_next_tick_and_a_changed_definition_rest
 
 
 def test_overlap_skip_runs_nothing_while_the_last_run_is_unfinished(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1)
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(1)
     (first,) = step(store, s)
     clock.advance(1)
@@ -186,10 +192,8 @@ def test_overlap_skip_runs_nothing_while_the_last_run_is_unfinished(r, clock):
 
 
 def test_overlap_queue_owes_one_run_and_enqueues_it_when_the_last_one_finishes(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1, overlap="queue")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(1)
     (first,) = step(store, s)
     for _ in range(3):
@@ -204,10 +208,8 @@ def test_overlap_queue_owes_one_run_and_enqueues_it_when_the_last_one_finishes(r
 
 
 def test_overlap_allow_enqueues_every_tick(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1, overlap="allow")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     for _ in range(3):
         clock.advance(1)
         assert len(step(store, s)) == 1
@@ -218,10 +220,8 @@ def test_overlap_allow_enqueues_every_tick(r, clock):
     [("skip", 1, 10), ("once", 2, 9), ("all", 11, 0)],
 )
 def test_catch_up_after_a_stopped_period(r, clock, catch_up, runs, missed):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(60, catch_up=catch_up, overlap="allow")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     # Eleven ticks came while no scheduler ran: ten over a minute ago (late), one just now.
     clock.advance(60 * 11 + 1)
     assert len(step(store, s)) == runs
@@ -238,10 +238,8 @@ def test_catch_up_all_is_capped():
 
 
 def test_with_overlap_skip_a_step_with_several_ticks_runs_only_the_newest(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1)  # overlap "skip": runs of one step would run at once
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(3)
     (job_id,) = step(store, s)
     assert r.hget(f"queue:jobs:job:{job_id}", "scheduled_for_ms") == str(clock())
@@ -251,10 +249,8 @@ def test_with_overlap_skip_a_step_with_several_ticks_runs_only_the_newest(r, clo
 
 
 def test_a_paused_schedule_passes_its_ticks_over_and_resumes(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1, overlap="allow")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     store.pause("tick")
     clock.advance(1)
     assert step(store, s) == []
@@ -265,10 +261,8 @@ def test_a_paused_schedule_passes_its_ticks_over_and_resumes(r, clock):
 
 
 def test_a_run_carries_its_schedule_and_tick_and_the_fixed_payload(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = Schedule(name="sync", job="add", queue="jobs", every_ms=5000, payload_json='{"a":1,"b":2}', jitter_ms=2000)
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(5)
     (job_id,) = step(store, s)
     fields = r.hgetall(f"queue:jobs:job:{job_id}")
@@ -469,10 +463,8 @@ def call_command_output(*args: str) -> str:
 
 
 def test_ticks_publish_events_that_fire_schedule_fired_and_schedule_skipped(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1)
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     heard: list[tuple[str, dict]] = []
 
     def on_fired(sender, **kwargs):
@@ -591,10 +583,8 @@ def test_schedulers_whose_expectations_are_out_of_date_still_enqueue_each_tick_o
 
 
 def test_a_step_planned_ahead_of_the_servers_clock_is_refused_and_changes_nothing(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(60, overlap="allow")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(60)
     due = int(store.state("tick")["next_ms"])
     # A worker whose clock runs an hour ahead plans the next hour's ticks (59 of them late).
@@ -618,10 +608,8 @@ def test_a_step_for_another_definition_is_refused_and_the_scheduler_writes_its_o
 
 
 def test_an_owed_run_is_kept_until_the_last_run_finishes_and_never_lost(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(10, overlap="queue")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(10)
     (first,) = step(store, s)
     clock.advance(10)
@@ -635,10 +623,8 @@ def test_an_owed_run_is_kept_until_the_last_run_finishes_and_never_lost(r, clock
 
 
 def test_a_step_meeting_a_key_of_the_wrong_type_changes_nothing(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(1, overlap="allow")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(1)
     before = store.state("tick")
     r.set(q.keys.pending, "not a list")
@@ -648,10 +634,8 @@ def test_a_step_meeting_a_key_of_the_wrong_type_changes_nothing(r, clock):
 
 
 def test_a_changed_definition_never_restarts_at_a_tick_already_run(r, clock):
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
     s = every(60, overlap="allow")
-    store.sync([s], clock())
+    q, store = synced(r, clock, s)
     clock.advance(60)
     (job_id,) = step(store, s)
     ran = int(r.hget(f"queue:jobs:job:{job_id}", "scheduled_for_ms"))
