@@ -519,22 +519,25 @@ class RedisJobQueue(QueueOperations):
     ) -> Outcome:
         """Record a failure (see :meth:`fail`); ``error`` and ``traceback``
         are capped first (errortext.py), whoever the caller is."""
-        script = scripts.get("fail")
-        code = script(
-            self.client,
-            script.keys_for(self.keys, job=self.keys.job(job.id)),
-            script.argv_for(
-                now=self._now(),
-                id=job.id,
-                claim_token=job.claim_token,
-                error=cap_error(str(error)),
-                traceback=cap_traceback(traceback),
-                retry_delay_ms=int(retry_delay_ms),
-                mode="lost" if lost else "terminal" if terminal else "auto",
-                failed_ttl=self.failed_ttl_s,
-            ),
+        code = self._on_claim(
+            "fail",
+            job,
+            error=cap_error(str(error)),
+            traceback=cap_traceback(traceback),
+            retry_delay_ms=int(retry_delay_ms),
+            mode="lost" if lost else "terminal" if terminal else "auto",
+            failed_ttl=self.failed_ttl_s,
         )
-        return _FAIL_CODES[int(code)]
+        return _FAIL_CODES[code]
+
+    def _on_claim(self, name: str, job: ClaimedJob, **argv: Any) -> int:
+        """Run script ``name`` on one claimed job, checked against its claim
+        token (KEYS: the job's hash and the queue's keys; ARGV: now, the id,
+        the token, then ``argv`` by name); its reply code."""
+        script = scripts.get(name)
+        keys = script.keys_for(self.keys, job=self.keys.job(job.id))
+        args = script.argv_for(now=self._now(), id=job.id, claim_token=job.claim_token, **argv)
+        return int(script(self.client, keys, args))
 
     def fail(self, job: ClaimedJob, error: str, **options: Any) -> bool:
         """Record a failure: retried while attempts remain, else dead-lettered.
@@ -544,11 +547,7 @@ class RedisJobQueue(QueueOperations):
     def touch(self, job: ClaimedJob, lease_ms: int | None = None) -> int | None:
         """Extend the lease (never past the TTL). Returns the new deadline in
         ms, or None when the claim is no longer ours."""
-        k = self.keys
-        lease = self.visibility_ms if lease_ms is None else lease_ms
-        script = scripts.get("touch")
-        args = script.argv_for(now=self._now(), id=job.id, claim_token=job.claim_token, lease_ms=lease)
-        res = int(script(self.client, script.keys_for(k, job=k.job(job.id)), args))
+        res = self._on_claim("touch", job, lease_ms=self.visibility_ms if lease_ms is None else lease_ms)
         return res if res > 0 else None
 
     def touch_many(self, jobs: Sequence[ClaimedJob], lease_ms: int | None = None) -> list[int | None | Exception]:
@@ -583,21 +582,15 @@ class RedisJobQueue(QueueOperations):
     ) -> Outcome:
         """Put a claimed job back to wait (now, or after ``delay_ms``);
         ``error`` (a nack's reason) is capped like a failure's."""
-        script = scripts.get("requeue")
-        code = script(
-            self.client,
-            script.keys_for(self.keys, job=self.keys.job(job.id)),
-            script.argv_for(
-                now=self._now(),
-                id=job.id,
-                claim_token=job.claim_token,
-                delay_ms=int(delay_ms),
-                count_attempt="1" if count_attempt else "0",
-                place="front" if front else "back",
-                event=event,
-                counter=counter,
-                error=cap_error(error) if error else "",
-                failed_ttl=self.failed_ttl_s,
-            ),
+        code = self._on_claim(
+            "requeue",
+            job,
+            delay_ms=int(delay_ms),
+            count_attempt="1" if count_attempt else "0",
+            place="front" if front else "back",
+            event=event,
+            counter=counter,
+            error=cap_error(error) if error else "",
+            failed_ttl=self.failed_ttl_s,
         )
-        return _FAIL_CODES[int(code)] if int(code) == 2 else _CODES[int(code)]
+        return _FAIL_CODES[code] if code == 2 else _CODES[code]
