@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from django_jobqueue.engine import declarations, scripts
+from django_jobqueue.engine import declarations, samples, scripts
 from django_jobqueue.engine.bulk import purge
 from django_jobqueue.engine.declarations import ScriptDeclarationError, parse_declaration
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
@@ -432,6 +432,9 @@ def a_tour_of_every_script(q: RedisJobQueue, registry: Presence, midway: Callabl
         schedules.tick(every_second, due[0][1], due[0][1])  # tick
         schedules.run_now(every_second, now)  # tick (the last run unfinished: a run owed)
         schedules.release_owed(every_second, now)  # tick
+        book = samples.SampleBook()
+        book.ran(q.queue_name, completed=True, duration_s=0.01, latency_s=0.002)
+        samples.flush(q.client, [(q.queue_name, q.keys)], book)  # samples
 
     return tour
 

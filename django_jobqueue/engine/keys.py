@@ -156,6 +156,20 @@ class QueueKeys:
         return f"{self.stats}:samples"
 
     @cached_property
+    def samples_prefix(self) -> str:
+        """Prefix of the workers' samples (engine/samples.py): ``<prefix>hist``,
+        a hash of histogram counts, and ``<prefix><step>:<start>``, one hash per
+        time bucket, which expires on its own."""
+        return f"{self.base}:samples:"
+
+    @cached_property
+    def samples_hist(self) -> str:
+        return f"{self.samples_prefix}hist"
+
+    def samples_bucket(self, step_s: int, start_s: int) -> str:
+        return f"{self.samples_prefix}{step_s}:{start_s}"
+
+    @cached_property
     def sweep_lock(self) -> str:
         """String held by whichever process runs the maintenance sweep now."""
         return f"{self.base}:sweep-lock"
@@ -201,6 +215,7 @@ class QueueKeys:
             self.events_log,
             self.events_listening,
             self.stats_samples,
+            self.samples_hist,
         ]
 
 

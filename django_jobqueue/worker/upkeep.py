@@ -2,7 +2,8 @@
 
 The heartbeat (the worker's presence record, registered at startup) beats on
 a thread that does nothing else; the maintenance thread sends completions
-left waiting, sweeps the queues and takes lapsed workers' jobs back. Jobs a
+left waiting, sweeps the queues, takes lapsed workers' jobs back and sends the
+runs' samples (sampling.py). Jobs a
 sweep or a reclaim dead-letters because their last attempt died with their
 worker get their hook called by ``ExhaustedByReclaim``, on the hooks thread:
 no user code runs on the heartbeat or maintenance threads.
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .hooks import HookRunner
     from .presence import Presence
     from .redis_health import RedisHealth
+    from .sampling import Sampler
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -77,6 +79,7 @@ class Upkeep:
         fetcher: Fetcher,
         *,
         health: RedisHealth,
+        sampler: Sampler,
         on_dead_lettered: Callable[[RedisJobQueue, list[str]], None],
         stopping: threading.Event,
         leaving: threading.Event,
@@ -87,6 +90,7 @@ class Upkeep:
         self._presence = presence
         self._fetcher = fetcher  # sends completions left waiting; told of failed calls
         self._health = health
+        self._sampler = sampler  # sends the runs' samples (no user code)
         self._on_dead_lettered = on_dead_lettered
         self._stopping = stopping  # set: the worker is shutting down (its record says "stopping")
         self._leaving = leaving  # set: about to remove the worker's record: no more beats
@@ -129,7 +133,7 @@ class Upkeep:
             # while the others are up. (The heartbeat and lease renewals have
             # threads of their own.)
             down: Exception | None = None
-            for step in (self._fetcher.flush_stale, self.sweep):
+            for step in (self._fetcher.flush_stale, self.sweep, self._sampler.flush_due):
                 try:
                     step()
                 except CONNECTION_ERRORS as exc:

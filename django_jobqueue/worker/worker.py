@@ -35,9 +35,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .. import tracing
 from ..api import get_queue
 from ..conf import get_settings
-from ..connection import describe
+from ..connection import describe, get_client
 from ..engine.errortext import cap_error, failure_text, format_traceback
 from ..engine.exceptions import PayloadError
 from ..engine.queue import RedisJobQueue
@@ -54,6 +55,7 @@ from .presence import Presence
 from .redis_health import CONNECTION_ERRORS, RedisHealth
 from .renewal import LeaseRenewal
 from .running import RunningJobs
+from .sampling import Sampler
 from .scheduler import Scheduler
 from .supervisor import POOL_STOP_SIGNAL
 from .upkeep import ExhaustedByReclaim, Upkeep
@@ -167,6 +169,7 @@ class Worker:
             self._stopping, signalled=lambda: self._signals > 0, on_failure=self._fetcher.redis_failed
         )
         self.renewal = LeaseRenewal(self.running_jobs, self._fetcher, self._stopped)
+        self.sampler = Sampler(self.queues, get_client)
         self.upkeep = Upkeep(
             settings,
             self.queues,
@@ -174,6 +177,7 @@ class Worker:
             self._presence,
             self._fetcher,
             health=self.redis_health,
+            sampler=self.sampler,
             on_dead_lettered=exhausted.submit,
             stopping=self._stopping,
             leaving=self._leaving,
@@ -309,6 +313,7 @@ class Worker:
         self._leaving.set()
         for t in self._upkeep_threads:
             t.join(timeout=5)
+        self.redis_health.with_redis(self.sampler.flush, "sending the last samples", attempts=1)
         self.redis_health.with_redis(self._presence.deregister, "removing the worker record", attempts=3)
         self._hooks.stop(timeout=self.grace_seconds)
         if self._events is not None:
@@ -396,6 +401,7 @@ class Worker:
 
     def _process(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
         started = time.monotonic()
+        started_ms = queue.clock() if queue.clock is not None else time.time() * 1000
         outcome = "?"
         try:
             outcome = self._run_job(queue, claimed)
@@ -416,6 +422,7 @@ class Worker:
                     self.stats.other += 1
         seconds = time.monotonic() - started
         self._fetcher.job_ran(seconds)
+        self.sampler.ran(queue, claimed, outcome, seconds, started_ms)
         ms = seconds * 1000
         level = (
             logging.INFO if outcome in ("completed", "deferred", "requeued", "deleted", "nacked") else logging.WARNING
@@ -460,7 +467,8 @@ class Worker:
             claimed.needs_start = False
             claimed.attempts += 1
         try:
-            result = definition.func(claimed.payload, job)
+            with tracing.running(queue.queue_name, claimed, job):
+                result = definition.func(claimed.payload, job)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
             if job.outcome is not None:
                 logger.warning("job %s raised after it was %s: %r", claimed.id, job.outcome, exc)

@@ -68,4 +68,5 @@ KEY_TYPES = {
     "schedules_owed": "set",
     "schedule": "hash",
     "schedule_runs": "list",
+    "samples_hist": "hash",
 }
