@@ -27,10 +27,11 @@ from django.urls import NoReverseMatch, reverse
 from django.views import View
 from redis.exceptions import RedisError
 
+from . import charts
 from .api import get_queue
 from .conf import get_settings
 from .connection import get_client
-from .engine import browse, bulk
+from .engine import browse, bulk, samples
 from .engine.keys import GlobalKeys
 from .engine.queue import RedisJobQueue
 from .engine.queue_ops import Refusal
@@ -234,7 +235,8 @@ def partial_stats(queue: RedisJobQueue, problem: Exception) -> dict[str, Any]:
 # -------------------------------------------------------------- overview
 
 
-def overview_data() -> dict[str, Any]:
+def overview_data(span: str = "1h") -> dict[str, Any]:
+    """What the overview shows; its charts over ``span`` ("1h" or "24h")."""
     settings = get_settings()
     client = get_client()
     now = browse.server_time_ms(client)
@@ -252,6 +254,7 @@ def overview_data() -> dict[str, Any]:
                 "counter_values": {k[: -len("_total")]: v for k, v in stats.items() if k.endswith("_total")},
                 "throughput": _throughput(queue, stats, now),
                 "kept": _kept(retained[name]),
+                "charts": charts.queue_charts(samples.read_series(client, queue.keys, span, now), span),
             }
         )
     counter_names = _counter_columns(queues)
@@ -265,6 +268,8 @@ def overview_data() -> dict[str, Any]:
         "counter_names": counter_names,
         "workers": worker_rows(client, keys, now, lapse_ms, settings.queues),
         "now_ms": now,
+        "span": span,
+        "spans": list(samples.SERIES),
         "lists": browse.LISTS,
         "retention_problem": browse.retention_problem(retained, browse.maxmemory(client)),
     }
@@ -380,7 +385,7 @@ def _kept(lists: dict[str, browse.Retained]) -> dict[str, Any]:
 
 class OverviewPage(AdminPage):
     def get(self, request: HttpRequest) -> HttpResponse:
-        context = self.context(request, title="Job queues", **overview_data())
+        context = self.context(request, title="Job queues", **overview_data(charts.span_from(request.GET.get("span"))))
         return TemplateResponse(request, TEMPLATES + "overview.html", context)
 
 
@@ -389,8 +394,11 @@ class OverviewJSON(AdminPage):
     escaped) by the same templates as the page."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        context = {"can_manage": can_manage(request.user), **overview_data()}
-        parts = {name: render_to_string(f"{TEMPLATES}_{name}.html", context, request) for name in ("queues", "workers")}
+        context = {"can_manage": can_manage(request.user), **overview_data(charts.span_from(request.GET.get("span")))}
+        parts = {
+            name: render_to_string(f"{TEMPLATES}_{name}.html", context, request)
+            for name in ("queues", "charts", "workers")
+        }
         return JsonResponse({"parts": parts, "now_ms": context["now_ms"]})
 
 
