@@ -20,6 +20,7 @@ from django.dispatch import receiver
 from .engine.keys import validate_name
 from .engine.redact import shown
 from .exceptions import ConfigurationError
+from .metrics_settings import MetricsSettings, validate_metrics
 
 MiB = 1024 * 1024
 
@@ -46,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     # Periodic jobs defined in settings: name -> {"job": ..., "cron" or "every": ..., ...}
     # (docs/schedules.md); checked by schedules.py, which knows the job names.
     "SCHEDULES": {},
+    # Who may read django_jobqueue.metrics.view (metrics_settings.py, docs/settings.md).
+    "METRICS": {},
 }
 
 QUEUE_DEFAULTS: dict[str, Any] = {
@@ -122,6 +125,8 @@ class Settings:
     sentinel_options: dict[str, Any] = field(default_factory=dict, repr=False)
     # JOBQUEUE["SCHEDULES"] as given (schedules.py checks and builds them).
     schedules: dict[str, Any] = field(default_factory=dict)
+    # JOBQUEUE["METRICS"]: the metrics view's access checks.
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def queue(self, name: str | None = None) -> QueueSettings:
         from .exceptions import UnknownQueueError
@@ -226,6 +231,7 @@ _TOP_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "DURABLE": _bool,
     "QUEUES": _dict,
     "SCHEDULES": _dict,
+    "METRICS": _dict,
 }
 
 _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -246,7 +252,7 @@ _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 
 # Settings never quoted in an error, whatever their type: a password may be anywhere in them.
-_MAY_HOLD_PASSWORDS = frozenset({"REDIS_OPTIONS", "SENTINEL_OPTIONS"})
+_MAY_HOLD_PASSWORDS = frozenset({"REDIS_OPTIONS", "SENTINEL_OPTIONS", "METRICS"})
 
 
 def _quoting(key: str) -> Callable[[Any], str]:
@@ -318,6 +324,8 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
     if top["SENTINELS"] and top["CLUSTER"]:
         errors.append(("JOBQUEUE['CLUSTER']", "cannot be combined with SENTINELS"))
     errors += _topology_errors(top)
+    metrics, metrics_errors = validate_metrics(top["METRICS"]) if isinstance(top["METRICS"], dict) else (None, [])
+    errors += metrics_errors
 
     raw_queues = top["QUEUES"] if isinstance(top["QUEUES"], dict) else {}
     default_queue = top["DEFAULT_QUEUE"] if isinstance(top["DEFAULT_QUEUE"], str) else "jobs"
@@ -397,6 +405,7 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             worker_events_listener=top["WORKER_EVENTS_LISTENER"],
             durable=top["DURABLE"],
             schedules=dict(top["SCHEDULES"]),
+            metrics=metrics or MetricsSettings(),
         ),
         [],
     )
