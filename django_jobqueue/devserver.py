@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -153,30 +154,53 @@ class RedisServer:
         self.cleanup()
 
 
+def _how_it_ended(proc: subprocess.Popen[bytes] | None) -> str:
+    code = proc.returncode if proc else None
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited by itself with status {code}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m django_jobqueue.devserver [--port N]``: run one until SIGTERM/SIGINT."""
+    """``python -m django_jobqueue.devserver [--port N]``: run one until SIGTERM,
+    SIGINT or SIGHUP (a closed terminal), then stop it and remove its files."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, help="port (default: a free one)")
     parser.add_argument("extra", nargs="*", help="more redis-server options, e.g. -- --appendonly yes")
     args = parser.parse_args(argv)
-    server = RedisServer(args.extra, port=args.port).start()
-    print(f"{server_version(server.binary)} listening at {server.url} (files in {server.dir})", flush=True)
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Set before the server starts: a stop request during the start still ends in cleanup().
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
+        server = RedisServer(args.extra, port=args.port)
+    except ServerNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            server.start()
+        except RuntimeError as exc:
+            log = Path(server.dir, "server.log")
+            # Its log goes with its directory: show the end of it first.
+            print(f"error: {exc}\n{log.read_text()[-2000:] if log.exists() else ''}", file=sys.stderr)
+            return 1
+        print(f"{server_version(server.binary)} listening at {server.url} (files in {server.dir})", flush=True)
         while not stopping and server.proc and server.proc.poll() is None:
             time.sleep(0.2)
+        if not stopping:
+            print(f"{server.url}: the server {_how_it_ended(server.proc)}", file=sys.stderr)
+            return 1
+        return 0
     finally:
         server.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@
   escaped (django_jobqueue/terminal.py): no escape sequence from Redis reaches
   the operator's terminal.
 * The demo project keeps its own keys, DEBUG off, and visitors' addresses off
-  its open pages.
+  its open pages; with Redis down, its live page says so (a JSON 503 for its
+  script, a banner), where a server error page used to reach its JSON parser.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
 import runpy
 import sys
 import time
@@ -24,6 +26,7 @@ from types import ModuleType
 import pytest
 
 from django_jobqueue import conf, enqueue, get_queue, registry
+from django_jobqueue.devserver import RedisServer
 from django_jobqueue.engine.errortext import (
     MAX_ERROR_CHARS,
     MAX_TRACEBACK_CHARS,
@@ -304,3 +307,44 @@ def test_the_demo_serves_the_admins_static_files_without_debug(demo_project, cli
     response = client.get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert b"".join(response.streaming_content)
+
+
+def redis_banner(page: str) -> str:
+    """The opening tag of the live page's "Redis is unavailable" banner."""
+    found = re.search(r'<div id="redis-banner"[^>]*>', page)
+    assert found, "the live page has no Redis banner"
+    return found.group(0)
+
+
+def test_the_live_page_says_when_redis_is_down_and_when_it_is_back(demo_project, client, jobq_settings, settings):
+    """The page polls /api/state/ and posts to the other JSON views: with its
+    Redis stopped they answer 503 with a JSON error (the page's banner), and the
+    page itself still loads, banner up; with Redis back, all is as before."""
+    # The demo app is not installed here: its templates by path.
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [PROJECT / "demo" / "templates"]}]
+    server = RedisServer().start()
+    try:
+        jobq_settings(REDIS_URL=server.url)
+        assert client.get("/api/state/").status_code == 200
+        assert "hidden" in redis_banner(client.get("/").content.decode())
+
+        server.stop()
+        for response in (
+            client.get("/api/state/"),
+            client.post("/api/enqueue/", {"kind": "email", "count": "1"}),
+            client.post("/api/reclaim/"),
+        ):
+            assert response.status_code == 503
+            assert response["Content-Type"] == "application/json"
+            assert response.json()["error"] == "redis unavailable"
+            assert f":{server.port}" in response.json()["detail"]  # which Redis did not answer
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "hidden" not in redis_banner(page.content.decode())
+
+        server.start()  # the same port: the clients' pools reconnect
+        assert client.get("/api/state/").status_code == 200
+        assert client.post("/api/enqueue/", {"kind": "email", "count": "1"}).json() == {"enqueued": 1}
+        assert "hidden" in redis_banner(client.get("/").content.decode())
+    finally:
+        server.cleanup()

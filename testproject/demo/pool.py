@@ -14,6 +14,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from django_jobqueue import get_queue
+from django_jobqueue.connection import get_client
+from django_jobqueue.queue import RedisJobQueue
+from django_jobqueue.worker.sampling import Sampler
 
 QUEUE = "demo"
 KINDS = ("email", "webhook", "thumbnail", "invoice")
@@ -32,6 +35,15 @@ class MockPool:
         self.config = PoolConfig()
         self._threads: list[tuple[threading.Thread, threading.Event]] = []
         self._lock = threading.Lock()
+        self._sampler: Sampler | None = None
+        self._sampler_lock = threading.Lock()
+
+    @property
+    def sampler(self) -> Sampler:
+        with self._sampler_lock:
+            if self._sampler is None:
+                self._sampler = Sampler([get_queue(QUEUE)], get_client)
+            return self._sampler
 
     def configure(self, size: int, latency_ms: int, fail_rate: float, hang_rate: float) -> PoolConfig:
         with self._lock:
@@ -59,21 +71,30 @@ class MockPool:
         queue = get_queue(QUEUE)
         while not stop.is_set():
             try:
-                job = queue.claim(timeout_ms=1000, worker_id=name)
+                self._one_job(queue, name)
+                # As a real worker does: what the pool ran feeds the admin's charts.
+                self.sampler.flush_due()
             except Exception:  # noqa: BLE001 - Redis away: wait and retry, as a worker would
-                time.sleep(1)
-                continue
-            if job is None:
-                continue
-            cfg = self.config
-            time.sleep(cfg.latency_ms / 1000)
-            roll = random.random()
-            if roll < cfg.hang_rate:
-                continue  # walk away: only the reclaimer can recover this job
-            if roll < cfg.hang_rate + cfg.fail_rate:
-                queue.fail(job, f"{job.payload.get('kind', 'job')} failed (simulated)")
-            else:
-                queue.complete(job, {"done_by": name, "kind": job.payload.get("kind")})
+                # A job claimed before Redis went away comes back when its lease ends.
+                stop.wait(1)
+
+    def _one_job(self, queue: RedisJobQueue, name: str) -> None:
+        job = queue.claim(timeout_ms=1000, worker_id=name)
+        if job is None:
+            return
+        started, started_ms = time.monotonic(), time.time() * 1000
+        cfg = self.config
+        time.sleep(cfg.latency_ms / 1000)
+        roll = random.random()
+        if roll < cfg.hang_rate:
+            return  # walk away: only the reclaimer can recover this job
+        if roll < cfg.hang_rate + cfg.fail_rate:
+            queue.fail(job, f"{job.payload.get('kind', 'job')} failed (simulated)")
+            outcome = "failed"
+        else:
+            queue.complete(job, {"done_by": name, "kind": job.payload.get("kind")})
+            outcome = "completed"
+        self.sampler.ran(queue, job, outcome, time.monotonic() - started, started_ms)
 
 
 pool = MockPool()

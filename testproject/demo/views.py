@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import wraps
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
+from redis.exceptions import RedisError
 
 from django_jobqueue import InvalidJobOptions, PayloadError, QueueUnavailable, enqueue, get_queue
 from django_jobqueue.engine.schedules import ScheduleStore
@@ -33,6 +36,28 @@ def hide_emails(text: str) -> str:
     return EMAIL_LIKE.sub(HIDDEN_EMAIL, text)
 
 
+# What the live page's script looks for to show its "Redis is unavailable" banner.
+REDIS_UNAVAILABLE = "redis unavailable"
+
+
+def redis_unavailable(exc: Exception) -> JsonResponse:
+    return JsonResponse({"error": REDIS_UNAVAILABLE, "detail": str(exc)}, status=503)
+
+
+def needs_redis(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """A JSON view that reads or writes Redis answers 503 with a JSON error when
+    Redis is down: the page polls these, and a server error page is not JSON."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> JsonResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except (RedisError, QueueUnavailable) as exc:
+            return redis_unavailable(exc)
+
+    return wrapped
+
+
 def _plain_email(email: str) -> bool:
     """A valid address with nothing a word-based mask could split."""
     if len(email) > 254 or not email.isprintable() or any(c.isspace() or c == '"' for c in email):
@@ -45,7 +70,13 @@ def _plain_email(email: str) -> bool:
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "demo/index.html", {"kinds": KINDS, "pool": pool.state(), "schedules": _schedules()})
+    context = {"kinds": KINDS, "pool": pool.state(), "schedules": [], "redis_error": ""}
+    try:
+        context["schedules"] = _schedules()
+    except (RedisError, QueueUnavailable) as exc:
+        # The page still loads, with its banner up; its script takes it down once Redis answers.
+        context["redis_error"] = str(exc)
+    return render(request, "demo/index.html", context)
 
 
 def _schedules() -> list[dict]:
@@ -128,14 +159,9 @@ def _queue_state(name: str) -> dict:
 
 
 @require_GET
+@needs_redis
 def state(request: HttpRequest) -> JsonResponse:
-    try:
-        data = {"queues": {name: _queue_state(name) for name in (QUEUE, "jobs")}, "pool": pool.state()}
-    except QueueUnavailable as exc:
-        return JsonResponse({"error": str(exc)}, status=503)
-    except ConnectionError as exc:
-        return JsonResponse({"error": f"Redis unavailable: {exc}"}, status=503)
-    return JsonResponse(data)
+    return JsonResponse({"queues": {name: _queue_state(name) for name in (QUEUE, "jobs")}, "pool": pool.state()})
 
 
 def _number(request: HttpRequest, key: str, default: float) -> float:
@@ -146,6 +172,7 @@ def _number(request: HttpRequest, key: str, default: float) -> float:
 
 
 @require_POST
+@needs_redis
 def enqueue_batch(request: HttpRequest) -> JsonResponse:
     kind = request.POST.get("kind", "email")
     if kind not in KINDS:
@@ -168,5 +195,6 @@ def configure_pool(request: HttpRequest) -> JsonResponse:
 
 
 @require_POST
+@needs_redis
 def reclaim(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"reclaimed": get_queue(QUEUE).reclaim_stuck()})
