@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 from .engine import samples
 
 WIDTH, HEIGHT = 360, 120
+MIN_POINTS = 30  # the narrowest a chart gets: 5 minutes of the hour's, 2.5 hours of the day's
 LEFT, RIGHT, TOP, BOTTOM = 44, 6, 8, 18  # room for the axes' labels
 
 
@@ -133,13 +134,24 @@ def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
+def _duration_label(seconds: int) -> str:
+    if seconds <= 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:g} h"
+
+
 def queue_charts(points: Sequence[samples.Point], span: str) -> list[SafeString]:
-    """The three charts of one queue over ``span`` ("1h" or "24h")."""
-    step, length = samples.SERIES[span]
-    label = "60 min" if span == "1h" else "24 h"
+    """The three charts of one queue over ``span`` ("1h" or "24h"): from its
+    first sample within the span (MIN_POINTS at least), so that a queue that
+    began a few minutes ago fills its charts rather than their last pixels."""
+    step, _length = samples.SERIES[span]
     per_s = _per_second(step)
     # A bucket no worker wrote has no depth; its rates are 0 (nothing ran).
-    written = [p.pending is not None or p.completed or p.failed for p in points]
+    written = [p.pending is not None or bool(p.completed or p.failed) for p in points]
+    first = next((i for i, w in enumerate(written) if w), len(points))
+    begin = max(0, min(first, len(points) - MIN_POINTS))
+    points, written = points[begin:], written[begin:]
+    label = _duration_label(len(points) * step)
     rates = [
         Line(
             "completed", "completed", [per_s(p.completed) if w else None for p, w in zip(points, written, strict=True)]

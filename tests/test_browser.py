@@ -288,7 +288,15 @@ def tour(page, demo: Demo, artifacts: Path) -> None:
     page.goto(f"{admin}/")
     expect(page.locator(".jq-workers")).to_contain_text("jobs")
     expect(page.locator(".jq-workers .jq-state-running")).to_have_count(1)
+    # The charts, drawn from the samples the demo's workers recorded in Redis
+    # (every 5 s), swapped in by the page's live refresh when they arrive.
+    demo_charts = page.locator('.jq-chart-row[data-queue="demo"]')
+    expect(demo_charts.locator("polyline.jq-line-completed").first).to_be_attached(timeout=WAIT_MS)
+    assert int(demo_charts.locator("svg.jq-chart").first.get_attribute("data-points") or 0) >= 1
     shot(page, artifacts, "admin-overview")
+    page.emulate_media(color_scheme="dark")
+    shot(page, artifacts, "admin-overview-dark")
+    page.emulate_media(color_scheme="light")
 
     # Pause claiming on the demo queue, so nothing moves under the retry below.
     row = page.locator(".jq-maintenance tr", has=page.locator("th", has_text=re.compile(r"^demo$")))

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from django_jobqueue import enqueue
-from django_jobqueue.charts import Line, line_chart, nice_ceiling
+from django_jobqueue.charts import Line, line_chart, nice_ceiling, queue_charts
+from django_jobqueue.engine import samples
 from tests.helpers.admin import OVERVIEW, body
 from tests.helpers.workers import drain
 
@@ -79,3 +80,21 @@ def test_with_no_samples_a_chart_says_so():
 )
 def test_the_axis_top_is_a_round_number_at_or_above_the_highest_point(value, top):
     assert nice_ceiling(value) == pytest.approx(top)
+
+
+def hour_of_points(written_from: int) -> list[samples.Point]:
+    """An hour of 10-s points, with samples in those from index ``written_from`` on."""
+    return [
+        samples.Point(i * 10, 3, 0, 1 if i >= written_from else None, 0, 0.1, 0.2)
+        if i >= written_from
+        else samples.Point(i * 10, 0, 0, None, None, None, None)
+        for i in range(360)
+    ]
+
+
+@pytest.mark.parametrize(("written_from", "label"), [(358, "−5 min"), (60, "−50 min"), (0, "−60 min")])
+def test_a_chart_starts_at_its_queues_first_sample_and_shows_five_minutes_at_least(written_from, label):
+    rates = queue_charts(hour_of_points(written_from), "1h")[0]
+    assert f">{label}</text>" in rates
+    drawn = 2 * (360 - written_from)  # completed and failed, a point each per sample
+    assert f'data-points="{drawn}"' in rates
