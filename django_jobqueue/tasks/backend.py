@@ -22,7 +22,7 @@ from django.core import checks
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from .. import connection, django_json
+from .. import connection, django_json, tracing
 from ..api import get_queue
 from ..conf import get_settings
 from ..engine.ids import is_job_id, job_id_time_ms, new_job_id
@@ -303,17 +303,19 @@ class JobQueueBackend(BaseTaskBackend):
             extra[F_RUN_AFTER] = task.run_after.isoformat()
         if not opts.keep_result:
             extra["keep_result"] = "0"
+        name = job_name(task)
         try:
-            stored_id = queue.enqueue_encoded(
-                payload,
-                job_id=job_id,
-                name=job_name(task),
-                delay_ms=opts.delay_ms,
-                ttl_ms=opts.ttl_ms,
-                unique_key=opts.unique_key,
-                max_attempts=opts.max_attempts,
-                extra=extra,
-            )
+            with tracing.publishing(tracing.caller_context(), name, queue.queue_name, extra, job_id=job_id) as fields:
+                stored_id = queue.enqueue_encoded(
+                    payload,
+                    job_id=job_id,
+                    name=name,
+                    delay_ms=opts.delay_ms,
+                    ttl_ms=opts.ttl_ms,
+                    unique_key=opts.unique_key,
+                    max_attempts=opts.max_attempts,
+                    extra=fields,
+                )
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue task {task.module_path}: {exc}") from exc
         if stored_id != job_id:
