@@ -235,6 +235,11 @@ def partial_stats(queue: RedisJobQueue, problem: Exception) -> dict[str, Any]:
 # -------------------------------------------------------------- overview
 
 
+# The charts' closed buckets, read again every 5 minutes rather than on every
+# 2-second refresh of every open overview (engine/samples.py BucketCache).
+CHART_BUCKETS = samples.BucketCache()
+
+
 def overview_data(span: str = "1h") -> dict[str, Any]:
     """What the overview shows; its charts over ``span`` ("1h" or "24h")."""
     settings = get_settings()
@@ -254,7 +259,7 @@ def overview_data(span: str = "1h") -> dict[str, Any]:
                 "counter_values": {k[: -len("_total")]: v for k, v in stats.items() if k.endswith("_total")},
                 "throughput": _throughput(queue, stats, now),
                 "kept": _kept(retained[name]),
-                "charts": charts.queue_charts(samples.read_series(client, queue.keys, span, now), span),
+                **_charts(queue, client, span, now),
             }
         )
     counter_names = _counter_columns(queues)
@@ -273,6 +278,12 @@ def overview_data(span: str = "1h") -> dict[str, Any]:
         "lists": browse.LISTS,
         "retention_problem": browse.retention_problem(retained, browse.maxmemory(client)),
     }
+
+
+def _charts(queue: RedisJobQueue, client: Any, span: str, now_ms: int) -> dict[str, Any]:
+    points = samples.read_series(client, queue.keys, span, now_ms, CHART_BUCKETS)
+    # What is not a count (written by hand) is left out of the charts, and said so.
+    return {"charts": charts.queue_charts(points, span), "samples_unreadable": any(p.unreadable for p in points)}
 
 
 def _counter_columns(queues: list[dict[str, Any]]) -> list[str]:

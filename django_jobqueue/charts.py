@@ -146,17 +146,18 @@ def queue_charts(points: Sequence[samples.Point], span: str) -> list[SafeString]
     began a few minutes ago fills its charts rather than their last pixels."""
     step, _length = samples.SERIES[span]
     per_s = _per_second(step)
-    # A bucket no worker wrote has no depth; its rates are 0 (nothing ran).
-    written = [p.pending is not None or bool(p.completed or p.failed) for p in points]
-    first = next((i for i, w in enumerate(written) if w), len(points))
+    first = next((i for i, p in enumerate(points) if p.written), len(points))
     begin = max(0, min(first, len(points) - MIN_POINTS))
-    points, written = points[begin:], written[begin:]
+    points = points[begin:]
     label = _duration_label(len(points) * step)
+
+    def rate(count: int | None, written: bool) -> float | None:
+        # A bucket no worker wrote is a gap; one whose batches may still arrive has no rate yet.
+        return per_s(count) if written and count is not None else None
+
     rates = [
-        Line(
-            "completed", "completed", [per_s(p.completed) if w else None for p, w in zip(points, written, strict=True)]
-        ),
-        Line("failed", "failed", [per_s(p.failed) if w else None for p, w in zip(points, written, strict=True)]),
+        Line("completed", "completed", [rate(p.completed, p.written) for p in points]),
+        Line("failed", "failed", [rate(p.failed, p.written) for p in points]),
     ]
     depth = [Line("pending", "pending", [p.pending for p in points])]
     waits = [

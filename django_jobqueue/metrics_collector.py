@@ -102,7 +102,8 @@ def _families(reading: Reading | None, seconds: float) -> Iterator[Metric]:
     jobs = GaugeMetricFamily("jobq_jobs", "Jobs in each state now.", labels=["queue", "state"])
     oldest = GaugeMetricFamily(
         "jobq_oldest_pending_age_seconds",
-        "How long the oldest pending job has waited since it was enqueued (0 when none is pending).",
+        "How long the oldest pending job has waited since it was due (enqueued, or its delay or backoff over);"
+        " 0 when none is pending.",
         labels=["queue"],
     )
     paused = GaugeMetricFamily(

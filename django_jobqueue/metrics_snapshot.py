@@ -51,10 +51,12 @@ def _s(value: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
+    """An integer a float holds exactly (Prometheus's values are floats); None otherwise."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    return number if abs(number) < 2**53 else None
 
 
 def _worker_queues(raw: Any) -> list[str]:
@@ -88,11 +90,15 @@ def read(client: Any, queues: dict[str, QueueKeys], global_keys: GlobalKeys, wor
     oldest_ids = {name: c[7] for name, c in counts.items() if c[7] is not None}
     pipe = client.pipeline(transaction=False)
     for name, job_id in oldest_ids.items():
-        pipe.hget(queues[name].job(_s(job_id)), "enqueued_at_ms")
+        pipe.hmget(queues[name].job(_s(job_id)), "enqueued_at_ms", "run_at_ms")
     for wid in alive_ids:
         pipe.hmget(global_keys.worker(_s(wid)), "queues", "concurrency")
     replies = pipe.execute() if oldest_ids or alive_ids else []
-    enqueued_at = dict(zip(oldest_ids, replies[: len(oldest_ids)], strict=True))
+    # Due since: enqueued, or its delay or backoff over (as the latency histogram counts).
+    due_at = {
+        name: max((n for n in map(_int, times) if n is not None), default=None)
+        for name, times in zip(oldest_ids, replies[: len(oldest_ids)], strict=True)
+    }
     records = replies[len(oldest_ids) :]
 
     served: dict[str, list[int]] = {name: [0, 0] for name in queues}  # name -> [workers, runners]
@@ -105,7 +111,7 @@ def read(client: Any, queues: dict[str, QueueKeys], global_keys: GlobalKeys, wor
     out = []
     for name, k in queues.items():
         pending, processing, claiming, completed, failed, scheduled, counters, _oldest, paused = counts[name]
-        enqueued = _int(enqueued_at.get(name))
+        due = due_at.get(name)
         out.append(
             QueueReading(
                 name=name,
@@ -120,7 +126,7 @@ def read(client: Any, queues: dict[str, QueueKeys], global_keys: GlobalKeys, wor
                 counters={
                     _s(field): number for field, value in counters.items() if (number := _int(value)) is not None
                 },
-                oldest_pending_age_s=None if enqueued is None else max(0, now_ms - enqueued) / 1000,
+                oldest_pending_age_s=None if due is None else max(0, now_ms - due) / 1000,
                 paused=_s(paused) if paused else "none",
                 histograms=read_histograms(client, k),
                 workers_alive=served[name][0],

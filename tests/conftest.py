@@ -43,9 +43,12 @@ def _point_jobqueue_at_private_server(redis_server, django_test_environment):
 def _clean_redis(redis_server):
     import redis
 
+    from django_jobqueue.admin_views import CHART_BUCKETS
+
     r = redis.Redis(port=redis_server.port)
     r.flushall()
     r.close()
+    CHART_BUCKETS.clear()  # what the admin read of the Redis just emptied
     yield
 
 

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from django_jobqueue import enqueue
+from django_jobqueue import enqueue, get_queue
 from django_jobqueue.charts import Line, line_chart, nice_ceiling, queue_charts
 from django_jobqueue.engine import samples
+from django_jobqueue.engine.browse import server_time_ms
 from tests.helpers.admin import OVERVIEW, body
 from tests.helpers.workers import drain
 
@@ -24,24 +25,43 @@ def charts_of(html: str, queue: str) -> dict[str, int]:
     return {label: int(points) for label, points in CHART.findall(row)}
 
 
-def test_the_overview_charts_what_a_worker_ran(viewer):
+def test_the_overview_charts_what_a_worker_ran(r, viewer):
     for i in range(5):
         enqueue("add", {"a": i, "b": 1})
     enqueue("boom", {})
     drain()
 
     page = body(viewer.get(OVERVIEW))
-
     charts = charts_of(page, "jobs")
+    rates = "jobs completed and failed per second, one point per 10 s"
     assert set(charts) == {
-        "jobs completed and failed per second, one point per 10 s",
+        rates,
         "pending jobs, one point per 10 s",
         "enqueue-to-start latency p50 and p95, one point per 10 s",
     }
-    assert all(points >= 1 for points in charts.values())
+    assert charts[rates] == 0  # the runs' bucket is still filling: no rate yet
+    assert all(points >= 1 for label, points in charts.items() if label != rates)
+    assert "no samples yet" in page.split('data-queue="fast"', 1)[1]  # nothing ran there
+
+    # Runs of a bucket that has ended (a worker's, 30 s ago): their rates are drawn.
+    book = samples.SampleBook()
+    for completed in (True, True, False):
+        book.ran("jobs", completed=completed, duration_s=0.1, latency_s=0.01, at_ms=server_time_ms(r) - 30_000)
+    samples.SampleSender("w9", [("jobs", get_queue("jobs").keys)]).flush(r, book)
+    page = body(viewer.get(OVERVIEW))
+    assert charts_of(page, "jobs")[rates] >= 2
     assert 'class="jq-line jq-line-completed"' in page
     assert 'class="jq-line jq-line-failed"' in page
-    assert "no samples yet" in page.split('data-queue="fast"', 1)[1]  # nothing ran there
+
+
+def test_samples_that_are_not_counts_are_left_out_and_said_so(r, viewer):
+    now_s = server_time_ms(r) // 1000
+    keys = get_queue("jobs").keys
+    r.set(keys.samples_bucket(10, now_s - now_s % 10 - 30), "written by hand")
+    r.hset(keys.samples_bucket(10, now_s - now_s % 10 - 60), mapping={"c": "9" * 400, "pending": "-3"})
+    response = viewer.get(OVERVIEW)
+    assert response.status_code == 200
+    assert "some samples in Redis are not what the workers write: left out" in body(response)
 
 
 def test_the_live_refresh_sends_the_charts_over_the_chosen_span(viewer):

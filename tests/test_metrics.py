@@ -174,6 +174,26 @@ def test_a_counter_written_by_hand_neither_breaks_the_page_nor_adds_series(staff
     assert "made-up" not in str([s.labels for f in families.values() for s in f.samples])
 
 
+def test_samples_or_counters_written_by_hand_never_blind_the_other_queues(staff, r):
+    r.set("queue:jobs:samples:hist", "written by hand")  # another type
+    r.hset("queue:fast:stats", mapping={"completed": "9" * 400, "failed": 3})  # past what a float holds
+    families = scrape(staff)
+    assert value(families, "jobq_up") == 1
+    assert value(families, "jobq_jobs_processed_total", queue="fast", outcome="completed") == 0
+    assert value(families, "jobq_jobs_processed_total", queue="fast", outcome="failed") == 3
+    assert value(families, "jobq_job_duration_seconds_count", queue="fast") == 0
+    assert not [s for s in families["jobq_job_duration_seconds"].samples if s.labels["queue"] == "jobs"]
+
+
+def test_the_oldest_pending_age_counts_from_when_the_job_was_due(staff, r):
+    job_id = enqueue("add", {"a": 1, "b": 1})
+    seconds, _micros = r.time()
+    now_ms = int(seconds) * 1000
+    r.hset(f"queue:jobs:job:{job_id}", mapping={"enqueued_at_ms": now_ms - 3_600_000, "run_at_ms": now_ms - 2000})
+    age = value(scrape(staff), "jobq_oldest_pending_age_seconds", queue="jobs")
+    assert 1 <= age < 60  # due 2 s ago, though enqueued an hour ago (a delay)
+
+
 def test_every_metric_served_is_in_the_docs_and_every_documented_one_is_served(staff):
     served = set()
     for family in scrape(staff).values():

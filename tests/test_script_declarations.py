@@ -433,8 +433,8 @@ def a_tour_of_every_script(q: RedisJobQueue, registry: Presence, midway: Callabl
         schedules.run_now(every_second, now)  # tick (the last run unfinished: a run owed)
         schedules.release_owed(every_second, now)  # tick
         book = samples.SampleBook()
-        book.ran(q.queue_name, completed=True, duration_s=0.01, latency_s=0.002)
-        samples.flush(q.client, [(q.queue_name, q.keys)], book)  # samples
+        book.ran(q.queue_name, completed=True, duration_s=0.01, latency_s=0.002, at_ms=now)
+        samples.SampleSender("w1", [(q.queue_name, q.keys)]).flush(q.client, book)  # samples
 
     return tour
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,11 @@ FLUSH_SECONDS = 5.0
 HOUR = (10, 3600)
 DAY = (300, 86_400)
 SERIES = {"1h": HOUR, "24h": DAY}
+
+# Batches kept for sending again while Redis does not answer: 100 sends, about
+# 8 minutes at FLUSH_SECONDS (samples are for charts; an outage longer than that
+# loses the oldest).
+MAX_UNSENT = 100
 
 # Field names in Redis: c, f (completed, failed), l<i> (latency bucket i) go to
 # the histograms hash and the time buckets; h:d<i>, h:dsum_us, h:lsum_us (the
@@ -81,20 +87,23 @@ class _Counts:
 
 
 class SampleBook:
-    """One worker's counts since its last flush, per queue (thread-safe: every
-    runner thread writes, the maintenance thread flushes)."""
+    """One worker's counts since its last flush, per queue and 10-second bucket
+    (thread-safe: every runner thread writes, the maintenance thread takes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[str, _Counts] = {}
+        self._counts: dict[tuple[str, int], _Counts] = {}
 
-    def ran(self, queue: str, *, completed: bool, duration_s: float, latency_s: float | None) -> None:
-        """A run of a job of ``queue`` ended: completed, or failed (an attempt
+    def ran(self, queue: str, *, completed: bool, duration_s: float, latency_s: float | None, at_ms: float) -> None:
+        """A run of a job of ``queue`` ended at ``at_ms`` (the Redis server's
+        clock, as well as the worker knows it): completed, or failed (an attempt
         that raised, retried or dead-lettered). ``latency_s``: from due to start."""
+        at_s = int(at_ms // 1000)
+        key = (queue, at_s - at_s % HOUR[0])
         with self._lock:
-            counts = self._counts.get(queue)
+            counts = self._counts.get(key)
             if counts is None:
-                counts = self._counts[queue] = _Counts()
+                counts = self._counts[key] = _Counts()
             if completed:
                 counts.completed += 1
             else:
@@ -105,48 +114,88 @@ class SampleBook:
                 counts.latencies[bucket_index(latency_s)] += 1
                 counts.latency_us += int(latency_s * 1_000_000)
 
-    def take(self) -> dict[str, _Counts]:
+    def take(self) -> dict[tuple[str, int], _Counts]:
         with self._lock:
             counts, self._counts = self._counts, {}
         return counts
 
-    def put_back(self, counts: dict[str, _Counts]) -> None:
-        """Counts whose flush failed (Redis away): added to the next one."""
-        with self._lock:
-            for queue, old in counts.items():
-                new = self._counts.setdefault(queue, _Counts())
-                new.completed += old.completed
-                new.failed += old.failed
-                new.duration_us += old.duration_us
-                new.latency_us += old.latency_us
-                new.durations = [a + b for a, b in zip(new.durations, old.durations, strict=True)]
-                new.latencies = [a + b for a, b in zip(new.latencies, old.latencies, strict=True)]
+
+@dataclass(frozen=True)
+class Batch:
+    """Counts of one queue and bucket, numbered: sent again unchanged until
+    Redis has answered, and recognised there if it arrives twice."""
+
+    queue: str
+    start_s: int
+    seq: int
+    fields: list[Any]
 
 
-def flush(client: Any, queues: Sequence[tuple[str, QueueKeys]], book: SampleBook, now_ms: int = 0) -> None:
-    """Send ``book``'s counts, one script call a queue in one pipeline; every
-    queue in ``queues`` is sent (its depths are noted even with nothing run).
-    On an error the counts go back into the book and the error is raised."""
-    counts = book.take()
-    script = scripts.get("samples")
-    calls = []
-    for name, keys in queues:
-        args = script.argv_for(
-            now=now_ms,
-            fine_step=HOUR[0],
-            fine_keep=HOUR[1] + HOUR[0],
-            coarse_step=DAY[0],
-            coarse_keep=DAY[1] + DAY[0],
-            counts=counts[name].fields() if name in counts else [],
-        )
-        calls.append((script, script.keys_for(keys), args))
-    try:
-        scripts.run_pipeline(client, calls)
-    except Exception:
-        # A failed pipeline may have run some of its calls: those counts are
-        # sent again. Samples are an estimate; a worker's counts are never dropped.
-        book.put_back(counts)
-        raise
+class SampleSender:
+    """Sends a worker's counts (samples.lua: one call per batch, all in one
+    pipeline); keeps the batches Redis did not answer, to send them again;
+    and tracks how far the server's clock is from this machine's."""
+
+    def __init__(
+        self, worker_id: str, queues: Sequence[tuple[str, QueueKeys]], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.worker_id = worker_id
+        self._clock = clock  # this machine's, in s
+        self.queues = list(queues)
+        self.offset_ms = 0.0  # the Redis server's clock minus this machine's, at the last send
+        self.unsent: list[Batch] = []
+        self.broken: set[str] = set()  # queues whose samples keys hold another type
+        self._seq = 0
+
+    def server_ms(self, local_ms: float) -> float:
+        return local_ms + self.offset_ms
+
+    def flush(self, client: Any, book: SampleBook, now_ms: int = 0) -> None:
+        """Send ``book``'s counts and the batches still unsent; note every
+        queue's depths (a call without counts for a queue that ran nothing).
+        Raises the first error after every call has had its turn; the batches
+        of the calls that failed are kept (at most MAX_UNSENT, oldest dropped)."""
+        for (queue, start), counts in sorted(book.take().items(), key=lambda item: item[0][1]):
+            self._seq += 1
+            self.unsent.append(Batch(queue, start, self._seq, counts.fields()))
+        del self.unsent[:-MAX_UNSENT]
+        keys = dict(self.queues)
+        script = scripts.get("samples")
+        sending = [b for b in self.unsent if b.queue in keys]
+        sending += [Batch(name, 0, 0, []) for name in keys if not any(b.queue == name for b in sending)]
+        calls = []
+        for batch in sending:
+            args = script.argv_for(
+                now=now_ms,
+                worker=self.worker_id,
+                seq=batch.seq,
+                start=batch.start_s,
+                fine_step=HOUR[0],
+                fine_keep=HOUR[1] + HOUR[0],
+                coarse_step=DAY[0],
+                coarse_keep=DAY[1] + DAY[0],
+                counts=batch.fields,
+            )
+            calls.append((script, script.keys_for(keys[batch.queue]), args))
+        sent_at = self._clock() * 1000
+        replies = scripts.run_pipeline(client, calls, raise_on_error=False)
+        returned_at = self._clock() * 1000
+        failed: Exception | None = None
+        answered = set()
+        for batch, reply in zip(sending, replies, strict=True):
+            if isinstance(reply, Exception):
+                failed = failed or reply
+                continue
+            status, server_now = int(reply[0]), int(reply[1])
+            self.offset_ms = server_now - (sent_at + returned_at) / 2
+            answered.add(batch.seq)
+            if status < 0:
+                self.broken.add(batch.queue)  # its counts are dropped: they have nowhere to go
+            else:
+                self.broken.discard(batch.queue)
+        self.unsent = [b for b in self.unsent if b.seq not in answered]
+        if failed is not None:
+            raise failed
 
 
 # ------------------------------------------------------------------ reading
@@ -184,24 +233,51 @@ def quantile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float 
     return bounds[-1]
 
 
-def _int(value: Any) -> int:
+# Counts past this are not ours (written by hand): a float cannot hold them exactly.
+_MAX_COUNT = 2**53
+
+
+def _count(value: Any) -> int | None:
+    """A count as written by samples.lua; None for anything else."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        return 0  # a field written by hand: not ours to trust
+        return None
+    return number if 0 <= number < _MAX_COUNT else None
 
 
-def _decoded(raw: dict[Any, Any]) -> dict[str, Any]:
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+def _decoded(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        return {}
+    return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
+
+
+def _histogram(fields: dict[str, Any], names: Sequence[str], sum_field: str) -> Histogram:
+    return Histogram(
+        BOUNDS_S, tuple(_count(fields.get(f)) or 0 for f in names), (_count(fields.get(sum_field)) or 0) / 1e6
+    )
+
+
+def histograms_from(raw: Any) -> dict[str, Histogram]:
+    """The two histograms (``duration``, ``latency``) of an HGETALL of
+    ``samples_hist``; {} when the reply is not a hash (an error, a key of
+    another type). A field that is not a count counts nothing."""
+    if not isinstance(raw, dict):
+        return {}
+    fields = _decoded(raw)
+    return {
+        "duration": _histogram(fields, _DURATION, "h:dsum_us"),
+        "latency": _histogram(fields, _LATENCY, "h:lsum_us"),
+    }
 
 
 def read_histograms(client: Any, keys: QueueKeys) -> dict[str, Histogram]:
-    """The queue's two histograms since it began: ``duration`` and ``latency``. One call."""
-    raw = _decoded(client.hgetall(keys.samples_hist) or {})
-    return {
-        "duration": Histogram(BOUNDS_S, tuple(_int(raw.get(f)) for f in _DURATION), _int(raw.get("h:dsum_us")) / 1e6),
-        "latency": Histogram(BOUNDS_S, tuple(_int(raw.get(f)) for f in _LATENCY), _int(raw.get("h:lsum_us")) / 1e6),
-    }
+    """The queue's two histograms since it began, ``duration`` and ``latency``;
+    {} when the key holds another type. One call."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.samples_hist)
+    (raw,) = pipe.execute(raise_on_error=False)
+    return histograms_from(raw)
 
 
 @dataclass(frozen=True)
@@ -209,38 +285,96 @@ class Point:
     """One time bucket of a queue's series."""
 
     start_s: int
-    completed: int
-    failed: int
-    pending: int | None  # None: no worker flushed in that bucket
+    completed: int | None  # None: not known yet (the bucket is still filling) or unreadable
+    failed: int | None
+    pending: int | None  # None: no worker noted the depth in that bucket
     processing: int | None
     latency_p50_s: float | None
     latency_p95_s: float | None
+    unreadable: bool = False  # the bucket holds what samples.lua does not write
+
+    @property
+    def written(self) -> bool:
+        return self.pending is not None or bool(self.completed or self.failed)
 
 
-def read_series(client: Any, keys: QueueKeys, span: str, now_ms: int) -> list[Point]:
+def point_from(start_s: int, raw: Any, *, complete: bool) -> Point:
+    """The Point of one bucket from its HGETALL reply. Counts of a bucket that
+    is not ``complete`` (its batches may still be on their way) are left out."""
+    fields = _decoded(raw)
+    values = {name: _count(value) for name, value in fields.items()}
+    unreadable = not isinstance(raw, dict) or any(v is None for v in values.values())
+    latencies = [values.get(f) or 0 for f in _LATENCY]
+    return Point(
+        start_s=start_s,
+        completed=(values.get("c") or 0) if complete else None,
+        failed=(values.get("f") or 0) if complete else None,
+        pending=values.get("pending"),
+        processing=values.get("processing"),
+        latency_p50_s=quantile(BOUNDS_S, latencies, 0.5),
+        latency_p95_s=quantile(BOUNDS_S, latencies, 0.95),
+        unreadable=unreadable,
+    )
+
+
+def read_series(client: Any, keys: QueueKeys, span: str, now_ms: int, cache: BucketCache | None = None) -> list[Point]:
     """The queue's points over ``span`` ("1h" or "24h") up to ``now_ms`` (the
     Redis server's clock), oldest first, one per step: a pipeline of one HGETALL
-    per step (360 or 288)."""
+    per step (360 or 288) not in ``cache``. A bucket's counts are complete
+    FLUSH_SECONDS (and a second) after it ends, when its batches have arrived."""
     step, length = SERIES[span]
-    now_s = now_ms // 1000
+    now_s = int(now_ms) // 1000
     last = now_s - now_s % step
     starts = list(range(last - length + step, last + step, step))
+    names = [keys.samples_bucket(step, start) for start in starts]
+    known = cache.get_many(names, now_s) if cache is not None else {}
+    missing = [name for name in names if name not in known]
     pipe = client.pipeline(transaction=False)
-    for start in starts:
-        pipe.hgetall(keys.samples_bucket(step, start))
+    for name in missing:
+        pipe.hgetall(name)
+    replies = dict(zip(missing, pipe.execute(raise_on_error=False) if missing else [], strict=True))
     points = []
-    for start, raw in zip(starts, pipe.execute(), strict=True):
-        fields = _decoded(raw or {})
-        latencies = [_int(fields.get(f)) for f in _LATENCY]
-        points.append(
-            Point(
-                start_s=start,
-                completed=_int(fields.get("c")),
-                failed=_int(fields.get("f")),
-                pending=_int(fields["pending"]) if "pending" in fields else None,
-                processing=_int(fields["processing"]) if "processing" in fields else None,
-                latency_p50_s=quantile(BOUNDS_S, latencies, 0.5),
-                latency_p95_s=quantile(BOUNDS_S, latencies, 0.95),
-            )
-        )
+    for start, name in zip(starts, names, strict=True):
+        complete = start + step + FLUSH_SECONDS + 1 <= now_s
+        raw = known[name] if name in known else replies[name]
+        if cache is not None and name not in known and start + step + SETTLED_S <= now_s:
+            cache.put(name, raw, now_s)
+        points.append(point_from(start, raw, complete=complete))
     return points
+
+
+# A bucket this long over is settled: only batches a worker could not send for
+# a minute (Redis away) still change it.
+SETTLED_S = 60
+
+
+class BucketCache:
+    """Buckets already read, for readers that read the same series again and
+    again (the admin's refresh): a settled bucket is read again after
+    ``ttl_s`` rather than on every refresh. Thread-safe; holds at most
+    ``size`` buckets."""
+
+    def __init__(self, ttl_s: int = 300, size: int = 20_000) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[int, Any]] = {}
+
+    def get_many(self, names: Sequence[str], now_s: int) -> dict[str, Any]:
+        with self._lock:
+            found = {name: self._held.get(name) for name in names}
+        return {name: entry[1] for name, entry in found.items() if entry is not None and now_s - entry[0] < self.ttl_s}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+    def put(self, name: str, raw: Any, now_s: int) -> None:
+        if isinstance(raw, Exception):
+            return
+        with self._lock:
+            if len(self._held) >= self.size:
+                self._held = {k: v for k, v in self._held.items() if now_s - v[0] < self.ttl_s}
+                if len(self._held) >= self.size:
+                    self._held.clear()
+            self._held[name] = (now_s, raw)

@@ -8,6 +8,7 @@ Nothing here runs user code, and a failed send keeps the counts for the next.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,47 +17,78 @@ from ..engine import samples
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob
 
+logger = logging.getLogger("django_jobqueue.worker")
+
 # Outcomes of a run whose handler was called, and whether it completed.
 _RAN = {"completed": True, "failed": False, "retrying": False}
 
 
 def due_ms(claimed: ClaimedJob) -> int | None:
-    """When the job became due: enqueued, or its delay or backoff over."""
+    """When the job became due: enqueued, or its delay or backoff over; None
+    when its hash says neither (or says something no clock could)."""
     due = None
     for name in ("enqueued_at_ms", "run_at_ms"):
         try:
             value = int(claimed.fields[name])
         except (KeyError, ValueError):
             continue
-        due = value if due is None else max(due, value)
+        if 0 <= value < _MAX_MS:
+            due = value if due is None else max(due, value)
     return due
 
 
+_MAX_MS = 2**53  # past any clock: a value written by hand
+
+
 class Sampler:
+    """Notes each run in a SampleBook and sends it with a SampleSender."""
+
     def __init__(
         self,
+        worker_id: str,
         queues: Sequence[RedisJobQueue],
         client: Callable[[], Any],
         *,
         every_s: float = samples.FLUSH_SECONDS,
-        book: samples.SampleBook | None = None,
     ) -> None:
-        self._queues = [(q.queue_name, q.keys) for q in queues]
         self._client = client
         self._every_s = every_s
-        self.book = book or samples.SampleBook()
+        self.book = samples.SampleBook()
+        self.sender = samples.SampleSender(worker_id, [(q.queue_name, q.keys) for q in queues])
         self._last = time.monotonic()
 
-    def ran(self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: str, seconds: float, started_ms: float) -> None:
+    def ran(
+        self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: str, seconds: float, started_local_ms: float
+    ) -> None:
         """Note a run that ended with ``outcome`` after ``seconds``, begun at
-        ``started_ms`` on the queue's clock (this machine's, unless the queue has its own)."""
+        ``started_local_ms`` on this machine's clock. Never raises: a runner
+        thread calls it, and a sample is not worth a runner."""
+        try:
+            self._note(queue, claimed, outcome, seconds, started_local_ms)
+        except Exception:  # noqa: BLE001
+            logger.warning("job %s: its run could not be noted in the samples", claimed.id, exc_info=True)
+
+    def _note(
+        self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: str, seconds: float, started_local_ms: float
+    ) -> None:
         completed = _RAN.get(outcome)
         if completed is None:
             return  # deferred, handed back, lost its claim: the handler's run did not end it
+        # Job times are stamped on the Redis server's clock (or the queue's own, in tests).
+        if queue.clock is not None:
+            started_ms = float(queue.clock()) - seconds * 1000
+        else:
+            started_ms = self.sender.server_ms(started_local_ms)
         due = due_ms(claimed)
-        # Clocks of two machines: a start a little before the due time is skew, not a wait.
+        # A start a little before its due time is the error of the clock estimate, not a wait.
         latency = max(0.0, (started_ms - due) / 1000) if due is not None else None
-        self.book.ran(queue.queue_name, completed=completed, duration_s=seconds, latency_s=latency)
+        self.book.ran(
+            queue.queue_name,
+            completed=completed,
+            duration_s=seconds,
+            latency_s=latency,
+            at_ms=started_ms + seconds * 1000,
+        )
 
     def flush_due(self) -> None:
         """Send the counts when FLUSH_SECONDS have passed since the last send."""
@@ -65,4 +97,17 @@ class Sampler:
 
     def flush(self) -> None:
         self._last = time.monotonic()
-        samples.flush(self._client(), self._queues, self.book)
+        self.sender.flush(self._client(), self.book)
+        if self.sender.broken:
+            logger.warning(
+                "samples of %s not recorded: a samples key holds another type (see docs/observability.md)",
+                ", ".join(sorted(self.sender.broken)),
+            )
+
+    def flush_last(self) -> None:
+        """The send as the worker stops: once, and whatever goes wrong, the
+        worker's shutdown goes on."""
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("the last samples were not sent: %s", exc)

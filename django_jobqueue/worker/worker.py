@@ -169,7 +169,7 @@ class Worker:
             self._stopping, signalled=lambda: self._signals > 0, on_failure=self._fetcher.redis_failed
         )
         self.renewal = LeaseRenewal(self.running_jobs, self._fetcher, self._stopped)
-        self.sampler = Sampler(self.queues, get_client)
+        self.sampler = Sampler(self.worker_id, self.queues, get_client)
         self.upkeep = Upkeep(
             settings,
             self.queues,
@@ -313,7 +313,7 @@ class Worker:
         self._leaving.set()
         for t in self._upkeep_threads:
             t.join(timeout=5)
-        self.redis_health.with_redis(self.sampler.flush, "sending the last samples", attempts=1)
+        self.sampler.flush_last()
         self.redis_health.with_redis(self._presence.deregister, "removing the worker record", attempts=3)
         self._hooks.stop(timeout=self.grace_seconds)
         if self._events is not None:
@@ -401,7 +401,7 @@ class Worker:
 
     def _process(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
         started = time.monotonic()
-        started_ms = queue.clock() if queue.clock is not None else time.time() * 1000
+        started_ms = time.time() * 1000
         outcome = "?"
         try:
             outcome = self._run_job(queue, claimed)

@@ -42,7 +42,7 @@ class MockPool:
     def sampler(self) -> Sampler:
         with self._sampler_lock:
             if self._sampler is None:
-                self._sampler = Sampler([get_queue(QUEUE)], get_client)
+                self._sampler = Sampler("demo-pool", [get_queue(QUEUE)], get_client)
             return self._sampler
 
     def configure(self, size: int, latency_ms: int, fail_rate: float, hang_rate: float) -> PoolConfig:
