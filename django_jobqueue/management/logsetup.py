@@ -9,7 +9,12 @@ from typing import IO, Any
 
 from django.core.management.base import OutputWrapper
 
+from django_jobqueue.logformat import JSONFormatter
 from django_jobqueue.terminal import safe_text
+from django_jobqueue.worker.joblog import JobLine
+
+# The choices of the commands' --log-format: lines for people, or JSON (logformat.py).
+LOG_FORMATS = ("text", "json")
 
 
 def unwrapped(out: OutputWrapper) -> IO[str]:
@@ -74,6 +79,17 @@ class _Formatter(logging.Formatter):
     _second = -1
     _text = ""
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.__class__ is not JobLine:
+            return super().format(record)
+        # A finished job's line, one a job: its message, without the fields
+        # that JobLine.getMessage makes for other formatters (this one shows
+        # none), and it has no traceback.
+        record.message = logging.LogRecord.getMessage(record)
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        return self.formatMessage(record)
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         if datefmt is not None:
             return super().formatTime(record, datefmt)
@@ -109,13 +125,25 @@ class _Flusher(threading.Thread):
         self.handler.flush()
 
 
-def setup(verbosity: int, stream: IO[str], *, buffered: bool = False) -> _Flusher | None:
+def add_log_format_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text: a line for people (default); json: one JSON object a line, for log shippers "
+        "(ignored when the project's LOGGING gives the django_jobqueue logger a handler)",
+    )
+
+
+def setup(verbosity: int, stream: IO[str], *, buffered: bool = False, log_format: str = "text") -> _Flusher | None:
     """Send the ``django_jobqueue`` loggers to ``stream`` at the level
-    ``--verbosity`` asks for (0: warnings and errors), unless the project's
-    LOGGING already gave them a handler.
+    ``--verbosity`` asks for (0: warnings and errors; 2: debug, which adds the
+    traceback of each failed attempt), unless the project's LOGGING already
+    gave them a handler.
 
     ``buffered``: write lines in batches (BatchHandler); warnings go out at
-    once, the rest within half a second. Returns the flusher to stop at exit.
+    once, the rest within half a second. ``log_format``: "text" or "json"
+    (logformat.JSONFormatter). Returns the flusher to stop at exit.
     """
     level = logging.WARNING if verbosity == 0 else logging.DEBUG if verbosity >= 2 else logging.INFO
     log = logging.getLogger("django_jobqueue")
@@ -123,7 +151,10 @@ def setup(verbosity: int, stream: IO[str], *, buffered: bool = False) -> _Flushe
     if log.handlers:
         return None
     handler: logging.Handler = BatchHandler(stream) if buffered else logging.StreamHandler(stream)
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
     flusher = None
     if buffered:
         flusher = _Flusher(handler)

@@ -98,11 +98,11 @@ class Job:
         self._finish("failed")
         from .retry import retry_delay_ms
 
+        # Kept for the worker's log line: the error, and the wait if it is retried.
+        self.fail_error = str(error)
+        self.retry_delay_ms = retry_delay_ms(self.definition, self._queue, self.attempts)
         outcome = self._queue.fail_outcome(
-            self._claimed,
-            str(error),
-            traceback=traceback,
-            retry_delay_ms=retry_delay_ms(self.definition, self._queue, self.attempts),
+            self._claimed, self.fail_error, traceback=traceback, retry_delay_ms=self.retry_delay_ms
         )
         self.fail_result = outcome
         return self._record(outcome)

@@ -29,6 +29,7 @@ from ..engine import scripts
 from ..engine.keys import GlobalKeys
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob
+from . import joblog
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -238,7 +239,11 @@ class Presence:
                             # Claimed ahead, never run: back to pending as it was.
                             queue.requeue(claimed, count_attempt=False, front=True, event="released")
                             continue
-                        queue.fail_outcome(claimed, "worker restarted while the job was running", terminal=True)
+                        reason = "worker restarted while the job was running"
+                        if queue.fail_outcome(claimed, reason, terminal=True):
+                            joblog.log_cut_off(
+                                claimed, qname, f"{reason} (RETRY_JOBS_RUNNING_BEFORE_RESTART is off)", "failed"
+                            )
                         dead += 1
                 if dead:
                     logger.warning("worker %s restarted: %d running job(s) of %s dead-lettered", wid, dead, qname)

@@ -22,6 +22,7 @@ from ..connection import get_client
 from ..engine.replies import ClaimedJob
 from ..exceptions import UnknownJobError
 from ..registry import get_definition
+from . import joblog
 from .job import Job
 from .redis_health import CONNECTION_ERRORS
 
@@ -38,9 +39,10 @@ logger = logging.getLogger("django_jobqueue.worker")
 
 
 class ExhaustedByReclaim:
-    """Calls the hooks of jobs dead-lettered because their last attempt died
-    with its worker (by a sweep, or by the reclaim of a lost worker's jobs),
-    since no runner will: user code, run by the hooks thread."""
+    """Writes the line of each job a sweep or the reclaim of a lost worker's
+    jobs dead-lettered (its last attempt died with its worker, or it was
+    at-most-once: lost), and calls its hook, since no runner will: on the
+    hooks thread, which runs user code and may wait on Redis."""
 
     def __init__(self, hooks: HookRunner) -> None:
         self._hooks = hooks
@@ -53,11 +55,14 @@ class ExhaustedByReclaim:
         fields = queue.get_fields(job_id)
         if not fields:
             return
+        claimed = ClaimedJob.from_fields(fields)
+        if fields.get("status") in ("failed", "lost"):
+            # Its line, as a runner writes one for a failed job (read here, off the maintenance thread).
+            joblog.log_cut_off(claimed, queue.queue_name, fields.get("last_error", ""), fields["status"])
         try:
             definition = get_definition(fields.get("name", ""))
         except UnknownJobError:
             return
-        claimed = ClaimedJob.from_fields(fields)
         if fields.get("status") != "failed" or not claimed.max_attempts or claimed.attempts < claimed.max_attempts:
             return  # lost (at-most-once), or past max_deliveries: its attempts are not used up
         if definition.on_max_attempts_exhausted is not None:

@@ -39,7 +39,7 @@ from .. import tracing
 from ..api import get_queue
 from ..conf import get_settings
 from ..connection import describe, get_client
-from ..engine.errortext import cap_error, failure_text, format_traceback
+from ..engine.errortext import cap_error, failure_text
 from ..engine.exceptions import PayloadError
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob, Outcome
@@ -47,10 +47,12 @@ from ..events import ListenerThread, start_listener_thread
 from ..exceptions import UnknownJobError
 from ..registry import JobDefinition, get_definition
 from ..schedules import all_schedules, by_queue
+from . import joblog
 from .dbconn import close_stale_connections
 from .fetcher import MAX_BATCH, Ack, Fetcher
 from .hooks import HookRunner
 from .job import Job
+from .joblog import Failure
 from .presence import Presence
 from .redis_health import CONNECTION_ERRORS, RedisHealth
 from .renewal import LeaseRenewal
@@ -62,7 +64,6 @@ from .upkeep import ExhaustedByReclaim, Upkeep
 
 logger = logging.getLogger("django_jobqueue.worker")
 
-_JOB_LINE = "job %s %s attempt %d/%s %s in %.1f ms"
 # Claims block at most this long so a runner notices a shutdown request quickly.
 CLAIM_BLOCK_MS = 1000
 # With several queues a runner polls them in priority order, sleeping between
@@ -302,12 +303,26 @@ class Worker:
                     "marking a job lost",
                     attempts=3,
                 )
-                logger.warning("job %s %s lost at shutdown (at-most-once)", claimed.id, claimed.name)
+                joblog.log_event(
+                    logging.ERROR,
+                    claimed,
+                    running.queue.queue_name,
+                    "cut off by the shutdown",
+                    "lost (at-most-once)",
+                    {"outcome": "cut off", "next_action": "lost"},
+                )
                 continue
             # Started but not finished within the grace period: hand it back so
             # another worker runs it now rather than after the lease runs out.
             outcome = self._release(running.queue, claimed)
-            logger.warning("job %s %s handed back at shutdown (%s)", claimed.id, claimed.name, outcome)
+            joblog.log_event(
+                logging.WARNING,
+                claimed,
+                running.queue.queue_name,
+                "still running at the end of the grace period",
+                f"handed back at shutdown ({'not recorded' if outcome is None else outcome.value})",
+                {"outcome": "cut off", "next_action": "handed back"},
+            )
         # The heartbeat beats until now (the record says "stopping"); a beat
         # landing after the removal would put the record back.
         self._leaving.set()
@@ -374,11 +389,13 @@ class Worker:
                 self.stats.completed -= len(refused)
                 self.stats.other += len(refused)
         for ack, outcome in refused:
-            logger.warning(
-                "job %s %s: claim lost before its completion was recorded (%s)",
-                ack.claimed.id,
-                ack.claimed.name,
-                outcome.value,
+            joblog.log_event(
+                logging.WARNING,
+                ack.claimed,
+                ack.queue.queue_name,
+                "completed",
+                f"not recorded: claim lost before its completion was recorded ({outcome.value})",
+                {"outcome": "completed", "next_action": "claim lost"},
             )
 
     def _lost_before_start(self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: Outcome) -> None:
@@ -387,9 +404,11 @@ class Worker:
         it, or its lease ran out; whoever holds it runs it)."""
         self.running_jobs.forget(claimed.id)
         if outcome is Outcome.EXPIRED:
-            logger.warning("job %s %s: its TTL passed before it started (expired, not run)", claimed.id, claimed.name)
+            happened, next_text, next_action = "not run: its TTL passed before it started", "expired", "expired"
         else:
-            logger.warning("job %s %s: claim lost before it started (not run here)", claimed.id, claimed.name)
+            happened, next_text, next_action = "not run here", "claim lost before it started", "claim lost"
+        fields = {"outcome": "not run", "next_action": next_action}
+        joblog.log_event(logging.WARNING, claimed, queue.queue_name, happened, next_text, fields)
 
     def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
         """Hand a claimed job back to the head of pending without using an attempt."""
@@ -403,8 +422,13 @@ class Worker:
         started = time.monotonic()
         started_ms = time.time() * 1000
         outcome = "?"
+        failure = None
         try:
-            outcome = self._run_job(queue, claimed)
+            ran = self._run_job(queue, claimed)
+            if isinstance(ran, Failure):
+                failure, outcome = ran, ran.outcome
+            else:
+                outcome = ran
         except Exception:  # noqa: BLE001 - the worker never dies on a job
             logger.exception("job %s: internal error while finishing it", claimed.id)
             outcome = "error"
@@ -423,17 +447,18 @@ class Worker:
         seconds = time.monotonic() - started
         self._fetcher.job_ran(seconds)
         self.sampler.ran(queue, claimed, outcome, seconds, started_ms)
-        ms = seconds * 1000
+        if failure is not None:
+            failure.log(claimed, queue.queue_name, started)
+            return
         level = (
             logging.INFO if outcome in ("completed", "deferred", "requeued", "deleted", "nacked") else logging.WARNING
         )
         if logger.isEnabledFor(level):
             # The line of every job, made without logging's search of the call
             # stack for its caller (a good part of a short job's cost).
-            args = (claimed.id, claimed.name or "-", claimed.attempts, claimed.max_attempts or "-", outcome, ms)
-            logger.handle(logger.makeRecord(logger.name, level, __file__, 0, _JOB_LINE, args, None, "_process"))
+            joblog.log_finished(level, claimed, queue.queue_name, outcome, seconds * 1000)
 
-    def _run_job(self, queue: RedisJobQueue, claimed: ClaimedJob) -> str:
+    def _run_job(self, queue: RedisJobQueue, claimed: ClaimedJob) -> str | Failure:
         if claimed.payload_error:
             return self._dead_letter(queue, claimed, f"payload cannot be decoded: {claimed.payload_error}")
         try:
@@ -471,7 +496,17 @@ class Worker:
                 result = definition.func(claimed.payload, job)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
             if job.outcome is not None:
-                logger.warning("job %s raised after it was %s: %r", claimed.id, job.outcome, exc)
+                raised = Failure.of_exception(exc)
+                joblog.log_event(
+                    logging.WARNING,
+                    claimed,
+                    queue.queue_name,
+                    f"{job.outcome}, then raised {raised.error}",
+                    "the exception is ignored",
+                    {"outcome": job.outcome, "exc_type": raised.exc_type, "exc_message": raised.exc_message},
+                    exc=exc,
+                    traceback=raised.traceback,
+                )
                 return job.outcome
             return self._fail(job, definition, exc)
         finally:
@@ -490,33 +525,33 @@ class Worker:
         self._fetcher.ack(Ack(queue, claimed, result_json, claimed.fields.get("keep_result") != "0"))
         return "completed"
 
-    def _explicit_outcome(self, job: Job, definition: JobDefinition) -> str:
+    def _explicit_outcome(self, job: Job, definition: JobDefinition) -> str | Failure:
         if job.lost_claim:
             return "claim lost"
         if job.outcome == "failed":
-            return self._after_fail(job, definition, getattr(job, "fail_result", None))
+            return self._after_fail(job, definition, Failure.of_error(getattr(job, "fail_error", "failed")))
         return job.outcome or "?"
 
-    def _fail(self, job: Job, definition: JobDefinition, exc: BaseException) -> str:
+    def _fail(self, job: Job, definition: JobDefinition, exc: BaseException) -> Failure:
         # Both capped (errortext.py): the traceback part by part, so that a huge
         # message cannot push every frame out of it.
-        job.failed(failure_text(exc), traceback=format_traceback(exc))
-        return self._after_fail(job, definition, getattr(job, "fail_result", None))
+        failure = Failure.of_exception(exc)
+        job.failed(failure_text(exc), traceback=failure.traceback)
+        return self._after_fail(job, definition, failure)
 
-    def _after_fail(self, job: Job, definition: JobDefinition, result: Outcome | None) -> str:
-        if result is Outcome.RETRYING:
-            return "retrying"
+    def _after_fail(self, job: Job, definition: JobDefinition, failure: Failure) -> Failure:
+        result: Outcome | None = getattr(job, "fail_result", None)
+        failure.decide(result, claimed=job.claimed, retry_delay_ms=getattr(job, "retry_delay_ms", 0))
         if result is Outcome.FAILED:
             hook = definition.on_max_attempts_exhausted
             if hook is not None and job.max_attempts and job.attempts >= job.max_attempts:
                 # On the hooks thread: a slow hook (mail_admins through a slow
                 # SMTP server) holds up neither this runner nor its next job.
                 self._hooks.submit(functools.partial(_call_exhausted_hook, hook, job))
-            return "failed"
-        return "claim lost"
+        return failure
 
-    def _dead_letter(self, queue: RedisJobQueue, claimed: ClaimedJob, error: str) -> str:
-        error = cap_error(error)  # it quotes what was stored: the log line gets the capped text too
-        outcome = queue.fail_outcome(claimed, error, terminal=True)
-        logger.error("job %s %r dead-lettered: %s", claimed.id, claimed.name, error)
-        return "failed" if outcome is Outcome.FAILED else "claim lost"
+    def _dead_letter(self, queue: RedisJobQueue, claimed: ClaimedJob, error: str) -> Failure:
+        error = cap_error(error)  # it quotes what was stored (the log line cuts it shorter still)
+        failure = Failure.not_run(error)
+        failure.decide(queue.fail_outcome(claimed, error, terminal=True), claimed=claimed, why="it cannot run")
+        return failure

@@ -15,7 +15,8 @@ from django_jobqueue.terminal import safe_text
 class Command(BaseCommand):
     help = (
         "Listen to the events channels of the queues and fire the django_jobqueue signals "
-        "(job_enqueued, job_completed, ...) in this process, until SIGTERM or SIGINT."
+        "(job_enqueued, job_completed, ...) in this process, until SIGTERM or SIGINT. "
+        "With -v 2 it also logs each event it fires, one line an event: 'event <queue> <event> job <id>'."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -27,9 +28,10 @@ class Command(BaseCommand):
             metavar="Q",
             help="queue to listen to; repeat for several (default: every configured queue)",
         )
+        logsetup.add_log_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        logsetup.setup(options["verbosity"], logsetup.unwrapped(self.stderr))
+        logsetup.setup(options["verbosity"], logsetup.unwrapped(self.stderr), log_format=options["log_format"])
         try:
             listener = EventsListener(options["queues"])
         except (JobQueueError, LookupError, ValueError) as exc:

@@ -15,7 +15,10 @@ from django_jobqueue.worker.supervisor import CHILD_ENV, WorkerPool, child_argv,
 
 
 class Command(BaseCommand):
-    help = "Run a worker: claim jobs from the given queues (in priority order) and run them."
+    help = (
+        "Run a worker: claim jobs from the given queues (in priority order) and run them. "
+        "It logs a line for each job; with -v 2 a failed attempt's line has its traceback."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
@@ -51,9 +54,12 @@ class Command(BaseCommand):
             help="worker processes, each with its own runner threads, started and kept running by this "
             "command (default 1); with --worker-id W they are named W-0, W-1, ...",
         )
+        logsetup.add_log_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        flusher = logsetup.setup(options["verbosity"], logsetup.unwrapped(self.stderr), buffered=True)
+        flusher = logsetup.setup(
+            options["verbosity"], logsetup.unwrapped(self.stderr), buffered=True, log_format=options["log_format"]
+        )
         for name in ("concurrency", "max_jobs", "processes"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
@@ -111,7 +117,7 @@ class Command(BaseCommand):
         args = [f"--verbosity={options['verbosity']}"]
         for queue in options["queues"] or []:
             args.append(f"--queue={queue}")
-        for name in ("concurrency", "max_jobs", "grace", "worker_id", "settings", "pythonpath"):
+        for name in ("concurrency", "max_jobs", "grace", "worker_id", "log_format", "settings", "pythonpath"):
             if options.get(name) is not None:
                 args.append(f"--{name.replace('_', '-')}={options[name]}")
         for name in ("burst", "no_scheduler", "traceback", "no_color", "force_color"):

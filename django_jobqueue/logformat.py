@@ -1,0 +1,67 @@
+"""JSON log lines for log shippers: one object per record, one record a line.
+
+``jobq_worker --log-format json`` and ``jobq_events --log-format json`` use
+it; a project sends its own loggers through it from ``LOGGING``::
+
+    LOGGING = {
+        "version": 1,
+        "formatters": {"json": {"()": "django_jobqueue.logformat.JSONFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "loggers": {"django_jobqueue": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    }
+
+Each object has ``time`` (ISO 8601, UTC), ``level``, ``logger`` and
+``message``; then the fields of a job's line (worker/joblog.py FIELDS:
+``job_id``, ``queue``, ``outcome``, ``next_action``, ...) that the record has;
+then ``exc_info`` (the traceback, as text) and ``stack_info`` when present.
+The output is ASCII: every control and non-ASCII character is a JSON escape,
+so the lines are safe on a terminal too (terminal.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .terminal import safe_json
+from .worker.joblog import FIELDS
+
+
+class JSONFormatter(logging.Formatter):
+    """Formats a record as one line of JSON (see the module's docstring).
+
+    Takes logging.Formatter's arguments, so that ``LOGGING`` may name it with
+    ``"class"`` or ``"()"``; the format string, if given, is not used."""
+
+    _second = -1
+    _text = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self._utc_time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),  # first: a job's line makes its fields here
+        }
+        attributes = record.__dict__
+        for name in FIELDS:
+            value = attributes.get(name)
+            if value is not None:
+                data[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc_info"] = record.exc_text
+        if record.stack_info:
+            data["stack_info"] = self.formatStack(record.stack_info)
+        # default=str: another library's record may carry an attribute of the
+        # same name holding an object json cannot write.
+        return safe_json(data, default=str)
+
+    def _utc_time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            # Made once a second: a busy worker writes thousands of lines in one.
+            self._text, self._second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)), second
+        return f"{self._text}.{int(record.msecs):03d}Z"
