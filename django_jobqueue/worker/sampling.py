@@ -9,6 +9,7 @@ Nothing here runs user code, and a failed send keeps the counts for the next.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -56,6 +57,7 @@ class Sampler:
         self.book = samples.SampleBook()
         self.sender = samples.SampleSender(worker_id, [(q.queue_name, q.keys) for q in queues])
         self._last = time.monotonic()
+        self._sending = threading.Lock()
 
     def ran(
         self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: str, seconds: float, started_local_ms: float
@@ -96,8 +98,11 @@ class Sampler:
             self.flush()
 
     def flush(self) -> None:
-        self._last = time.monotonic()
-        self.sender.flush(self._client(), self.book)
+        # One send at a time: the sender numbers its batches (a worker sends
+        # from its maintenance thread only; the demo's pool threads each may).
+        with self._sending:
+            self._last = time.monotonic()
+            self.sender.flush(self._client(), self.book)
         if self.sender.broken:
             logger.warning(
                 "samples of %s not recorded: a samples key holds another type (see docs/observability.md)",
