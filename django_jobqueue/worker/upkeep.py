@@ -56,20 +56,26 @@ class ExhaustedByReclaim:
         if not fields:
             return
         claimed = ClaimedJob.from_fields(fields)
-        if fields.get("status") in ("failed", "lost"):
+        status = fields.get("status")
+        # Not when lost (at-most-once) or past max_deliveries: its attempts are not used up.
+        if status == "failed" and claimed.max_attempts and claimed.attempts >= claimed.max_attempts:
+            # The hook first: nothing the line's logging does (a filter that
+            # raises) may keep it from being called.
+            self._exhausted(queue, claimed, fields.get("name", ""))
+        if status in ("failed", "lost"):
             # Its line, as a runner writes one for a failed job (read here, off the maintenance thread).
-            joblog.log_cut_off(claimed, queue.queue_name, fields.get("last_error", ""), fields["status"])
+            joblog.log_cut_off(claimed, queue.queue_name, fields.get("last_error", ""), status)
+
+    def _exhausted(self, queue: RedisJobQueue, claimed: ClaimedJob, name: str) -> None:
         try:
-            definition = get_definition(fields.get("name", ""))
+            definition = get_definition(name)
         except UnknownJobError:
             return
-        if fields.get("status") != "failed" or not claimed.max_attempts or claimed.attempts < claimed.max_attempts:
-            return  # lost (at-most-once), or past max_deliveries: its attempts are not used up
         if definition.on_max_attempts_exhausted is not None:
             try:
                 definition.on_max_attempts_exhausted(Job(queue, claimed, definition))
             except Exception:  # noqa: BLE001
-                logger.exception("job %s: on_max_attempts_exhausted raised", job_id)
+                logger.exception("job %s: on_max_attempts_exhausted raised", claimed.id)
 
 
 class Upkeep:
@@ -145,6 +151,13 @@ class Upkeep:
                     down = down or exc
                 except Exception:  # noqa: BLE001 - maintenance must keep going
                     logger.exception("maintenance failed")
+            if down is None and self._health.down_since is not None:
+                # No step may have reached Redis (each works only when due):
+                # Redis is back when it answers, not when nothing failed.
+                try:
+                    get_client().ping()
+                except CONNECTION_ERRORS as exc:
+                    down = exc
             if down is None:
                 self._health.up()
             else:
