@@ -15,17 +15,36 @@ Each object has ``time`` (ISO 8601, UTC), ``level``, ``logger`` and
 ``job_id``, ``queue``, ``outcome``, ``next_action``, ...) that the record has;
 then ``exc_info`` (the traceback, as text) and ``stack_info`` when present.
 The output is ASCII: every control and non-ASCII character is a JSON escape,
-so the lines are safe on a terminal too (terminal.py).
+so the lines are safe on a terminal too (terminal.py). A lone surrogate (what
+``os.fsdecode`` makes of a file name that is not UTF-8), which strict JSON
+parsers refuse as an escape, is written as the text ``\\udce9`` instead.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
+from .engine.errortext import safe_str
 from .terminal import safe_json
 from .worker.joblog import FIELDS
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """``value`` with each surrogate as the text of its escape: ``\\udce9``."""
+    if _SURROGATE.search(value) is None:
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _other(value: object) -> str:
+    # An attribute json cannot write: another library's record may carry one
+    # under a name of FIELDS; its __str__ is that library's, and may raise.
+    return _text(safe_str(value))
 
 
 class JSONFormatter(logging.Formatter):
@@ -42,22 +61,20 @@ class JSONFormatter(logging.Formatter):
             "time": self._utc_time(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),  # first: a job's line makes its fields here
+            "message": _text(record.getMessage()),  # first: a job's line makes its fields here
         }
         attributes = record.__dict__
         for name in FIELDS:
             value = attributes.get(name)
             if value is not None:
-                data[name] = value
+                data[name] = _text(value) if isinstance(value, str) else value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            data["exc_info"] = record.exc_text
+            data["exc_info"] = _text(record.exc_text)
         if record.stack_info:
-            data["stack_info"] = self.formatStack(record.stack_info)
-        # default=str: another library's record may carry an attribute of the
-        # same name holding an object json cannot write.
-        return safe_json(data, default=str)
+            data["stack_info"] = _text(self.formatStack(record.stack_info))
+        return safe_json(data, default=_other)
 
     def _utc_time(self, record: logging.LogRecord) -> str:
         second = int(record.created)

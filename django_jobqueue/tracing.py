@@ -11,19 +11,27 @@ This module never imports OpenTelemetry on its own. A process whose code has not
 function here first looks the module up in ``sys.modules`` and, absent, does nothing more:
 without the package, tracing costs one dict look-up per enqueue and per job. With it loaded
 (redis-py 8 loads it when it is installed), an enqueue with no current span costs a look-up
-of the current span, and a worker with no tracer provider set makes no spans.
+of the current span, and a worker with no tracer provider set makes no spans (it looks for
+one at most once a second).
+
+Tracing never changes what happens to a job: every call into OpenTelemetry here is guarded, so
+that a span processor, sampler or exporter that raises costs the job its span, never its run or
+its write. Such errors are logged as warnings of the ``django_jobqueue`` logger, at most once a
+minute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .engine.errortext import cap_error, failure_text, format_traceback
+from .engine.errortext import cap_error, failure_text, format_traceback, safe_str
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -35,37 +43,77 @@ if TYPE_CHECKING:
     from .engine.replies import ClaimedJob
     from .worker.job import Job
 
+logger = logging.getLogger("django_jobqueue")
+
 # The job hash fields holding the W3C trace context of the enqueue.
 TRACE_FIELDS = ("traceparent", "tracestate")
 SYSTEM = "django_jobqueue"
 # Returned where there is nothing to trace: one shared object, no allocation.
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
-
+# How long a worker with no tracer provider goes before it looks again: the
+# look-up reads the environment (some 0.8 us), too much to pay on every job.
+PROVIDER_RECHECK_S = 1.0
+# An OpenTelemetry that raises on every span would raise on every job: one
+# warning a minute says so without filling the log.
+WARN_EVERY_S = 60.0
 
 _TRACE_MODULE = "opentelemetry.trace"
+_last_warning = float("-inf")
 
 
 def _loaded() -> bool:
     return sys.modules.get(_TRACE_MODULE) is not None
 
 
+def _otel_failed(doing: str) -> None:
+    """Called from an ``except`` block around a call into OpenTelemetry: a
+    warning with the traceback, unless one was logged in the last minute.
+    Never raises (a logging handler or filter may)."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning < WARN_EVERY_S:
+        return
+    # Two threads failing at once may both log: harmless, and no lock to take.
+    _last_warning = now
+    try:
+        logger.warning(
+            "OpenTelemetry raised while %s; the span may be missing or incomplete, the job is "
+            "not affected (such errors are logged at most once a minute)",
+            doing,
+            exc_info=True,
+        )
+    except Exception:  # noqa: BLE001, S110 - a broken logging setup must not break the job either
+        pass
+
+
 class _Api:
     """The OpenTelemetry functions used on every enqueue and job, looked up once."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         from opentelemetry import context, trace
 
         self.current_span: Callable[[], Span] = trace.get_current_span
         self.current_context: Callable[[], Context] = context.get_current
         self._provider = trace.get_tracer_provider
         self._no_provider = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self._clock = clock
         self._provider_set = False
+        self._look_again_at = float("-inf")
 
     def provider_set(self) -> bool:
         """Whether spans go anywhere: a tracer provider was set. OpenTelemetry
-        takes one provider per process, so once set it is set for good."""
-        if not self._provider_set:
+        takes one provider per process, so once set it is set for good; until
+        then, looked for at most once every PROVIDER_RECHECK_S."""
+        if self._provider_set:
+            return True
+        now = self._clock()
+        if now < self._look_again_at:
+            return False
+        self._look_again_at = now + PROVIDER_RECHECK_S
+        try:
             self._provider_set = not isinstance(self._provider(), self._no_provider)
+        except Exception:  # noqa: BLE001 - e.g. a provider named in the environment that cannot be loaded
+            _otel_failed("looking up the tracer provider")
         return self._provider_set
 
 
@@ -91,10 +139,14 @@ def caller_context() -> Context | None:
     (``on_commit``) still belongs to the caller's trace."""
     if sys.modules.get(_TRACE_MODULE) is None:  # _loaded(), inline: this runs on every enqueue
         return None
-    api = _api()
-    if not api.current_span().get_span_context().is_valid:
+    try:
+        api = _api()
+        if not api.current_span().get_span_context().is_valid:
+            return None
+        return api.current_context()
+    except Exception:  # noqa: BLE001 - no trace is better than no enqueue
+        _otel_failed("looking up the current span")
         return None
-    return api.current_context()
 
 
 def publishing(
@@ -109,7 +161,7 @@ def publishing(
     """Around the write of ``count`` jobs of ``name``: gives the job hash
     fields to write, ``fields`` plus the trace context of a PRODUCER span
     (child of ``caller``) that lasts as long as the block. Without a caller
-    context: ``fields`` as they are, and no span."""
+    context, or if OpenTelemetry raises: ``fields`` as they are, and no span."""
     if caller is None:
         return contextlib.nullcontext(fields)
     return _Publishing(caller, name, queue, fields, job_id, count)
@@ -125,26 +177,36 @@ def running(queue: str, claimed: ClaimedJob, job: Job) -> contextlib.AbstractCon
 
 
 def _failed(span: Span, exc: BaseException) -> None:
-    """The span of a call that raised: the exception as an event (message and
-    traceback capped as the job's stored ones are), status ERROR, error.type."""
+    """The span of a call that raised: status ERROR, error.type, and the
+    exception as an event (message and traceback capped as the job's stored
+    ones are)."""
     from opentelemetry.trace import Status, StatusCode
 
     kind = type(exc)
     error_type = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    span.record_exception(
-        exc,
-        {"exception.message": cap_error(str(exc)), "exception.stacktrace": format_traceback(exc)},
-        escaped=True,
-    )
+    # Texts that survive an exception whose __str__ raises.
     span.set_status(Status(StatusCode.ERROR, failure_text(exc)))
     span.set_attribute("error.type", error_type)
+    # The event record_exception() would add, written here: the SDK's calls
+    # str(exc) unguarded, and formats a whole traceback that would be replaced.
+    span.add_event(
+        "exception",
+        {
+            "exception.type": error_type,
+            "exception.message": cap_error(safe_str(exc)),
+            "exception.stacktrace": format_traceback(exc),
+            "exception.escaped": "True",
+        },
+    )
 
 
 class _Span:
-    """A span made current for the length of a with block, and ended by it."""
+    """A span made current for the length of a with block, and ended by it.
+    Nothing OpenTelemetry raises leaves it: a span that cannot be started is
+    not made, one that cannot be ended well is ended as it is."""
 
-    _span: Span
-    _token: Token[Context]
+    _span: Span | None = None
+    _token: Token[Context] | None = None
 
     def _start(
         self,
@@ -173,18 +235,37 @@ class _Span:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        from opentelemetry import context
-
+        # Returns None: the block's own exception, if any, goes on unchanged.
+        span = self._span
+        if span is None:
+            return
         try:
             if exc is not None:
-                _failed(self._span, exc)
+                _failed(span, exc)
             else:
-                self._ended_well()
-        finally:
-            context.detach(self._token)
-            self._span.end()
+                self._ended_well(span)
+        except Exception:  # noqa: BLE001 - the span may say less; the job is unaffected
+            _otel_failed("recording how a span ended")
+        self._close()
 
-    def _ended_well(self) -> None:
+    def _close(self) -> None:
+        """Detaches and ends what was started, each once."""
+        token, span = self._token, self._span
+        self._token = self._span = None
+        if token is not None:
+            from opentelemetry import context
+
+            try:
+                context.detach(token)
+            except Exception:  # noqa: BLE001
+                _otel_failed("detaching a span's context")
+        if span is not None:
+            try:
+                span.end()
+            except Exception:  # noqa: BLE001 - e.g. a span processor's on_end
+                _otel_failed("ending a span")
+
+    def _ended_well(self, span: Span) -> None:
         pass
 
 
@@ -200,6 +281,14 @@ class _Publishing(_Span):
         self._count = count
 
     def __enter__(self) -> Mapping[str, str] | None:
+        try:
+            return self._begin()
+        except Exception:  # noqa: BLE001 - the job is written without a trace context
+            _otel_failed("starting an enqueue's span")
+            self._close()
+            return self._fields
+
+    def _begin(self) -> Mapping[str, str] | None:
         from opentelemetry.trace import SpanKind, set_span_in_context
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -229,6 +318,13 @@ class _Running(_Span):
         self._job = job
 
     def __enter__(self) -> None:
+        try:
+            self._begin()
+        except Exception:  # noqa: BLE001 - the handler runs without a span
+            _otel_failed("starting a job's span")
+            self._close()
+
+    def _begin(self) -> None:
         from opentelemetry.trace import Link, SpanKind
 
         claimed = self._claimed
@@ -259,12 +355,12 @@ class _Running(_Span):
                 parent = None  # a field that is not a trace context: a root span
         self._start(f"jobq.run {claimed.name}", parent, SpanKind.CONSUMER, attributes, links)
 
-    def _ended_well(self) -> None:
+    def _ended_well(self, span: Span) -> None:
         outcome = self._job.outcome
         if outcome is not None:
             # The handler chose its outcome itself (job.failed(), requeue(), ...).
-            self._span.set_attribute("jobq.outcome", outcome)
+            span.set_attribute("jobq.outcome", outcome)
             if outcome == "failed":
                 from opentelemetry.trace import Status, StatusCode
 
-                self._span.set_status(Status(StatusCode.ERROR, "the handler called job.failed()"))
+                span.set_status(Status(StatusCode.ERROR, "the handler called job.failed()"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -16,9 +17,12 @@ from django.core.management import load_command_class
 
 from django_jobqueue import enqueue, job
 from django_jobqueue.api import get_queue
+from django_jobqueue.engine.replies import Outcome
 from django_jobqueue.logformat import JSONFormatter
+from django_jobqueue.worker.hooks import HookRunner
+from django_jobqueue.worker.upkeep import ExhaustedByReclaim
 from tests.helpers.paths import ROOT
-from tests.helpers.redis_data import job_status, register_worker
+from tests.helpers.redis_data import job_hash, job_status, register_worker
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import drain, run_worker, start_worker, stop, worker_env
 from tests.testapp.jobs import runs
@@ -149,6 +153,95 @@ def test_an_at_most_once_job_cut_off_by_the_shutdown_is_logged_lost(r, redis_ser
     assert job_status(r, job_id) == "lost"
 
 
+# ------------------------------------------- what the worker's logging survives
+
+
+class Stop(BaseException):
+    """Raised by user code that means no harm: not an Exception."""
+
+
+class Unprintable(Exception):
+    def __init__(self, raising: type[BaseException]) -> None:
+        super().__init__()
+        self.raising = raising
+
+    def __str__(self) -> str:
+        raise self.raising("__str__ failed")
+
+
+@job(name="logging.unprintable", max_attempts=2, backoff_base_seconds=0)
+def unprintable(payload, job):
+    raising = {"Stop": Stop, "RuntimeError": RuntimeError}[payload["raising"]]
+    if payload["how"] == "raises":
+        raise Unprintable(raising)
+    job.failed(Unprintable(raising))
+
+
+@pytest.mark.parametrize("how", ["raises", "job.failed"])
+@pytest.mark.parametrize("raising", ["RuntimeError", "Stop"])
+def test_an_error_whose_str_raises_fails_the_job_and_the_runner_goes_on(r, caplog, how, raising):
+    job_id = enqueue(unprintable, {"how": how, "raising": raising})
+    after = enqueue("add", {"a": 1, "b": 2})
+    with caplog.at_level(logging.INFO, logger=WORKER_LOG):
+        worker = drain(concurrency=1)  # one runner: the next job runs only if it lives on
+    h = job_hash(r, job_id)
+    assert (h["status"], h["attempts"]) == ("failed", "2")  # retried, then dead-lettered
+    error = "Unprintable: <Unprintable: str() failed>" if how == "raises" else "<Unprintable: str() failed>"
+    assert h["last_error"] == error
+    first, last = lines_of(caplog, job_id)
+    assert first.getMessage().endswith(f"{error}; retrying in 0.0 s")
+    assert last.getMessage().endswith(f"{error}; dead-lettered (no attempts left)")
+    assert job_status(r, after) == "completed"
+    assert (worker.stats.failed, worker.stats.retried, worker.stats.completed) == (1, 1, 1)
+
+
+class RaisingFilter(logging.Filter):
+    """A project's filter with a bug: it raises on every job's line."""
+
+    def filter(self, record):
+        if hasattr(record, "job_id"):
+            raise KeyError("tenant")
+        return True
+
+
+@pytest.fixture
+def raising_filter():
+    log = logging.getLogger(WORKER_LOG)
+    bad = RaisingFilter()
+    log.addFilter(bad)
+    yield
+    log.removeFilter(bad)
+
+
+def test_a_logging_filter_that_raises_stops_neither_the_runner_nor_the_hook(r, caplog, capsys, raising_filter):
+    flaky = enqueue("flaky", {})  # fails 3 times, then its hook runs
+    done = [enqueue("add", {"a": n, "b": 1}, queue="fast") for n in range(3)]
+    with caplog.at_level(logging.INFO, logger=WORKER_LOG):
+        worker = drain("fast", concurrency=1)
+    assert job_hash(r, flaky, "fast")["status"] == "failed" and len(runs(r, flaky)) == 3
+    assert [job_status(r, job_id, "fast") for job_id in done] == ["completed"] * 3
+    assert worker.stats.processed == 6
+    wait_for(lambda: r.lrange("test:exhausted", 0, -1) == [flaky], what="the hook")
+    # The failures still show, on stderr, with what the filter raised.
+    err = capsys.readouterr().err
+    assert f"job flaky {flaky} on queue fast: attempt 3/3 failed after running " in err
+    assert "dead-lettered (no attempts left) [logging raised KeyError: 'tenant']" in err
+
+
+def test_a_logging_filter_that_raises_does_not_skip_the_hook_of_a_job_its_worker_lost(r, capsys, raising_filter):
+    job_id = enqueue("flaky", {}, max_attempts=1)
+    queue = get_queue("fast")
+    claimed = queue.claim_nowait("dead-worker")
+    # Its last attempt died with its worker: the sweep (or a reclaim) dead-letters it...
+    assert queue.fail_outcome(claimed, "worker lost (heartbeat lapsed)", terminal=True) is Outcome.FAILED
+    # ... and hands it to the hooks thread for its line and its hook.
+    hooks = HookRunner()
+    ExhaustedByReclaim(hooks).submit(queue, [job_id])
+    hooks.stop(timeout=30)
+    assert r.lrange("test:exhausted", 0, -1) == [job_id]
+    assert f"job flaky {job_id} on queue fast: attempt 1/1 cut off: worker lost" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------- JSON lines
 
 
@@ -179,6 +272,24 @@ def test_json_lines_parse_and_carry_the_fields(caplog):
     assert (completed["level"], completed["outcome"], completed["job_id"]) == ("INFO", "completed", done)
     assert completed["message"].startswith(f"job add {done} on queue fast: attempt 1/3 completed, ran ")
     assert "exc_info" not in completed and "next_action" not in completed
+
+
+def test_json_lines_write_a_lone_surrogate_as_its_escape_text():
+    name = os.fsdecode(b"/srv/caf\xe9.pdf")  # a file name that is not UTF-8
+    try:
+        raise ValueError(f"cannot read {name}")
+    except ValueError:
+        record = logging.getLogger(WORKER_LOG).makeRecord(
+            WORKER_LOG, logging.ERROR, __file__, 1, "a hook raised on %s", (name,), sys.exc_info()
+        )
+    record.exc_message = f"cannot read {name}"
+    line = json.loads(JSONFormatter().format(record))
+    assert line["message"] == "a hook raised on /srv/caf\\udce9.pdf"
+    assert line["exc_message"] == "cannot read /srv/caf\\udce9.pdf"
+    assert line["exc_info"].endswith("ValueError: cannot read /srv/caf\\udce9.pdf")
+    # What a strict parser asks: text that is Unicode throughout.
+    for value in line.values():
+        str(value).encode("utf-8")
 
 
 # A worker process knows the jobs of tests/testapp/jobs.py only: "boom" raises RuntimeError(message).
@@ -212,8 +323,22 @@ def test_jobq_worker_prints_the_traceback_at_v2_only(r, redis_server):
     _before, rest = verbose.stderr.split(f"job boom {loud} on queue jobs: attempt 1/1 failed", 1)
     line, traceback = rest.split("\n", 1)
     assert line.endswith("RuntimeError: second; dead-lettered (no attempts left)")
-    assert traceback.startswith("Traceback (most recent call last)")
-    assert 'raise RuntimeError(payload.get("message", "boom"))' in traceback
+    assert traceback.startswith("    | Traceback (most recent call last)")
+    assert '    |     raise RuntimeError(payload.get("message", "boom"))\n' in traceback
+
+
+def test_a_newline_in_an_exception_cannot_fake_a_line_under_v2(r, redis_server):
+    fake = "2026-12-06 10:00:00,000 INFO job boom 01FAKE on queue jobs: attempt 1/1 completed, ran 1.0 ms"
+    job_id = enqueue("boom", {"message": f"remote said: bad\n{fake}\n\nDuring handling, {fake}"}, max_attempts=1)
+    ran = run_worker(redis_server.url, "--burst", "--queue", "jobs", "-v", "2")
+    assert ran.returncode == 0, ran.stderr
+    assert f"job boom {job_id} on queue jobs: attempt 1/1 failed" in ran.stderr
+    assert "    | Traceback (most recent call last)" in ran.stderr
+    assert f"    | {fake}\n" in ran.stderr  # shown, as part of the traceback
+    lines = ran.stderr.splitlines()
+    assert not [line for line in lines if line.startswith("2026-12-06 10:00:00")]
+    # Every line is a log line or a traceback's.
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ |    \|", line) for line in lines), lines
 
 
 LOGGING_DOC = ROOT / "docs" / "observability.md"
@@ -237,7 +362,7 @@ call_command("jobq_worker", "--burst", "--queue", "jobs")
 
 
 def test_the_documented_logging_example_writes_json_lines(r, redis_server):
-    section = LOGGING_DOC.read_text().split("<!-- section: logs")[1].split("<!-- end section: logs")[0]
+    section = LOGGING_DOC.read_text().split("\n## Logs\n")[1].split("\n## ")[0]
     (example,) = re.findall(r"```python\n(LOGGING = .*?)```", section, re.S)
     failing = enqueue("boom", {"message": "nobody"}, max_attempts=1)
     done = enqueue("add", {"a": 1, "b": 2})

@@ -7,10 +7,13 @@ OpenTelemetry's global tracer provider can be set once per process: the first
 test here sets an SDK provider (or uses the one already set) and adds to it an
 in-memory exporter that keeps spans only while a test of this module runs, so
 that the jobs of other tests in the process (under xdist, each worker process
-has its own) pile up nowhere. Spans are told apart by their job's id."""
+has its own) pile up nowhere. Spans are told apart by their job's id. It adds a
+span processor and (when it sets the provider) a sampler that raise on demand,
+for the tests of an OpenTelemetry with bugs in it."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -18,17 +21,20 @@ import textwrap
 import pytest
 from django.db import transaction
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
-from django_jobqueue import enqueue, enqueue_many, get_queue, job
+from django_jobqueue import enqueue, enqueue_many, get_queue, job, tracing
+from django_jobqueue.engine.exceptions import PayloadError
 from django_jobqueue.exceptions import QueuePaused
 from django_jobqueue.registry import unregister
 from tests.helpers.paths import ROOT
 from tests.helpers.redis_data import job_hash
 from tests.helpers.workers import drain, worker_env
+from tests.testapp.jobs import runs
 
 
 class WhileTesting(SimpleSpanProcessor):
@@ -44,26 +50,98 @@ class WhileTesting(SimpleSpanProcessor):
             super().on_end(span)
 
 
-_processor: list[WhileTesting] = []
+class EndRaises(SpanProcessor):
+    """A span processor with a bug: while ``on``, the end of each of this
+    package's spans raises (the test's own spans end well)."""
+
+    on = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.on and span.name.startswith("jobq."):
+            raise RuntimeError("span processor bug")
+
+
+class Sampling(Sampler):
+    """The SDK's default sampler, or, while ``raises``, a sampler with a bug."""
+
+    raises = False
+    _default = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
+        if self.raises:
+            raise KeyError("sampler bug")
+        return self._default.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "tests.test_tracing.Sampling"
+
+
+class Installed:
+    """What the first test here adds to the process's tracer provider."""
+
+    def __init__(self, provider: TracerProvider, sampler: Sampling | None) -> None:
+        self.processor = WhileTesting()
+        self.end_raises = EndRaises()
+        self.sampler = sampler  # None where another module set the provider
+        provider.add_span_processor(self.processor)
+        provider.add_span_processor(self.end_raises)  # after: spans are exported before it raises
+
+
+_installed: list[Installed] = []
 
 
 @pytest.fixture
-def spans():
-    """The spans that end during the test, in an in-memory exporter."""
-    if not _processor:
+def installed():
+    if not _installed:
         provider = trace.get_tracer_provider()
+        sampler = None
         if not isinstance(provider, TracerProvider):
-            trace.set_tracer_provider(TracerProvider())
+            sampler = Sampling()
+            trace.set_tracer_provider(TracerProvider(sampler=sampler))
             provider = trace.get_tracer_provider()
         assert isinstance(provider, TracerProvider)
-        _processor.append(WhileTesting())
-        provider.add_span_processor(_processor[0])
-    processor = _processor[0]
+        _installed.append(Installed(provider, sampler))
+        # Jobs run by earlier tests may have found no provider: look again now.
+        tracing._api.cache_clear()
+    return _installed[0]
+
+
+@pytest.fixture
+def spans(installed):
+    """The spans that end during the test, in an in-memory exporter."""
+    processor = installed.processor
     processor.exporter.clear()
     processor.on = True
     yield processor.exporter
     processor.on = False
     processor.exporter.clear()
+
+
+@pytest.fixture
+def end_raises(installed, spans, monkeypatch, caplog):
+    """While the test runs, the end of every span of this package raises; the
+    log records of that."""
+    monkeypatch.setattr(tracing, "_last_warning", float("-inf"))  # a warning per test
+    caplog.set_level(logging.WARNING, logger="django_jobqueue")
+    installed.end_raises.on = True
+    yield caplog
+    installed.end_raises.on = False
+
+
+@pytest.fixture
+def sampler_raises(installed, spans, monkeypatch, caplog):
+    """While the test runs, the tracer provider's sampler raises."""
+    if installed.sampler is None:
+        pytest.skip("the tracer provider was set before this module's tests, with a sampler of its own")
+    monkeypatch.setattr(tracing, "_last_warning", float("-inf"))
+    caplog.set_level(logging.WARNING, logger="django_jobqueue")
+    installed.sampler.raises = True
+    yield caplog
+    installed.sampler.raises = False
+
+
+def otel_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("OpenTelemetry raised")]
 
 
 @pytest.fixture
@@ -274,6 +352,138 @@ def test_a_trace_field_that_is_not_a_trace_context_gives_a_root_span(r, spans):
     (run,) = named(spans, "jobq.run add", job_id)
     assert run.parent is None and list(run.links) == []
     assert job_hash(r, job_id)["status"] == "completed"
+
+
+# --------------------------------------------------- OpenTelemetry that raises
+# A span processor, sampler or exporter with a bug costs a job its span, never
+# its run or its write; one warning a minute says so.
+
+
+def test_a_span_processor_that_raises_changes_no_job_outcome(r, end_raises):
+    ok = enqueue("add", {"a": 1, "b": 2})
+    failing = enqueue("boom", {"message": "disk full"})  # max_attempts=2, no backoff
+    drain()
+    assert len(runs(r, ok)) == 1
+    assert job_hash(r, ok)["status"] == "completed"
+    # Each attempt ran once, and failed with the handler's error, not the processor's.
+    assert len(runs(r, failing)) == 2
+    assert job_hash(r, failing)["status"] == "failed"
+    assert job_hash(r, failing)["last_error"] == "RuntimeError: disk full"
+    (warning,) = otel_warnings(end_raises)  # three spans could not end: one warning
+    assert warning.startswith("OpenTelemetry raised while ending a span")
+
+
+def test_an_enqueue_whose_span_cannot_end_writes_its_jobs_once_and_returns(r, tracer, end_raises):
+    with tracer.start_as_current_span("request") as request:
+        job_id = enqueue("add", {"a": 1, "b": 2})
+        ids = enqueue_many("add", [{"a": 2, "b": 2}, {"a": 3, "b": 3}])
+        assert trace.get_current_span() is request  # the enqueue's span is no longer current
+    assert sorted(r.lrange("queue:jobs:pending", 0, -1)) == sorted([job_id, *ids])
+    assert job_hash(r, job_id)["traceparent"]  # its span began well: its context is stored
+    assert len(otel_warnings(end_raises)) == 1
+
+
+def test_a_sampler_that_raises_changes_no_job_outcome(r, sampler_raises):
+    job_id = enqueue("add", {"a": 1, "b": 2})
+    drain()
+    assert len(runs(r, job_id)) == 1
+    assert job_hash(r, job_id)["status"] == "completed"
+    (warning,) = otel_warnings(sampler_raises)
+    assert warning.startswith("OpenTelemetry raised while starting a job's span")
+
+
+def test_an_enqueue_whose_span_cannot_start_writes_its_jobs_once_and_returns(r, sampler_raises):
+    # A current span that no sampler is asked about (the test's own would raise).
+    remote = trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(1))
+    with trace.use_span(trace.NonRecordingSpan(remote)):
+        job_id = enqueue("add", {"a": 1, "b": 2})
+        ids = enqueue_many("add", [{"a": 2, "b": 2}])
+    assert sorted(r.lrange("queue:jobs:pending", 0, -1)) == sorted([job_id, *ids])
+    assert "traceparent" not in job_hash(r, job_id)  # no span, no context to store
+    (warning,) = otel_warnings(sampler_raises)
+    assert warning.startswith("OpenTelemetry raised while starting an enqueue's span")
+
+
+def test_a_task_enqueued_while_the_sampler_raises_is_written_and_runs(r, sampler_raises, settings):
+    compat = pytest.importorskip(
+        "django_jobqueue.tasks.compat",
+        reason="needs django.tasks (Django 6+) or the django-tasks backport",
+        exc_type=ImportError,
+    )
+    from tests.testapp import tasks
+
+    settings.TASKS = {"default": {"BACKEND": "django_jobqueue.tasks.JobQueueBackend"}}
+    remote = trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(1))
+    with trace.use_span(trace.NonRecordingSpan(remote)):
+        result = tasks.add.enqueue(2, 3)
+    assert r.lrange("queue:jobs:pending", 0, -1) == [result.id]
+    drain()
+    result.refresh()
+    assert result.status == compat.TaskResultStatus.SUCCESSFUL
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ itself raised")
+
+
+@pytest.fixture
+def odd_jobs():
+    @job(name="returns_object", max_attempts=1)
+    def returns_object(payload, job_obj):
+        return object()
+
+    @job(name="raises_unprintable", max_attempts=1)
+    def raises_unprintable(payload, job_obj):
+        raise Unprintable
+
+    yield
+    unregister("returns_object")
+    unregister("raises_unprintable")
+
+
+def test_a_result_that_cannot_be_stored_ends_the_span_in_error(r, spans, odd_jobs):
+    job_id = enqueue("returns_object", {})
+    drain()
+    assert job_hash(r, job_id)["status"] == "failed"
+    (run,) = named(spans, "jobq.run returns_object", job_id)
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.attributes["error.type"] == f"{PayloadError.__module__}.PayloadError"
+
+
+def test_an_exception_whose_str_raises_still_ends_the_span_in_error(r, spans, odd_jobs):
+    job_id = enqueue("raises_unprintable", {})
+    drain()
+    (run,) = named(spans, "jobq.run raises_unprintable", job_id)
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.status.description == "Unprintable: <Unprintable: str() failed>"
+    assert run.attributes["error.type"] == f"{__name__}.Unprintable"
+    (event,) = run.events
+    assert event.attributes["exception.message"] == "<Unprintable: str() failed>"
+    # The job failed with the handler's exception, not with its __str__'s.
+    assert job_hash(r, job_id)["last_error"].startswith("Unprintable: ")
+
+
+def test_without_a_tracer_provider_a_worker_looks_for_one_at_most_once_a_second():
+    now = [100.0]
+    provider: list[object] = [trace.ProxyTracerProvider()]  # what OpenTelemetry gives before one is set
+    looked_at: list[float] = []
+
+    def get_tracer_provider() -> object:
+        looked_at.append(now[0])
+        return provider[0]
+
+    api = tracing._Api(clock=lambda: now[0])
+    api._provider = get_tracer_provider
+    assert not api.provider_set()
+    provider[0] = TracerProvider(shutdown_on_exit=False)
+    now[0] = 100.9
+    assert not api.provider_set()  # the last look is less than a second old
+    now[0] = 101.0
+    assert api.provider_set()  # a provider set later is found
+    now[0] = 105.0
+    assert api.provider_set()  # and kept: it can be set only once
+    assert looked_at == [100.0, 101.0]
 
 
 # ------------------------------------------------------ without OpenTelemetry

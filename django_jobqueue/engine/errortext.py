@@ -18,6 +18,9 @@ already capped. Plain Python, no Django: the engine uses it.
 
 What is cut is replaced by a marker that says how much: ``... [cut: 912345
 more characters]``. Capping text that is already capped changes nothing.
+
+An exception is user code down to its ``__str__``, which may raise (anything,
+``SystemExit`` too): every text made of one goes through ``safe_str``.
 """
 
 from __future__ import annotations
@@ -50,15 +53,28 @@ def cap_traceback(text: str, limit: int = MAX_TRACEBACK_CHARS) -> str:
     return f"[cut: {len(text) - len(tail)} earlier characters] ...\n{tail}"
 
 
+def safe_str(value: object) -> str:
+    """``str(value)``, or ``<ClassName: str() failed>`` when that raises."""
+    try:
+        return str(value)
+    except BaseException:  # noqa: BLE001 - whatever user code raises, the caller gets text
+        return f"<{type(value).__name__}: str() failed>"
+
+
 def failure_text(exc: BaseException) -> str:
     """The error text of a failure: ``ValueError: message``, capped."""
-    message = str(exc)
+    message = safe_str(exc)
     return cap_error(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
 
 
 def format_traceback(exc: BaseException) -> str:
     """The traceback of ``exc`` as it is stored: each part capped, then the whole."""
-    parts = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    try:
+        # It shows a __str__ that raises as "<exception str() failed>"; the
+        # exception's __notes__ or __cause__ are user objects all the same.
+        parts = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    except BaseException:  # noqa: BLE001
+        parts = [f"{type(exc).__name__}: {safe_str(exc)} (its traceback could not be formatted)\n"]
     return cap_traceback("".join(_cap_part(part) for part in parts))
 
 

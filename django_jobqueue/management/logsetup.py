@@ -69,19 +69,29 @@ class BatchHandler(logging.Handler):
                 pass
 
 
+# Starts each line of a traceback under a log line: a newline in an exception's
+# message (or note) then cannot start a line that looks like a log line.
+BLOCK_PREFIX = "    | "
+
+
+def _block(text: str) -> str:
+    return "\n".join(BLOCK_PREFIX + line for line in safe_text(text, multiline=True).split("\n"))
+
+
 class _Formatter(logging.Formatter):
     """The default format, with the date and time text made once a second.
 
     Log lines quote stored text (job names and ids, worker ids, error text):
     control characters in it are escaped (terminal.py), and a message stays
-    on one line; a traceback keeps its newlines."""
+    on one line; a traceback keeps its newlines, each of its lines indented
+    (BLOCK_PREFIX)."""
 
     _second = -1
     _text = ""
 
     def format(self, record: logging.LogRecord) -> str:
         if record.__class__ is not JobLine:
-            return super().format(record)
+            return self._format_any(record)
         # A finished job's line, one a job: its message, without the fields
         # that JobLine.getMessage makes for other formatters (this one shows
         # none), and it has no traceback.
@@ -89,6 +99,21 @@ class _Formatter(logging.Formatter):
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
         return self.formatMessage(record)
+
+    def _format_any(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, with the traceback and the stack indented.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            # Kept on the record, as logging does, for the other handlers; unindented.
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + _block(record.exc_text)
+        if record.stack_info:
+            text += "\n" + _block(self.formatStack(record.stack_info))
+        return text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         if datefmt is not None:

@@ -46,5 +46,8 @@ class HookRunner:
         while (call := self._calls.get()) is not None:
             try:
                 call()
-            except Exception:  # noqa: BLE001 - one hook must not stop the others
-                logger.exception("a hook raised")
+            except BaseException:  # noqa: BLE001 - one hook (SystemExit in it too) must not stop the others
+                try:
+                    logger.exception("a hook raised")
+                except Exception:  # noqa: BLE001, S110 - nor a logging filter that raises
+                    pass

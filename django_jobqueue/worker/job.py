@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..engine.errortext import safe_str
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob, Outcome
 from ..options import seconds_to_ms
@@ -99,7 +100,7 @@ class Job:
         from .retry import retry_delay_ms
 
         # Kept for the worker's log line: the error, and the wait if it is retried.
-        self.fail_error = str(error)
+        self.fail_error = safe_str(error)
         self.retry_delay_ms = retry_delay_ms(self.definition, self._queue, self.attempts)
         outcome = self._queue.fail_outcome(
             self._claimed, self.fail_error, traceback=traceback, retry_delay_ms=self.retry_delay_ms
@@ -127,7 +128,7 @@ class Job:
                 count_attempt=False,
                 event="nacked",
                 counter="nacks",
-                error=None if error is None else str(error),
+                error=None if error is None else safe_str(error),
             )
         )
 

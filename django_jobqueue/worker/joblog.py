@@ -19,6 +19,10 @@ made without logging's search of the call stack for its caller, and its
 fields are made from the line's arguments only when a formatter or a filter
 first reads them: with the worker's batching handler, at flush time, off the
 runner's thread. Failures are rarer and build their records in full.
+
+Writing a line never raises: a project's filter, handler or record factory
+that does (a bug in it) must not end the runner, the shutdown or the hooks
+thread that writes it. Such a line goes to ``logging.lastResort`` instead.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..engine.errortext import cap_error, format_traceback
+from ..engine.errortext import cap_error, format_traceback, safe_str
 from ..engine.replies import Outcome
 from ..terminal import safe_text
 
@@ -103,14 +107,17 @@ def log_finished(level: int, claimed: ClaimedJob, queue: str, outcome: str, ms: 
     """The line of a job that finished without failing (completed, requeued,
     ...). The caller checks ``logger.isEnabledFor(level)`` first."""
     args = (claimed.name or "-", claimed.id, queue, claimed.attempts, claimed.max_attempts or "unlimited", outcome, ms)
-    factory = logging.getLogRecordFactory()
-    if factory is logging.LogRecord:
-        logger.handle(JobLine(logger.name, level, __file__, 0, FINISHED_LINE, args, None, "log_finished"))
-        return
-    # The project makes its own records (to add attributes of its own): use them.
-    record = factory(logger.name, level, __file__, 0, FINISHED_LINE, args, None, "log_finished")
-    _add_line_fields(record)
-    logger.handle(record)
+    try:
+        factory = logging.getLogRecordFactory()
+        if factory is logging.LogRecord:
+            logger.handle(JobLine(logger.name, level, __file__, 0, FINISHED_LINE, args, None, "log_finished"))
+            return
+        # The project makes its own records (to add attributes of its own): use them.
+        record = factory(logger.name, level, __file__, 0, FINISHED_LINE, args, None, "log_finished")
+        _add_line_fields(record)
+        logger.handle(record)
+    except Exception as exc:  # noqa: BLE001 - see _refused
+        _refused(level, FINISHED_LINE, args, exc)
 
 
 def log_event(
@@ -146,13 +153,33 @@ def log_event(
         # The formatters print exc_text as it is: the capped text the job's
         # hash keeps (a huge message would otherwise fill the log), escaped.
         exc_text = safe_text((traceback or format_traceback(exc)).rstrip("\n"), multiline=True)
-    record = logger.makeRecord(logger.name, level, __file__, 0, _EVENT_LINE, args, exc_info, "log_event")
-    # Set as makeRecord's ``extra`` would, without its refusal of a name the
-    # project's record factory may use too: a log line must never raise.
-    record.__dict__.update(extra)
-    if exc_text is not None:
-        record.exc_text = exc_text
-    logger.handle(record)
+    try:
+        record = logger.makeRecord(logger.name, level, __file__, 0, _EVENT_LINE, args, exc_info, "log_event")
+        # Set as makeRecord's ``extra`` would, without its refusal of a name the
+        # project's record factory may use too: a log line must never raise.
+        record.__dict__.update(extra)
+        if exc_text is not None:
+            record.exc_text = exc_text
+        logger.handle(record)
+    except Exception as exc:  # noqa: BLE001 - see _refused
+        _refused(level, _EVENT_LINE, args, exc)
+
+
+def _refused(level: int, msg: str, args: tuple[Any, ...], error: Exception) -> None:
+    """A job's line the project's logging raised on (a filter, a handler or a
+    record factory with a bug): the thread that writes it (a runner, the
+    shutdown, the hooks thread) goes on all the same. The line goes to
+    logging's last resort handler (stderr; warnings and errors only), saying
+    why; else it is dropped."""
+    handler = logging.lastResort
+    if handler is None or level < handler.level:
+        return
+    try:
+        why = f"{exception_name(error)}: {safe_str(error)}"
+        text = safe_text(f"{msg % args} [logging raised {why}]")
+        handler.handle(logging.LogRecord(logger.name, level, __file__, 0, text, None, None))
+    except Exception:  # noqa: BLE001, S110 - nothing is left to report it to
+        pass
 
 
 def exception_name(exc: BaseException) -> str:
@@ -188,7 +215,7 @@ class Failure:
     @classmethod
     def of_exception(cls, exc: BaseException) -> Failure:
         ended = time.monotonic()
-        message = line_text(str(exc))
+        message = line_text(safe_str(exc))
         name = exception_name(exc)
         return cls(
             error=f"{name}: {message}" if message else name,

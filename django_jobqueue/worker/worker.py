@@ -40,7 +40,6 @@ from ..api import get_queue
 from ..conf import get_settings
 from ..connection import describe, get_client
 from ..engine.errortext import cap_error, failure_text
-from ..engine.exceptions import PayloadError
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob, Outcome
 from ..events import ListenerThread, start_listener_thread
@@ -429,8 +428,14 @@ class Worker:
                 failure, outcome = ran, ran.outcome
             else:
                 outcome = ran
-        except Exception:  # noqa: BLE001 - the worker never dies on a job
-            logger.exception("job %s: internal error while finishing it", claimed.id)
+        except BaseException:  # noqa: BLE001 - the worker never dies on a job
+            # Its stop is an Event and signals reach the main thread only: what
+            # a runner catches here comes from user objects (SystemExit from a
+            # __str__, say), and the runner goes on to its next job.
+            try:
+                logger.exception("job %s: internal error while finishing it", claimed.id)
+            except Exception:  # noqa: BLE001, S110 - a logging filter's bug must not end the runner either
+                pass
             outcome = "error"
         finally:
             self.running_jobs.finished(claimed.id, threading.get_ident(), completed=outcome == "completed")
@@ -494,6 +499,9 @@ class Worker:
         try:
             with tracing.running(queue.queue_name, claimed, job):
                 result = definition.func(claimed.payload, job)
+                # Encoded inside the span: a result that cannot be stored
+                # (not JSON, too large) fails the job below, and the span says ERROR.
+                result_json = queue.encode(result, what="result") if job.outcome is None else ""
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
             if job.outcome is not None:
                 raised = Failure.of_exception(exc)
@@ -513,10 +521,6 @@ class Worker:
             close_stale_connections()
         if job.outcome is not None:
             return self._explicit_outcome(job, definition)
-        try:
-            result_json = queue.encode(result, what="result")
-        except PayloadError as exc:
-            return self._fail(job, definition, exc)
         # Sent with the next claim (see fetcher.py); tracked as running until then.
         job.outcome = "completed"
         if running is not None:
