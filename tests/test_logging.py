@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -24,7 +23,7 @@ from django_jobqueue.worker.upkeep import ExhaustedByReclaim
 from tests.helpers.paths import ROOT
 from tests.helpers.redis_data import job_hash, job_status, register_worker
 from tests.helpers.waiting import wait_for
-from tests.helpers.workers import drain, run_worker, start_worker, stop, worker_env
+from tests.helpers.workers import drain, listen_to_one_event, run_worker, start_worker, stop, worker_env
 from tests.testapp.jobs import runs
 
 WORKER_LOG = "django_jobqueue.worker"
@@ -394,26 +393,7 @@ def test_jobq_events_help_says_that_v2_prints_each_event():
 
 
 def test_jobq_events_logs_each_event_as_json_at_v2(redis_server, tmp_path):
-    log_path = tmp_path / "events.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "jobq_events", "-v", "2", "--log-format", "json", "--queue", "jobs"],
-            env=worker_env(redis_server.url),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            text=True,
-        )
-        try:
-            wait_for(lambda: "subscribed; firing signals" in log_path.read_text(), what="the subscription")
-            job_id = enqueue("add", {"a": 1, "b": 1})
-            wait_for(lambda: f"event jobs enqueued job {job_id}" in log_path.read_text(), what="the event")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    job_id, log = listen_to_one_event(redis_server.url, tmp_path / "events.log", "--log-format", "json")
+    lines = [json.loads(line) for line in log.splitlines()]
     (event,) = [line for line in lines if line["message"] == f"event jobs enqueued job {job_id}"]
     assert (event["level"], event["logger"]) == ("DEBUG", "django_jobqueue.events")

@@ -24,7 +24,7 @@ from django_jobqueue.events import EventsListener, parse_log_id, start_listener_
 from django_jobqueue.queue import RedisJobQueue
 from tests.helpers.paths import ROOT
 from tests.helpers.waiting import wait_for
-from tests.helpers.workers import run_worker, worker_env
+from tests.helpers.workers import listen_to_one_event, run_worker, worker_env
 
 SPECIFIC = [
     "job_enqueued",
@@ -491,27 +491,7 @@ def test_without_catch_up_only_live_events_fire(r, redis_server, recorder):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_jobq_events_fires_in_the_foreground_and_exits_0_on_a_signal(redis_server, tmp_path, sig):
-    log_path = tmp_path / "events.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "jobq_events", "-v", "2", "--queue", "jobs"],
-            env=worker_env(redis_server.url),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            text=True,
-        )
-        try:
-            wait_for(lambda: "subscribed; firing signals" in log_path.read_text(), what="the subscription")
-            job_id = enqueue("add", {"a": 1, "b": 1})
-            wait_for(lambda: f"event jobs enqueued job {job_id}" in log_path.read_text(), what="the event")
-            proc.send_signal(sig)
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = log_path.read_text()
+    _job_id, text = listen_to_one_event(redis_server.url, tmp_path / "events.log", sig=sig)
     assert "events listener stopped: 1 events fired" in text and "Traceback" not in text
 
 

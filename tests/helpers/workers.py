@@ -108,3 +108,32 @@ def stop_worker(proc: subprocess.Popen[Any], timeout: float = 30) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def listen_to_one_event(redis_url: str, log_path: Path, *args: str, sig: int = signal.SIGTERM) -> tuple[str, str]:
+    """Run ``manage.py jobq_events -v 2 --queue jobs *args`` (its log in
+    ``log_path``) until it has fired the event of one job enqueued here, then
+    stop it with ``sig`` and check it exits 0: (the job's id, the log)."""
+    from django_jobqueue import enqueue
+    from tests.helpers.waiting import wait_for
+
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "jobq_events", "-v", "2", "--queue", "jobs", *args],
+            env=worker_env(redis_url),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+        )
+        try:
+            wait_for(lambda: "subscribed; firing signals" in log_path.read_text(), what="the subscription")
+            job_id = enqueue("add", {"a": 1, "b": 1})
+            wait_for(lambda: f"event jobs enqueued job {job_id}" in log_path.read_text(), what="the event")
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return job_id, log_path.read_text()
