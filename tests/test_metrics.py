@@ -198,7 +198,7 @@ def test_every_metric_served_is_in_the_docs_and_every_documented_one_is_served(s
     served = set()
     for family in scrape(staff).values():
         served.add(family.name + ("_total" if family.type == "counter" else ""))
-    section = DOCS.read_text().split("<!-- section: metrics")[1].split("<!-- end section: metrics")[0]
+    section = DOCS.read_text().split("\n## Prometheus metrics\n")[1].split("\n## ")[0]
     documented = set(re.findall(r"^\| `(jobq_[a-z_]+)", section, re.M))
     assert served == documented
 
