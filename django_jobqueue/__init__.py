@@ -21,6 +21,9 @@ __all__ = [
     "CorruptJobError",
     "EnqueueVetoed",
     "InvalidJobOptions",
+    "JobCancelled",
+    "JobNotCancellable",
+    "JobNotFound",
     "JobQueueError",
     "PayloadError",
     "QueuePaused",
@@ -29,6 +32,7 @@ __all__ = [
     "UnknownJobError",
     "UnknownQueueError",
     "__version__",
+    "cancel",
     "enqueue",
     "enqueue_many",
     "get_queue",
@@ -37,15 +41,19 @@ __all__ = [
 
 # Where each public name is defined (relative to this package); the exceptions
 # are in .exceptions.
-_HOME = {"enqueue": ".api", "enqueue_many": ".api", "get_queue": ".api", "job": ".registry"}
+_HOME = {"cancel": ".cancellation", "enqueue": ".api", "enqueue_many": ".api", "get_queue": ".api", "job": ".registry"}
 
 if TYPE_CHECKING:
     from .api import enqueue, enqueue_many, get_queue
+    from .cancellation import cancel
     from .exceptions import (
         ConfigurationError,
         CorruptJobError,
         EnqueueVetoed,
         InvalidJobOptions,
+        JobCancelled,
+        JobNotCancellable,
+        JobNotFound,
         JobQueueError,
         PayloadError,
         QueuePaused,

@@ -32,9 +32,11 @@ from .api import get_queue
 from .conf import get_settings
 from .connection import get_client
 from .engine import browse, bulk, samples
+from .engine.exceptions import JobNotCancellable, JobNotFound
 from .engine.keys import GlobalKeys
+from .engine.progress import Progress
 from .engine.queue import RedisJobQueue
-from .engine.queue_ops import Refusal
+from .engine.queue_ops import Cancellation, Refusal
 from .engine.replies import Outcome
 from .models import JobQueue
 from .templatetags.jobqueue_admin import PRETTY_LIMIT, SHORT_LIMIT, cut, json_preview
@@ -63,6 +65,7 @@ INTEGER = re.compile(r"-?[0-9]{1,4000}")  # int() reads up to 4300 digits
 SHOWN_FIELDS = frozenset(
     {"id", "name", "queue", "status", "attempts", "max_attempts", "payload", "result", "last_error"}
     | {"last_traceback", "errors", "worker"}
+    | {"progress", "progress_message", "progress_attempt"}
 )
 
 
@@ -92,6 +95,8 @@ ACTIONS = {
     "requeue_now": Action("Requeue now", confirm=False, needs_ids=True),
     "pause": Action("Pause", confirm=False, needs_ids=False),
     "resume": Action("Resume", confirm=False, needs_ids=False),
+    # A waiting job ends cancelled; a running one is asked to stop (docs/cancellation.md).
+    "cancel": Action("Cancel", confirm=False, needs_ids=True),
 }
 # The actions on selected rows each list offers.
 LIST_ACTIONS = {
@@ -479,6 +484,7 @@ def job_context(queue: RedisJobQueue, job_id: str, fields: dict[str, str]) -> di
     hash's own ``id`` field (which may say anything)."""
     status = fields.get("status", "")
     # A running at-most-once job is never handed out again (requeue_now refuses it).
+    cancel_asked = "cancel_requested_ms" in fields  # asked already: its worker ends it
     requeueable = status == "scheduled" or (status == "processing" and fields.get("delivery") != "at-most-once")
     times = _times(fields)
     errors, errors_left = error_log(fields.get("errors"))
@@ -491,6 +497,7 @@ def job_context(queue: RedisJobQueue, job_id: str, fields: dict[str, str]) -> di
         "times": [(cut(k.removesuffix("_ms").replace("_", " "), NAME_LIMIT), ms) for k, ms in times.items()],
         "errors": errors,
         "errors_left": errors_left,
+        "progress": progress_context(queue, fields),
         "other_fields": [(cut(k, NAME_LIMIT), cut(v, SHORT_LIMIT)) for k, v in other[:OTHER_FIELDS_SHOWN]],
         "other_fields_left": max(0, len(other) - OTHER_FIELDS_SHOWN),
         # (action, button label, destructive)
@@ -498,12 +505,54 @@ def job_context(queue: RedisJobQueue, job_id: str, fields: dict[str, str]) -> di
             (a, ACTIONS[a].label + ("…" if confirm else ""), a == "delete")
             for a, ok, confirm in (
                 ("retry", status in ("failed", "expired"), False),
-                ("requeue", status == "completed", False),
+                ("requeue", status in ("completed", "cancelled"), False),
+                ("cancel", status in ("pending", "scheduled", "processing") and not cancel_asked, False),
                 ("requeue_now", requeueable, status == "processing"),
                 ("delete", status != "processing", True),
             )
             if ok
         ],
+    }
+
+
+def _cancel(request: HttpRequest, q: RedisJobQueue, ids: list[str]) -> None:
+    """The cancel action: each job cancelled, or its worker asked to stop it."""
+    done: dict[Cancellation, int] = {Cancellation.CANCELLED: 0, Cancellation.REQUESTED: 0}
+    finished: list[str] = []
+    for job_id in ids:
+        try:
+            done[q.cancel(job_id)] += 1
+        except JobNotCancellable:
+            finished.append(job_id)
+        except JobNotFound:
+            messages.warning(request, f"Job {job_id} no longer exists.")
+    if done[Cancellation.CANCELLED]:
+        messages.success(request, f"Cancelled {done[Cancellation.CANCELLED]} job(s) of {q.queue_name}: they never run.")
+    if done[Cancellation.REQUESTED]:
+        messages.success(
+            request,
+            f"Asked the workers of {done[Cancellation.REQUESTED]} running job(s) of {q.queue_name} to cancel them.",
+        )
+    if finished:
+        messages.warning(request, f"{len(finished)} job(s) left alone: already finished ({', '.join(finished[:10])}).")
+
+
+def progress_context(queue: RedisJobQueue, fields: dict[str, str]) -> dict[str, Any] | None:
+    """The job's last progress report for the page: the bar's value as text
+    (never localised: "0.4200"), whole percent, the message, its age in
+    seconds on the Redis server's clock, and the attempt that reported it when
+    that is not the latest. None when the job reported none."""
+    progress = Progress.from_fields(fields)
+    if progress is None:
+        return None
+    now_ms = queue.clock() if queue.clock is not None else browse.server_time_ms(queue.client)
+    attempts = _integer(fields.get("attempts"))
+    return {
+        "value": f"{progress.fraction:.4f}",
+        "percent": progress.percent,
+        "message": cut(progress.message, SHORT_LIMIT),
+        "age_s": max(0, int(now_ms - progress.updated_at_ms) // 1000),
+        "earlier_attempt": progress.attempt if attempts is not None and progress.attempt != attempts else None,
     }
 
 
@@ -703,6 +752,8 @@ class ActionView(AdminPage):
                     messages.warning(request, f"{len(left)} job(s) left alone: {why} ({', '.join(left[:10])}).")
             if missing:
                 messages.warning(request, f"{len(missing)} job(s) no longer exist ({', '.join(missing[:10])}).")
+        elif name == "cancel":
+            _cancel(request, q, ids)
         elif name == "retry_all":
             result = bulk.retry_all_failed(q, RETRY_ALL_LIMIT)
             messages.success(request, f"Retried {result.done} failed job(s) of {where}.")

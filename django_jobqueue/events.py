@@ -80,7 +80,7 @@ def fire(message: Mapping[str, Any], queue: str) -> int:
         "attempts": message.get("attempts", 0),
         "event": dict(message),
     }
-    for optional in ("result", "error", "schedule", "reason"):
+    for optional in ("result", "error", "schedule", "reason", "ran"):
         if optional in message:
             kwargs[optional] = message[optional]
     responses: list[tuple[Any, Any]] = []

@@ -11,6 +11,9 @@ from django.core.exceptions import ImproperlyConfigured
 # The engine's, re-exported (the "as" form marks them so).
 from .engine.exceptions import CorruptJobError as CorruptJobError
 from .engine.exceptions import InvalidJobOptions as InvalidJobOptions
+from .engine.exceptions import JobCancelled as JobCancelled
+from .engine.exceptions import JobNotCancellable as JobNotCancellable
+from .engine.exceptions import JobNotFound as JobNotFound
 from .engine.exceptions import JobQueueError as JobQueueError
 from .engine.exceptions import PayloadError as PayloadError
 from .engine.exceptions import QueuePaused as QueuePaused

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from . import django_json
 from .engine import queue
+from .engine.progress import Progress
 from .engine.queue_ops import Refusal
 from .engine.replies import ClaimedJob, Outcome, SweepResult
 
-__all__ = ["ClaimedJob", "Outcome", "RedisJobQueue", "Refusal", "SweepResult"]
+__all__ = ["ClaimedJob", "Outcome", "Progress", "RedisJobQueue", "Refusal", "SweepResult"]
 
 
 class RedisJobQueue(queue.RedisJobQueue):

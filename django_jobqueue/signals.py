@@ -25,6 +25,10 @@ job_reclaimed = Signal()
 job_requeued = Signal()
 job_deleted = Signal()
 job_expired = Signal()
+# cancel() (docs/cancellation.md): the job ended cancelled. Keyword argument
+# ran: False when it never ran, True when its handler ran (it stopped on the
+# request, or finished anyway: then result is the one it returned).
+job_cancelled = Signal()
 # Periodic jobs (docs/schedules.md): a schedule enqueued a run (job_id is the
 # run's), or passed a tick over (reason: "missed", "paused" or "overlap";
 # job_id is empty). Keyword arguments schedule and reason, besides the others.
@@ -39,7 +43,9 @@ job_event = Signal()
 # fire job_requeued; event["event"] tells them apart. "lost" (an at-most-once
 # job whose worker vanished, dead-lettered rather than run twice) fires
 # job_failed. "promoted" (a scheduled job became due) fires only job_event:
-# the job was announced when it was enqueued.
+# the job was announced when it was enqueued. "cancel_requested" (cancel() of a
+# claimed job: its worker is told) fires only job_event; job_cancelled follows
+# when the job ends.
 EVENT_SIGNALS: dict[str, Signal] = {
     "enqueued": job_enqueued,
     "started": job_started,
@@ -54,6 +60,7 @@ EVENT_SIGNALS: dict[str, Signal] = {
     "nacked": job_requeued,
     "deleted": job_deleted,
     "expired": job_expired,
+    "cancelled": job_cancelled,
     "schedule_fired": schedule_fired,
     "schedule_skipped": schedule_skipped,
 }

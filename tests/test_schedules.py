@@ -28,6 +28,7 @@ from django_jobqueue.schedules import all_schedules, by_queue
 from django_jobqueue.worker import scheduler as scheduler_module
 from django_jobqueue.worker.scheduler import Scheduler
 from tests.helpers.admin import HOSTILE, body, logged_in, make_user, url
+from tests.helpers.schedules import every, step, synced
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import start_logged_worker, stop_worker, worker_env
 
@@ -38,10 +39,6 @@ def ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
-def every(seconds: float, **options) -> Schedule:
-    return Schedule(name="tick", job="add", queue="jobs", every_ms=int(seconds * 1000), **options)
-
-
 def runs_by_tick(r, queue: str = "jobs", schedule: str | None = None) -> dict[int, list[str]]:
     """The runs the schedules (or ``schedule``) enqueued on ``queue``, by the tick each is for."""
     found: dict[int, list[str]] = {}
@@ -50,26 +47,6 @@ def runs_by_tick(r, queue: str = "jobs", schedule: str | None = None) -> dict[in
         if fields.get("schedule") and schedule in (None, fields["schedule"]):
             found.setdefault(int(fields["scheduled_for_ms"]), []).append(fields["id"])
     return found
-
-
-def synced(r, clock, schedule: Schedule) -> tuple[RedisJobQueue, ScheduleStore]:
-    """The "jobs" queue on the test's clock, and its schedules store with ``schedule`` written to Redis."""
-    q = RedisJobQueue(r, "jobs", clock=clock)
-    store = ScheduleStore(q)
-    store.sync([schedule], clock())
-    return q, store
-
-
-def step(store: ScheduleStore, schedule: Schedule) -> list[str]:
-    """One scheduler pass over ``store`` for ``schedule``: the runs enqueued."""
-    script, keys, args = store.due_call()
-    now, due, owed = ScheduleStore.parse_due(script(store.queue.client, keys, args))
-    out: list[str] = []
-    for _name, due_ms in due:
-        out += store.tick(schedule, due_ms, now) or []
-    for _name in owed:
-        out += store.release_owed(schedule, now)
-    return out
 
 
 # ------------------------------------------------------------- calendars

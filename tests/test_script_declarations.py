@@ -402,13 +402,16 @@ def a_tour_of_every_script(q: RedisJobQueue, registry: Presence, midway: Callabl
     def tour() -> None:
         q.enqueue({"n": 1}, job_id="0" * 36, name="add", ttl_ms=60_000, unique_key="u1", extra={"x": "1"})  # enqueue
         q.enqueue_many([{"n": 2}, {"n": 3}, {"n": 4}], name="add")  # enqueue_many
-        q.enqueue({"n": 5}, name="later", delay_ms=60_000)
+        later = q.enqueue({"n": 5}, name="later", delay_ms=60_000)
         first = q.claim_nowait("w1")  # claim
         second, third = q.claim_many(2, "w1", start=1)  # claim
         q.start([third])  # start
         midway()
         q.touch(first, 9000)  # touch
         q.touch_many([second, third], 9000)  # touch
+        q.cancel(third.id)  # cancel (a claimed job: asked)
+        q.cancel(later)  # cancel (a delayed job: ended)
+        q.report_progress(first, 0.5, "half way")  # progress
         q.complete(first, {"ok": True})  # complete
         q.fail_outcome(second, "boom", traceback="tb", retry_delay_ms=7, terminal=True)  # fail
         q.requeue(third, count_attempt=False, front=True, event="released", counter="releases", error="why")
@@ -484,6 +487,7 @@ def test_every_call_the_package_sends_fits_its_script_declaration(q, r, sent, mo
     assert (requeue["count_attempt"], requeue["place"], requeue["event"]) == ("0", "front", "released")
     assert (requeue["counter"], requeue["error"]) == ("releases", "why")
     assert {touch["lease_ms"] for touch in argv_of("touch")} == {"9000"}
+    assert [(p["fraction"], p["message"]) for p in argv_of("progress")] == [("0.5", "half way")]
     assert [(pause["action"], pause["direction"]) for pause in argv_of("pause")] == [("pause", "in"), ("resume", "in")]
     assert argv_of("reclaim")[-1]["worker_ids"] == ["w9"]
     assert argv_of("stamp")[-1]["job_id"] == ""  # the head of claiming: whatever BLMOVE moved

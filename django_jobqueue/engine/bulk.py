@@ -21,7 +21,7 @@ from .replies import Outcome
 LIST_STATUSES: dict[str, tuple[str, ...]] = {
     "scheduled": ("scheduled",),
     "pending": ("pending",),
-    "completed": ("completed",),
+    "completed": ("completed", "cancelled"),  # cancelled jobs join the finished history
     "failed": ("failed", "lost"),
 }
 PURGEABLE = tuple(LIST_STATUSES)  # never "processing": those jobs are running

@@ -40,3 +40,25 @@ class ReplicationError(JobQueueError):
 
 class CorruptJobError(JobQueueError, ValueError):
     """Data found in Redis is not what django-jobqueue wrote (bad JSON, missing fields)."""
+
+
+class JobNotFound(JobQueueError, LookupError):
+    """No job has this id (in the queue, or in any configured queue): it never
+    existed, or it was deleted, or its hash was cleaned up."""
+
+
+class JobNotCancellable(JobQueueError):
+    """cancel() of a job that has finished (completed, failed, lost, expired,
+    or cancelled already): nothing was changed. ``status`` is the job's."""
+
+    def __init__(self, message: str, job_id: str, status: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
+
+
+class JobCancelled(JobQueueError):
+    """Raised by ``job.raise_if_cancelled()`` in a handler whose job was
+    cancelled. Let it propagate: the worker ends the job ``cancelled`` (not
+    failed, never retried). Caught by an ``except Exception`` in the handler,
+    it stops nothing."""

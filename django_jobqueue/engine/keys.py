@@ -93,6 +93,13 @@ class QueueKeys:
         return f"{self.events}:listening"
 
     @cached_property
+    def cancels(self) -> str:
+        """Pub/sub channel: the id of each claimed job whose cancellation was
+        asked (cancel.lua publishes it; every worker of the queue listens, and
+        the one holding the job tells its handler, or drops it unstarted)."""
+        return f"{self.base}:cancels"
+
+    @cached_property
     def job_prefix(self) -> str:
         return f"{self.base}:job:"
 

@@ -28,6 +28,7 @@ from . import direct, scripts
 from .errortext import cap_error, cap_traceback
 from .exceptions import QueuePaused, ReplicationError
 from .ids import check_job_id, new_claim_token, new_job_id
+from .progress import check_fraction, check_message, fraction_text
 from .queue_ops import QueueOperations
 from .replies import _CODES, _FAIL_CODES, _START_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s
 
@@ -494,6 +495,21 @@ class RedisJobQueue(QueueOperations):
         )
         return script, script.keys_for(self.keys), args
 
+    def end_cancelled(self, job: ClaimedJob, *, ran: bool) -> Outcome:
+        """End a claimed job whose cancellation was asked (or whose handler
+        raised JobCancelled): status ``cancelled``, no result, token-checked
+        (complete.lua). ``ran``: its handler ran (its attempt counts); else it
+        was never started (no attempt used)."""
+        script = scripts.get("complete")
+        args = script.argv_for(
+            now=self._now(),
+            completed_ttl=self.completed_ttl_s,
+            history=self.history,
+            result_event_bytes=self.result_event_bytes,
+            jobs=[job.id, job.claim_token, "", "c" if ran else "n"],
+        )
+        return self.outcomes(script(self.client, script.keys_for(self.keys), args))[0]
+
     @staticmethod
     def outcomes(codes: Sequence[Any]) -> list[Outcome]:
         """The Outcome of each job of a complete_batch_call() reply."""
@@ -549,6 +565,16 @@ class RedisJobQueue(QueueOperations):
         ms, or None when the claim is no longer ours."""
         res = self._on_claim("touch", job, lease_ms=self.visibility_ms if lease_ms is None else lease_ms)
         return res if res > 0 else None
+
+    def report_progress(self, job: ClaimedJob, fraction: float, message: str | None = None) -> Outcome:
+        """Record how far a claimed job's run has got (progress.lua): a
+        fraction from 0 to 1 (TypeError or ValueError otherwise, before any
+        call) and a message (None: none; capped). A ``progress`` event is
+        published. Outcome.NOT_OWNER: the claim is no longer ours, nothing changed.
+        Every call writes: a handler's ``job.progress()`` limits how often."""
+        value = check_fraction(fraction)
+        code = self._on_claim("progress", job, fraction=fraction_text(value), message=check_message(message))
+        return _CODES[code]
 
     def touch_many(self, jobs: Sequence[ClaimedJob], lease_ms: int | None = None) -> list[int | None | Exception]:
         """touch() for several jobs in one pipeline: per job, the new deadline,

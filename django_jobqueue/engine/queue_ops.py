@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import cluster, scripts
+from .exceptions import JobNotCancellable, JobNotFound
+from .progress import FIELDS as PROGRESS_FIELDS
+from .progress import Progress
 from .queue_core import QueueCore
 from .replies import _CODES, Outcome, SweepResult, _s
 
@@ -38,6 +41,13 @@ class Refusal(enum.Enum):
 
     def __bool__(self) -> bool:
         return False
+
+
+class Cancellation(enum.Enum):
+    """What cancel() did."""
+
+    CANCELLED = "cancelled"  # the job waited: it ended now and never runs
+    REQUESTED = "requested"  # the job is claimed: its worker is told, and ends it
 
 
 @dataclass
@@ -70,6 +80,27 @@ class QueueOperations(QueueCore):
         """Delete a job. With a token only its current claim may; without one,
         any job that is not running."""
         return self._by_id("delete", job_id, claim_token=claim_token)
+
+    def cancel(self, job_id: str) -> Cancellation:
+        """Cancel a job (cancel.lua). A waiting job (pending, scheduled,
+        waiting out a retry) ends ``cancelled`` now and never runs:
+        Cancellation.CANCELLED. A claimed job is asked to stop, its worker
+        told: Cancellation.REQUESTED (also when it was asked already).
+        JobNotFound: no such job; JobNotCancellable: it has finished."""
+        script = scripts.get("cancel")
+        keys = script.keys_for(self.keys, job=self.keys.job(job_id))
+        args = script.argv_for(now=self._now(), id=job_id, completed_ttl=self.completed_ttl_s, history=self.history)
+        code = int(script(self.client, keys, args))
+        if code == 0:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.queue_name!r}")
+        if code == -1:
+            status = _s(self.client.hget(self.keys.job(job_id), "status") or b"finished")
+            raise JobNotCancellable(f"job {job_id!r} has finished ({status}): it cannot be cancelled", job_id, status)
+        return Cancellation.CANCELLED if code == 1 else Cancellation.REQUESTED
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether the job's cancellation was asked (one HEXISTS)."""
+        return bool(self.client.hexists(self.keys.job(job_id), "cancel_requested_ms"))
 
     def requeue_now(self, job_id: str) -> Outcome | Refusal:
         """Put an unfinished job at the head of pending: a scheduled one runs
@@ -274,6 +305,16 @@ class QueueOperations(QueueCore):
         raw = self.client.hgetall(self.keys.job(job_id))
         return {_s(k): _s(v) for k, v in raw.items()} if raw else None
 
+    def progress(self, job_id: str) -> Progress | None:
+        """The last progress the job's handler reported (``job.progress()``),
+        or None when it reported none or there is no such job. Kept on the
+        job after it ends; a retried job keeps its earlier run's until the new
+        run reports (``Progress.attempt`` says which run)."""
+        values = self.client.hmget(self.keys.job(job_id), PROGRESS_FIELDS)
+        return Progress.from_fields(
+            {name: None if v is None else _s(v) for name, v in zip(PROGRESS_FIELDS, values, strict=True)}
+        )
+
     def stats(self) -> dict[str, Any]:
         """Depths and the shared counters (the seed's keys, and more)."""
         k = self.keys
@@ -335,6 +376,7 @@ class QueueOperations(QueueCore):
             "deferred",
             "released",
             "replayed",
+            "cancelled",
             "nacked",
             "lost",
             "orphans",

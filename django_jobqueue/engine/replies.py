@@ -28,6 +28,7 @@ class Outcome(enum.Enum):
     MISSING = "missing"  # no such job hash
     NOT_OWNER = "not_owner"  # the claim token is not the current claim's
     EXPIRED = "expired"  # start(): the job's TTL had passed; it ended expired, not to be run
+    CANCELLED = "cancelled"  # start(): its cancellation was asked; not started, not to be run
 
     def __bool__(self) -> bool:
         return self in (Outcome.OK, Outcome.RETRYING, Outcome.FAILED)
@@ -35,7 +36,7 @@ class Outcome(enum.Enum):
 
 _CODES = {1: Outcome.OK, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
 _FAIL_CODES = {1: Outcome.RETRYING, 2: Outcome.FAILED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
-_START_CODES = {1: Outcome.OK, 2: Outcome.EXPIRED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
+_START_CODES = {1: Outcome.OK, 2: Outcome.EXPIRED, 3: Outcome.CANCELLED, 0: Outcome.MISSING, -1: Outcome.NOT_OWNER}
 
 
 def _s(value: Any) -> str:

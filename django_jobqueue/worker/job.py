@@ -7,15 +7,22 @@ that lost its claim can change nothing, and the call says so by returning False.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..engine.errortext import safe_str
+from ..engine.exceptions import JobCancelled
+from ..engine.progress import ProgressReporter
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob, Outcome
 from ..options import seconds_to_ms
 
 if TYPE_CHECKING:
     from ..registry import JobDefinition
+
+
+# The longest a handler's `job.cancelled` goes without a look in Redis.
+CANCEL_CHECK_S = 1.0
 
 
 class JobAlreadyFinished(RuntimeError):
@@ -33,6 +40,11 @@ class Job:
         # What the handler decided explicitly: None until one of the calls below.
         self.outcome: str | None = None
         self.lost_claim = False
+        # Cancellation (see `cancelled`): asked already when claimed, or heard since.
+        self._cancelled = bool(claimed.fields.get("cancel_requested_ms"))
+        self._cancel_checked = time.monotonic()
+        self._progress: ProgressReporter | None = None  # made by the first progress() call
+        self._progress_ended = False
 
     # What the handler may read.
     @property
@@ -75,7 +87,37 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.name or '?'} {self.id} attempt {self.attempts}>"
 
+    # Cancellation (docs/cancellation.md).
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job's cancellation was asked (``cancel()``). Told at
+        once by the worker's cancellation listener; else looked up in Redis
+        when asked, at most once every CANCEL_CHECK_S (no look-up for a
+        handler that never asks). A Redis error reads as not cancelled."""
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._cancel_checked >= CANCEL_CHECK_S:
+            self._cancel_checked = now
+            try:
+                self._cancelled = self._queue.cancel_requested(self.id)
+            except Exception:  # noqa: BLE001 - asking must never fail the job
+                return False
+        return self._cancelled
+
+    def raise_if_cancelled(self) -> None:
+        """Raise JobCancelled if the job's cancellation was asked: let it
+        propagate, and the worker ends the job ``cancelled`` (not failed, never retried)."""
+        if self.cancelled:
+            raise JobCancelled(f"job {self.id} was cancelled")
+
+    def cancel_heard(self) -> None:
+        """The worker heard the job's cancellation asked (worker/cancels.py)."""
+        self._cancelled = True
+
     def _finish(self, outcome: str) -> None:
+        # The last progress report is written while the claim is still ours.
+        self.end_progress()
         with self._lock:
             if self.outcome is not None:
                 raise JobAlreadyFinished(f"{self!r} was already {self.outcome}")
@@ -140,3 +182,27 @@ class Job:
         if not ok:
             self.lost_claim = True
         return ok
+
+    # Progress (engine/progress.py: at most a few writes a second, the last report never lost).
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the run has got: ``fraction`` from 0 to 1 and an
+        optional short ``message`` (cut to 200 characters). TypeError or
+        ValueError for a bad value. Kept on the job and published as a
+        ``progress`` event; a report within 0.25 s of the last write is written
+        by the next report or when the run ends. A Redis error is logged, never
+        raised: progress never fails a job."""
+        if self._progress is None:
+            self._progress = ProgressReporter(self._queue, self._claimed, self._lost_by_progress)
+            if self._progress_ended:
+                self._progress.end()  # nothing kept: it writes nothing, and ignores what follows
+        self._progress.report(fraction, message)
+
+    def end_progress(self) -> None:
+        """Write the progress report still kept (the worker calls it as the
+        handler returns, before the completion is recorded); later reports are ignored."""
+        self._progress_ended = True
+        if self._progress is not None:
+            self._progress.end()
+
+    def _lost_by_progress(self) -> None:
+        self.lost_claim = True

@@ -28,6 +28,7 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     job: Job | None = None
     finished: bool = False  # the handler returned; the completion is sent with the next claim
+    cancel_requested: bool = False  # its cancellation was heard (cancels.py): it must not start
 
 
 class RunningJobs:

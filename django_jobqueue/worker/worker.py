@@ -40,6 +40,7 @@ from ..api import get_queue
 from ..conf import get_settings
 from ..connection import describe, get_client
 from ..engine.errortext import cap_error, failure_text
+from ..engine.exceptions import JobCancelled
 from ..engine.queue import RedisJobQueue
 from ..engine.replies import ClaimedJob, Outcome
 from ..events import ListenerThread, start_listener_thread
@@ -47,6 +48,7 @@ from ..exceptions import UnknownJobError
 from ..registry import JobDefinition, get_definition
 from ..schedules import all_schedules, by_queue
 from . import joblog
+from .cancels import CancelListener
 from .dbconn import close_stale_connections
 from .fetcher import MAX_BATCH, Ack, Fetcher
 from .hooks import HookRunner
@@ -160,7 +162,7 @@ class Worker:
             prefetch=self.concurrency if self.queue_settings[0].prefetch is None else self.queue_settings[0].prefetch,
             # PREFETCH unset: claim larger batches while the jobs are short.
             short_batch=MAX_BATCH if self.queue_settings[0].prefetch is None else 0,
-            on_claimed=self.running_jobs.track,
+            on_claimed=self._claimed,
             on_acked=self._acked,
             on_lost=self._lost_before_start,
             limit=max_jobs,
@@ -169,6 +171,9 @@ class Worker:
             self._stopping, signalled=lambda: self._signals > 0, on_failure=self._fetcher.redis_failed
         )
         self.renewal = LeaseRenewal(self.running_jobs, self._fetcher, self._stopped)
+        self.cancels = CancelListener(
+            self.queues, self.running_jobs, self._fetcher, self._stopped, on_dropped=self._cancelled_unstarted
+        )
         self.sampler = Sampler(self.worker_id, self.queues, get_client)
         self.upkeep = Upkeep(
             settings,
@@ -217,6 +222,7 @@ class Worker:
         ]
         for t in [maintenance, heartbeat, *renewals]:
             t.start()
+        self.cancels.start()
         if self.scheduler is not None:
             self.redis_health.with_redis(self.scheduler.sync, "writing the schedules")
             self._upkeep_threads.append(self.scheduler.start())
@@ -397,6 +403,11 @@ class Worker:
                 {"outcome": "completed", "next_action": "claim lost"},
             )
 
+    def _claimed(self, queue: RedisJobQueue, jobs: list[ClaimedJob]) -> None:
+        """Jobs just claimed: running from now on (the cancellation listener
+        registers them, applying a request it heard before they arrived)."""
+        self.cancels.claimed(queue, jobs)
+
     def _lost_before_start(self, queue: RedisJobQueue, claimed: ClaimedJob, outcome: Outcome) -> None:
         """A prefetched job not to run: its TTL passed while it waited (it
         ended expired), or Redis no longer knows its claim (a failover lost
@@ -408,6 +419,41 @@ class Worker:
             happened, next_text, next_action = "not run here", "claim lost before it started", "claim lost"
         fields = {"outcome": "not run", "next_action": next_action}
         joblog.log_event(logging.WARNING, claimed, queue.queue_name, happened, next_text, fields)
+
+    def _cancelled_unstarted(self, queue: RedisJobQueue, claimed: ClaimedJob) -> str:
+        """End a claimed job cancelled before its start: it never runs, no
+        attempt used. (A runner's, or the cancellation listener's, for a job
+        claimed ahead.) If Redis cannot be told, its lease lapses and the
+        worker that claims it next finds the request and ends it."""
+        try:
+            outcome = queue.end_cancelled(claimed, ran=False)
+        except Exception as exc:  # noqa: BLE001 - a runner goes on to its next job
+            logger.error("job %s: ending it cancelled failed: %s", claimed.id, exc)
+            outcome = None
+        finally:
+            self.running_jobs.forget(claimed.id)
+        happened = "not run: cancelled before it started"
+        next_text = "cancelled" if outcome is Outcome.OK else "not recorded: claim lost"
+        fields = {"outcome": "cancelled", "next_action": "none"}
+        joblog.log_event(logging.INFO, claimed, queue.queue_name, happened, next_text, fields)
+        return "cancelled"
+
+    def _cancelled_run(self, queue: RedisJobQueue, job: Job) -> str:
+        """The handler raised JobCancelled: the job ends cancelled, its attempt
+        counted, never retried."""
+        job.end_progress()  # the report it kept is written while the claim is ours
+        job.outcome = "cancelled"
+        # Tried again through a short outage, as a failure is: else the lease
+        # lapses and the job is handed out again.
+        outcome = self.redis_health.with_redis(
+            functools.partial(queue.end_cancelled, job.claimed, ran=True), "ending a cancelled job", attempts=3
+        )
+        if outcome is None:
+            return "not recorded"
+        if outcome is not Outcome.OK:
+            job.lost_claim = True
+            return "claim lost"
+        return "cancelled"
 
     def _release(self, queue: RedisJobQueue, claimed: ClaimedJob) -> Outcome | None:
         """Hand a claimed job back to the head of pending without using an attempt."""
@@ -456,7 +502,9 @@ class Worker:
             failure.log(claimed, queue.queue_name, started)
             return
         level = (
-            logging.INFO if outcome in ("completed", "deferred", "requeued", "deleted", "nacked") else logging.WARNING
+            logging.INFO
+            if outcome in ("completed", "deferred", "requeued", "deleted", "nacked", "cancelled")
+            else logging.WARNING
         )
         if logger.isEnabledFor(level):
             # The line of every job, made without logging's search of the call
@@ -475,6 +523,12 @@ class Worker:
         running = self.running_jobs.get(claimed.id)
         if running is not None:
             running.job = job
+            if running.cancel_requested:
+                job.cancel_heard()  # heard before the job object existed
+        if claimed.fields.get("cancel_requested_ms") or (running is not None and running.cancel_requested):
+            # Asked before it started (handed back since, or heard while it
+            # waited here): it never starts.
+            return self._cancelled_unstarted(queue, claimed)
 
         okay = definition.preflight.okay_to_run
         if okay is not None:
@@ -491,6 +545,8 @@ class Worker:
             # The job's only chance (at-most-once, or its last attempt) begins
             # now, known to Redis before the handler's first line.
             (started,) = queue.start([claimed])
+            if started is Outcome.CANCELLED:
+                return self._cancelled_unstarted(queue, claimed)
             if started is not Outcome.OK:
                 self._lost_before_start(queue, claimed, started)
                 return "expired" if started is Outcome.EXPIRED else "claim lost"
@@ -516,11 +572,14 @@ class Worker:
                     traceback=raised.traceback,
                 )
                 return job.outcome
+            if isinstance(exc, JobCancelled):
+                return self._cancelled_run(queue, job)
             return self._fail(job, definition, exc)
         finally:
             close_stale_connections()
         if job.outcome is not None:
             return self._explicit_outcome(job, definition)
+        job.end_progress()  # while the claim is ours: before the completion is queued
         # Sent with the next claim (see fetcher.py); tracked as running until then.
         job.outcome = "completed"
         if running is not None:

@@ -23,14 +23,20 @@
           result is JSON; keep is "1" keep the hash / "0" delete it (fast
           acknowledgement) / "s" not a completion: the run of a job claimed
           ahead began (start.lua's work, riding on this call: one attempt,
-          once per claim)
+          once per claim) / "c" the run stopped on its cancellation
+          (JobCancelled): status cancelled, no result / "n" not run: a job
+          claimed ahead and cancelled before its start, no attempt used
+          A completion ("1"/"0") of a job whose cancellation was asked
+          (cancel_requested_ms, cancel.lua) keeps its result, but ends it
+          "cancelled": it ran anyway.
 
   Returns one code per job, in order: 1 completed (or started), 0 no such
   job, -1 the token is not the current claim's (the job was reclaimed,
   finished, or claimed by another worker): nothing changed for that job.
   A shared key of the wrong type is an error before anything is changed.
   Events: started (a job whose start was not recorded yet), completed (with
-  "result" when it is small enough).
+  "result" when it is small enough); cancelled (with "ran", and "result" as
+  completed has it).
 ]]
 --@include _lib
 --@include _jobs
@@ -46,6 +52,7 @@ local now_text = int(now)
 local audience = has_audience(KEYS[8])
 local codes = {}
 local done = 0
+local cancelled = 0
 local processing_len = nil  -- read once, kept up to date below
 -- Written once for the whole batch, one command each, after the loop:
 local unleased = {}  -- ids off the lease set
@@ -60,7 +67,7 @@ for i = 5, #ARGV - 3, 4 do
   -- (name, queue and attempts, for the event, only when someone listens)
   local cur
   cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
-    'expires_at_ms', 'started', 'attempts', 'name', 'queue')
+    'expires_at_ms', 'started', 'attempts', 'name', 'queue', 'cancel_requested_ms')
   if cur.err or not cur[1] then
     codes[#codes + 1] = 0
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
@@ -88,7 +95,11 @@ for i = 5, #ARGV - 3, 4 do
     -- A job claimed ahead whose start rode on nothing yet: it started, and
     -- ran, under this claim (see _jobs.start_run).
     local attempts = cur[8] or '0'
-    if cur[7] ~= token then
+    local status = 'completed'
+    if keep == 'c' or keep == 'n' or cur[11] then status = 'cancelled' end
+    if keep == 'n' then
+      result = ''  -- never ran: no attempt, no start
+    elseif cur[7] ~= token then
       attempts = int((tonumber(attempts) or 0) + 1)
       if audience then
         emit(KEYS[8], id, 'started', 'processing', {cur[9], cur[10], attempts}, now, {worker = worker})
@@ -96,6 +107,13 @@ for i = 5, #ARGV - 3, 4 do
     end
     if keep == '0' then
       redis.call('DEL', job_key)
+    elseif status == 'cancelled' then
+      redis.call('HSET', job_key, 'status', status, 'completed_at_ms', now_text, 'cancelled_at_ms', now_text,
+        'claim_token', '', 'attempts', attempts)
+      if keep == '1' then redis.call('HSET', job_key, 'result', result) end
+      redis.call('HDEL', job_key, 'lease_until_ms')
+      history[#history + 1] = id
+      if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     else
       redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', now_text,
         'result', result, 'claim_token', '', 'attempts', attempts)
@@ -105,11 +123,14 @@ for i = 5, #ARGV - 3, 4 do
     end
     if audience then  -- else the result would be copied for nothing
       local raw = nil
-      if #result <= event_bytes then raw = '"result":' .. result end
-      emit(KEYS[8], id, 'completed', 'completed', {cur[9], cur[10], attempts}, now, nil, raw)
+      if result ~= '' and #result <= event_bytes then raw = '"result":' .. result end
+      local extra = nil
+      if status == 'cancelled' then extra = {ran = keep ~= 'n'} end
+      emit(KEYS[8], id, status, status, {cur[9], cur[10], attempts}, now, extra, raw)
     end
     codes[#codes + 1] = 1
     done = done + 1
+    if status == 'cancelled' then cancelled = cancelled + 1 end
   end
 end
 if done > 0 then
@@ -135,11 +156,13 @@ if done > 0 then
     for _, id in ipairs(leaving) do
       -- Only a completed job's hash: an id whose hash CLEANUP expired may
       -- name a newer job by now (an id chosen by the caller), which stays.
-      if redis.pcall('HGET', KEYS[1] .. id, 'status') == 'completed' then gone[#gone + 1] = KEYS[1] .. id end
+      local s = redis.pcall('HGET', KEYS[1] .. id, 'status')
+      if s == 'completed' or s == 'cancelled' then gone[#gone + 1] = KEYS[1] .. id end
     end
     if #gone > 0 then redis.call('DEL', unpack(gone)) end
   end
-  redis.call('HINCRBY', KEYS[7], 'completed', done)
+  if done > cancelled then redis.call('HINCRBY', KEYS[7], 'completed', done - cancelled) end
+  if cancelled > 0 then redis.call('HINCRBY', KEYS[7], 'cancelled', cancelled) end
   -- Last: the one key not type-checked above.
   for worker, ids in pairs(owned) do redis.call('SREM', KEYS[9] .. worker, unpack(ids)) end
 end

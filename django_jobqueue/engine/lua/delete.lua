@@ -43,7 +43,7 @@ elseif st == 'processing' then
   redis.call('LREM', KEYS[4], -1, id)
   redis.call('ZREM', KEYS[5], id)
   drop_owner(KEYS[13], job_key, id)
-elseif st == 'completed' then
+elseif st == 'completed' or st == 'cancelled' then
   redis.call('LREM', KEYS[6], 1, id)
 elseif st ~= 'expired' then
   -- The dead letter holds every other finished status: failed, lost (an

@@ -92,7 +92,7 @@ local function trim(list, bound, statuses)
   end
   return gone
 end
-local trimmed = trim(KEYS[9], tonumber(ARGV[4]) or -1, {completed = true})
+local trimmed = trim(KEYS[9], tonumber(ARGV[4]) or -1, {completed = true, cancelled = true})
 local dead = trim(KEYS[10], tonumber(ARGV[5]) or -1, {failed = true, lost = true})
 if #dead > 0 then redis.call('HINCRBY', KEYS[7], 'dropped_failed', #dead) end
 return {expired, dropped, #trimmed, dead}

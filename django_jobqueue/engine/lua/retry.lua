@@ -1,5 +1,5 @@
 --[[
-  Replay a finished job (dead-lettered, lost, expired or completed): back to the
+  Replay a finished job (dead-lettered, lost, expired, completed or cancelled): back to the
   pending list with a fresh attempt budget. Its error log, result and
   additional_deliveries stay on the hash, so the replay keeps its history.
   A job with a unique key is unfinished again once replayed, so it must hold
@@ -25,7 +25,9 @@ local id = ARGV[2]
 local cur = redis.call('HMGET', job_key, 'status', 'name', 'queue', 'attempts', 'unique_key')
 if not cur[1] then return 0 end
 local st = cur[1]
-if st ~= 'failed' and st ~= 'lost' and st ~= 'expired' and st ~= 'completed' then return -1 end
+if st ~= 'failed' and st ~= 'lost' and st ~= 'expired' and st ~= 'completed' and st ~= 'cancelled' then
+  return -1
+end
 -- The shared keys this may write, checked first (see _lib.check_types).
 local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'list', KEYS[5], 'hash',
   KEYS[7], 'hash', KEYS[8], 'zset'})
@@ -41,10 +43,12 @@ if unique and unique ~= '' then
 end
 local now = now_ms(ARGV[1])
 if st == 'failed' or st == 'lost' then redis.call('LREM', KEYS[4], 1, id) end
-if st == 'completed' then redis.call('LREM', KEYS[3], 1, id) end
+if st == 'completed' or st == 'cancelled' then redis.call('LREM', KEYS[3], 1, id) end
 -- A replay must not outlive the job's own clean-up or its old TTL.
 redis.call('PERSIST', job_key)
 redis.call('HDEL', job_key, 'expires_at_ms')
+-- A replay runs: a cancellation asked of an earlier run is not its worker's to obey.
+redis.call('HDEL', job_key, 'cancel_requested_ms', 'cancelled_at_ms')
 redis.call('ZREM', KEYS[8], id)
 local replays = redis.call('HINCRBY', job_key, 'replays', 1)
 redis.call('HSET', job_key, 'status', 'pending', 'attempts', '0', 'claim_token', '',

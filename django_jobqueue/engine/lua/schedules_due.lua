@@ -18,7 +18,8 @@ local ready = {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local last = redis.call('HGET', KEYS[3] .. name, 'last_job')
   local status = last and redis.call('HGET', KEYS[4] .. last, 'status')
-  if not status or status == 'completed' or status == 'failed' or status == 'expired' or status == 'lost' then
+  if not status or status == 'completed' or status == 'failed' or status == 'expired' or status == 'lost'
+    or status == 'cancelled' then
     table.insert(ready, name)
   end
 end

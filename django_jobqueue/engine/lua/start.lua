@@ -8,6 +8,8 @@
   Redis error or may have passed its TTL; for other jobs the start rides on
   its next pipeline, or on the job's own completion.
   A job whose TTL passed while it waited ends "expired" here and must not run.
+  A job whose cancellation was asked (cancel.lua) is not started: its worker
+  ends it "cancelled" without running it (complete.lua, mode "n").
 
   KEYS[1] job_prefix  KEYS[2] processing  KEYS[3] leases     KEYS[4] deadlines
   KEYS[5] unique      KEYS[6] stats       KEYS[7] events     KEYS[8] worker_jobs_prefix
@@ -16,7 +18,8 @@
   ARGV[3..] jobs {id, claim_token}, two values per job
 
   Returns one code per job, in order: 1 started (or started already by this
-  claim), 2 its TTL had passed: expired instead, not to be run, 0 no such job,
+  claim), 2 its TTL had passed: expired instead, not to be run, 3 its
+  cancellation was asked: not started, not to be run, 0 no such job,
   -1 the token is not the current claim's: nothing changed for that job.
   Events: started; expired.
 ]]
@@ -31,12 +34,14 @@ for i = 3, #ARGV - 1, 2 do
   local job_key = KEYS[1] .. id
   -- pcall: a key of another type (written by hand) is "no such job".
   local cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'started', 'attempts', 'expires_at_ms',
-    'name', 'queue', 'worker')
+    'name', 'queue', 'worker', 'cancel_requested_ms')
   now = now or now_ms(ARGV[1])
   if cur.err or not cur[1] then
     codes[#codes + 1] = 0
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
     codes[#codes + 1] = -1
+  elseif cur[3] ~= token and cur[9] then
+    codes[#codes + 1] = 3
   elseif cur[3] ~= token and tonumber(cur[5]) and tonumber(cur[5]) <= now then
     local bad = check_types({KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'hash'})
     if bad then return bad end

@@ -65,6 +65,7 @@ local function unfinished(id)
   if not id then return false end
   local status = redis.call('HGET', KEYS[9] .. id, 'status')
   return status and status ~= 'completed' and status ~= 'failed' and status ~= 'expired' and status ~= 'lost'
+    and status ~= 'cancelled'
 end
 
 local function skipped(tick, reason, count)

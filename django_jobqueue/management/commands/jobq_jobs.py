@@ -7,6 +7,7 @@ from redis.exceptions import RedisError
 
 from django_jobqueue.api import get_queue
 from django_jobqueue.engine import browse, bulk
+from django_jobqueue.engine.progress import Progress
 from django_jobqueue.engine.queue_ops import Refusal
 from django_jobqueue.exceptions import JobQueueError
 from django_jobqueue.queue import Outcome
@@ -25,7 +26,7 @@ LABELS: dict[Outcome | Refusal, str] = {
 
 
 class Command(BaseCommand):
-    help = "Look at and change jobs from the shell: list, show, retry, requeue, delete, purge, pause, resume."
+    help = "Look at and change jobs from the shell: list, show, retry, requeue, delete, cancel, purge, pause, resume."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--queue", "-q", help="the queue (default: DEFAULT_QUEUE)")
@@ -49,6 +50,11 @@ class Command(BaseCommand):
         p.add_argument("job_ids", nargs="+")
 
         p = sub.add_parser("delete", help="delete jobs that are not running")
+        p.add_argument("job_ids", nargs="+")
+
+        p = sub.add_parser(
+            "cancel", help="cancel jobs: a waiting one never runs, a running one is asked to stop (any queue)"
+        )
         p.add_argument("job_ids", nargs="+")
 
         p = sub.add_parser("purge", help="empty a list (not processing), deleting its jobs")
@@ -92,6 +98,8 @@ class Command(BaseCommand):
             self.stdout.write(safe_json(fields, indent=2, sort_keys=True))
             return
         shown = {safe_text(key): safe_text(value, multiline=key in MULTILINE_FIELDS) for key, value in fields.items()}
+        if (progress := Progress.from_fields(fields)) is not None:
+            shown["progress"] = f"{progress.fraction:g} ({progress.percent}%)"
         width = max(len(k) for k in shown)
         for key in sorted(shown):
             self.stdout.write(f"{key:<{width}}  {shown[key]}")
@@ -119,6 +127,23 @@ class Command(BaseCommand):
 
     def do_delete(self, queue: Any, options: dict[str, Any]) -> None:
         self._report("deleted", bulk.apply(queue, "delete", options["job_ids"]))
+
+    def do_cancel(self, queue: Any, options: dict[str, Any]) -> None:
+        # --queue, or else every configured queue is searched for each id.
+        from django_jobqueue.cancellation import cancel
+
+        left = False
+        for job_id in options["job_ids"]:
+            try:
+                done = cancel(job_id, queue=options["queue"])
+            except JobQueueError as exc:
+                self.stdout.write(safe_text(f"{job_id}: {exc}"))
+                left = True
+                continue
+            what = "cancelled" if done.value == "cancelled" else "cancellation asked (running: its worker ends it)"
+            self.stdout.write(safe_text(f"{job_id}: {what}"))
+        if left:
+            raise CommandError("some jobs were left as they were")
 
     def do_purge(self, queue: Any, options: dict[str, Any]) -> None:
         state = options["state"]
