@@ -269,6 +269,16 @@ def tour(page, demo: Demo, artifacts: Path) -> None:
     shot(page, artifacts, "demo-dark")
     page.emulate_media(color_scheme="light")
 
+    # A long job run by the real worker: its progress bar moves, then Cancel ends it "cancelled".
+    page.click("#report-start")
+    expect(page.locator("#report-state")).to_contain_text("processing", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('report-bar').value > 0", timeout=WAIT_MS)
+    expect(page.locator("#report-state")).to_contain_text(" of 30")
+    shot(page, artifacts, "demo-report")
+    page.click("#report-cancel")
+    expect(page.locator("#report-state")).to_contain_text("cancelled", timeout=WAIT_MS)
+    expect(page.locator("#report-cancel")).to_be_disabled()
+
     # The sign-up form: a view that calls enqueue(); the real worker runs the job.
     page.goto(f"{demo.url}/signup/")
     page.fill("input[name=email]", "alice@example.com")

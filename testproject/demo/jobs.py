@@ -44,3 +44,16 @@ def digest(payload, job):
     """A periodic job (docs/schedules.md): every worker runs the schedule, each
     tick is enqueued once. Every 10 s here so the demo shows it at work."""
     return {"kind": payload["kind"], "ran_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+@job(name="export_report", max_attempts=1)
+def export_report(payload, job):
+    """A long job that says how far it is and stops when it is cancelled
+    (docs/cancellation.md, docs/enqueue.md "Progress"): the demo page starts
+    one, shows its progress bar and has a Cancel button."""
+    pages = int(payload.get("pages", 30))
+    for page in range(1, pages + 1):
+        job.raise_if_cancelled()  # ends the job "cancelled", not failed, and not retried
+        time.sleep(0.5)  # rendering a page
+        job.progress(page / pages, message=f"page {page} of {pages}")
+    return {"pages": pages}

@@ -17,7 +17,16 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 from redis.exceptions import RedisError
 
-from django_jobqueue import InvalidJobOptions, PayloadError, QueueUnavailable, enqueue, get_queue
+from django_jobqueue import (
+    InvalidJobOptions,
+    JobNotCancellable,
+    JobNotFound,
+    PayloadError,
+    QueueUnavailable,
+    cancel,
+    enqueue,
+    get_queue,
+)
 from django_jobqueue.engine.schedules import ScheduleStore
 from django_jobqueue.schedules import all_schedules
 
@@ -198,3 +207,40 @@ def configure_pool(request: HttpRequest) -> JsonResponse:
 @needs_redis
 def reclaim(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"reclaimed": get_queue(QUEUE).reclaim_stuck()})
+
+
+REPORT_QUEUE = "jobs"  # run by the demo's real worker (manage.py jobq_worker)
+
+
+@require_POST
+@needs_redis
+def start_report(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"job_id": enqueue("export_report", {"pages": 30}, queue=REPORT_QUEUE)})
+
+
+@require_GET
+@needs_redis
+def report_state(request: HttpRequest, job_id: str) -> JsonResponse:
+    queue = get_queue(REPORT_QUEUE)
+    fields = queue.get_fields(job_id)
+    if not fields:
+        return JsonResponse({"error": "no such report"}, status=404)
+    progress = queue.progress(job_id)
+    return JsonResponse(
+        {
+            "status": fields.get("status", ""),
+            "percent": progress.percent if progress else 0,
+            "message": progress.message if progress else "",
+            "cancel_requested": "cancel_requested_ms" in fields,
+        }
+    )
+
+
+@require_POST
+@needs_redis
+def cancel_report(request: HttpRequest, job_id: str) -> JsonResponse:
+    try:
+        outcome = cancel(job_id, queue=REPORT_QUEUE)
+    except (JobNotCancellable, JobNotFound) as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    return JsonResponse({"cancel": outcome.value})
