@@ -25,7 +25,7 @@ compat = pytest.importorskip(
     exc_type=ImportError,
 )
 
-from django_jobqueue import PayloadError, QueueUnavailable, connection, enqueue, get_queue  # noqa: E402
+from django_jobqueue import PayloadError, QueueUnavailable, cancel, connection, enqueue, get_queue  # noqa: E402
 from django_jobqueue.registry import add_resolver, get_definition  # noqa: E402
 from django_jobqueue.tasks import TASK_NAME_PREFIX, JobQueueBackend, TaskAbandoned  # noqa: E402
 from django_jobqueue.worker.worker import default_worker_id  # noqa: E402
@@ -263,6 +263,16 @@ def test_ttl_passing_fails_the_task_with_the_reason(r, settings):
     assert result.status == Status.FAILED and result.worker_ids == []
     assert result.errors[-1].exception_class is TaskAbandoned
     assert "ttl" in result.errors[-1].traceback
+
+
+def test_a_cancelled_task_is_failed_with_the_reason(settings):
+    use_tasks(settings)
+    result = t.noop.enqueue()
+    cancel(result.id)
+    result.refresh()
+    assert result.status == Status.FAILED and result.finished_at is not None
+    assert result.errors[-1].exception_class is TaskAbandoned
+    assert "cancelled" in result.errors[-1].traceback
 
 
 def test_keep_result_false_forgets_the_task_once_done(settings):

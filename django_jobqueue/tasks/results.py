@@ -56,6 +56,9 @@ STATUS = {
     "completed": TaskResultStatus.SUCCESSFUL,
     "failed": TaskResultStatus.FAILED,
     "expired": TaskResultStatus.FAILED,
+    # Ended without finishing its work: django.tasks has no status of its own for these.
+    "cancelled": TaskResultStatus.FAILED,
+    "lost": TaskResultStatus.FAILED,
 }
 
 
@@ -137,6 +140,10 @@ def _errors(fields: Mapping[str, str], status: str, attempts: int) -> list[TaskE
     reason = None
     if status == "expired":
         reason = "the job's ttl passed before the task finished"
+    elif status == "cancelled":
+        reason = "cancelled: django_jobqueue.cancel() was called for it"
+    elif status == "lost":
+        reason = fields.get("last_error") or "lost"
     elif status == "failed" and attempts not in recorded:
         reason = fields.get("last_error") or "failed"
     if reason is not None:
@@ -166,7 +173,13 @@ def build_result(
         attempts = 0
     job_id = fields.get("id", "")
     enqueued_ms = job_id_time_ms(job_id) if is_job_id(job_id) else fields.get("enqueued_at_ms")
-    finished_field = {"completed": "completed_at_ms", "failed": "failed_at_ms", "expired": "finished_at_ms"}
+    finished_field = {
+        "completed": "completed_at_ms",
+        "failed": "failed_at_ms",
+        "expired": "finished_at_ms",
+        "cancelled": "cancelled_at_ms",
+        "lost": "failed_at_ms",
+    }
     started_ms = fields.get(F_STARTED) or (fields.get("claimed_at_ms") if attempts else None)
     args, kwargs = _payload(fields)
     restored = task_from_fields(task, fields)
