@@ -20,7 +20,7 @@ from typing import Any
 
 from .engine import browse
 from .engine.keys import GlobalKeys, QueueKeys
-from .engine.samples import Histogram, read_histograms
+from .engine.samples import Histogram, due_ms, read_histograms
 
 # The live workers whose records are read (newest heartbeat first): past this many,
 # jobq_workers_alive per queue counts only these; the total (ZCOUNT) stays exact.
@@ -95,10 +95,7 @@ def read(client: Any, queues: dict[str, QueueKeys], global_keys: GlobalKeys, wor
         pipe.hmget(global_keys.worker(_s(wid)), "queues", "concurrency")
     replies = pipe.execute() if oldest_ids or alive_ids else []
     # Due since: enqueued, or its delay or backoff over (as the latency histogram counts).
-    due_at = {
-        name: max((n for n in map(_int, times) if n is not None), default=None)
-        for name, times in zip(oldest_ids, replies[: len(oldest_ids)], strict=True)
-    }
+    due_at = {name: due_ms(*times) for name, times in zip(oldest_ids, replies[: len(oldest_ids)], strict=True)}
     records = replies[len(oldest_ids) :]
 
     served: dict[str, list[int]] = {name: [0, 0] for name in queues}  # name -> [workers, runners]

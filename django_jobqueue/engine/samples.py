@@ -56,6 +56,14 @@ _LATENCY = tuple(f"l{i}" for i in range(len(BOUNDS_S) + 1))
 _DURATION = tuple(f"h:d{i}" for i in range(len(BOUNDS_S) + 1))
 
 
+def due_ms(enqueued_at_ms: Any, run_at_ms: Any) -> int | None:
+    """When a job became due, from its hash's two fields: enqueued, or its
+    delay or backoff over (the later); None when neither is a time (a value
+    written by hand past any clock counts as none)."""
+    times = [n for n in (_count(enqueued_at_ms), _count(run_at_ms)) if n is not None]
+    return max(times, default=None)
+
+
 def bucket_index(seconds: float) -> int:
     """The bucket ``seconds`` falls in: the first whose bound is >= it."""
     return bisect.bisect_left(BOUNDS_S, seconds)

@@ -24,23 +24,6 @@ logger = logging.getLogger("django_jobqueue.worker")
 _RAN = {"completed": True, "failed": False, "retrying": False}
 
 
-def due_ms(claimed: ClaimedJob) -> int | None:
-    """When the job became due: enqueued, or its delay or backoff over; None
-    when its hash says neither (or says something no clock could)."""
-    due = None
-    for name in ("enqueued_at_ms", "run_at_ms"):
-        try:
-            value = int(claimed.fields[name])
-        except (KeyError, ValueError):
-            continue
-        if 0 <= value < _MAX_MS:
-            due = value if due is None else max(due, value)
-    return due
-
-
-_MAX_MS = 2**53  # past any clock: a value written by hand
-
-
 class Sampler:
     """Notes each run in a SampleBook and sends it with a SampleSender."""
 
@@ -81,7 +64,7 @@ class Sampler:
             started_ms = float(queue.clock()) - seconds * 1000
         else:
             started_ms = self.sender.server_ms(started_local_ms)
-        due = due_ms(claimed)
+        due = samples.due_ms(claimed.fields.get("enqueued_at_ms"), claimed.fields.get("run_at_ms"))
         # A start a little before its due time is the error of the clock estimate, not a wait.
         latency = max(0.0, (started_ms - due) / 1000) if due is not None else None
         self.book.ran(
