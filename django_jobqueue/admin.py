@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from . import admin_views as views
+from .admin_limits import LimitsAction
 from .admin_schedules import SchedulesPage
 from .models import JobQueue
 
@@ -55,6 +56,7 @@ class JobQueueAdmin(_JobQueueModelAdmin):
             path("search/", wrap(views.SearchPage), name=f"{name}_search"),
             path("schedules/", wrap(SchedulesPage), name=f"{name}_schedules"),
             path("<str:queue>/action/", wrap(views.ActionView), name=f"{name}_action"),
+            path("<str:queue>/limits/", wrap(LimitsAction), name=f"{name}_limits"),
             path("<str:queue>/summary.json", wrap(views.SummaryJSON), name=f"{name}_summary_json"),
             path("<str:queue>/job/<str:job_id>/", wrap(views.JobPage), name=f"{name}_job"),
             path("<str:queue>/job/<str:job_id>/status.json", wrap(views.JobJSON), name=f"{name}_job_json"),

@@ -38,6 +38,7 @@ from .engine.progress import Progress
 from .engine.queue import RedisJobQueue
 from .engine.queue_ops import Cancellation, Refusal
 from .engine.replies import Outcome
+from .flow_limits import limits_view
 from .models import JobQueue
 from .templatetags.jobqueue_admin import PRETTY_LIMIT, SHORT_LIMIT, cut, json_preview
 
@@ -264,6 +265,7 @@ def overview_data(span: str = "1h") -> dict[str, Any]:
                 "counter_values": {k[: -len("_total")]: v for k, v in stats.items() if k.endswith("_total")},
                 "throughput": _throughput(queue, stats, now),
                 "kept": _kept(retained[name]),
+                "limits": limits_view(queue),
                 **_charts(queue, client, span, now),
             }
         )

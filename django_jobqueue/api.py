@@ -56,6 +56,7 @@ def make_queue(qs: QueueSettings, client: Any) -> RedisJobQueue:
         backoff_base_seconds=qs.backoff_base_seconds,
         backoff_max_seconds=qs.backoff_max_seconds,
         cluster=settings.cluster,
+        limits=qs.limits,
     )
     queue.expired_ttl = qs.expired_after_seconds or 0
     queue.failed_history = qs.failed_history
@@ -136,6 +137,7 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     opts, queue, replication = _prepare(definition, options)
     payload_json = queue.encode(payload)
     _check_preflight(definition, payload, queue)
+    fields = _fields(opts, payload)
     job_id = new_job_id()
     caller = tracing.caller_context()
 
@@ -157,8 +159,7 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
             if caller is None:
                 # No span to continue: no with block either (a third of a
                 # microsecond of the call's Python time).
-                return add(opts.hash_fields())
-            fields = opts.hash_fields()
+                return add(fields)
             with tracing.publishing(caller, definition.name, queue.queue_name, fields, job_id=job_id) as extra:
                 return add(extra)
         except RedisError as exc:
@@ -167,6 +168,13 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     if opts.on_commit:
         return _enqueue_on_commit(queue, definition.name, job_id, opts.unique_key, write)
     return write()
+
+
+def _fields(opts: EnqueueOptions, payload: Any) -> dict[str, str] | None:
+    """The job hash fields an enqueue adds: its options', its concurrency key's."""
+    if opts.concurrency_key is None:
+        return opts.hash_fields()
+    return {**(opts.hash_fields() or {}), **opts.key_fields(payload)}
 
 
 def _enqueue_on_commit(queue: RedisJobQueue, name: str, job_id: str, unique_key: str, write: Callable[[], str]) -> str:
@@ -219,22 +227,32 @@ def enqueue_many(
     payloads = list(payloads)
     for payload in payloads:
         _check_preflight(definition, payload, queue)
+    # Jobs with a concurrency key carry its value: one batch per run of
+    # payloads with the same fields, in order, so the jobs keep their order.
+    runs: list[tuple[dict[str, str] | None, list[Any]]] = []
+    for payload in payloads:
+        fields = _fields(opts, payload)
+        if runs and runs[-1][0] == fields:
+            runs[-1][1].append(payload)
+        else:
+            runs.append((fields, [payload]))
     caller = tracing.caller_context()  # one trace context for all the jobs
 
     def write() -> list[str]:
+        ids: list[str] = []
         try:
-            with tracing.publishing(
-                caller, definition.name, queue.queue_name, opts.hash_fields(), count=len(payloads)
-            ) as extra:
-                return queue.enqueue_many(
-                    payloads,
-                    name=definition.name,
-                    delay_ms=opts.delay_ms,
-                    ttl_ms=opts.ttl_ms,
-                    max_attempts=opts.max_attempts or definition.max_attempts,
-                    extra=extra,
-                    **replication,
-                )
+            for fields, batch in runs:
+                with tracing.publishing(caller, definition.name, queue.queue_name, fields, count=len(batch)) as extra:
+                    ids += queue.enqueue_many(
+                        batch,
+                        name=definition.name,
+                        delay_ms=opts.delay_ms,
+                        ttl_ms=opts.ttl_ms,
+                        max_attempts=opts.max_attempts or definition.max_attempts,
+                        extra=extra,
+                        **replication,
+                    )
+            return ids
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue jobs {definition.name!r}: {exc}") from exc
 

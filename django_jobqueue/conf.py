@@ -18,6 +18,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from .engine.keys import validate_name
+from .engine.limits import FlowLimits, parse_rate
 from .engine.redact import shown
 from .exceptions import ConfigurationError
 from .metrics_settings import MetricsSettings, validate_metrics
@@ -70,6 +71,10 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "REPLICAS": 0,
     "REPLICATION_TIMEOUT_MS": 1000,
     "PREFETCH": None,
+    # Flow limits held across every worker (docs/flow-control.md): most jobs of
+    # the queue running at once, and most handed out per window ("10/s").
+    "GLOBAL_CONCURRENCY": None,
+    "RATE_LIMIT": None,
 }
 
 CLEANUP_KEYS = ("COMPLETED_AFTER_SECONDS", "FAILED_AFTER_SECONDS", "EXPIRED_AFTER_SECONDS")
@@ -97,6 +102,8 @@ class QueueSettings:
     expired_after_seconds: int | None = 86_400
     # Dead letters (failed and lost jobs) kept (None: no count bound).
     failed_history: int | None = 10_000
+    # GLOBAL_CONCURRENCY and RATE_LIMIT (an override set at run time wins).
+    limits: FlowLimits = field(default_factory=FlowLimits)
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,17 @@ _QUEUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "REPLICAS": _non_negative_int,
     "REPLICATION_TIMEOUT_MS": _positive_int,
     "PREFETCH": lambda v: None if v is None else _non_negative_int(v),
+    "GLOBAL_CONCURRENCY": lambda v: None if v is None else _positive_int(v),
+    "RATE_LIMIT": lambda v: None if v is None else _rate(v),
 }
+
+
+def _rate(v: Any) -> str | None:
+    try:
+        parse_rate(v)
+    except ValueError:
+        return "None or a rate like '10/s', '100/m', '1000/h' or '5/10s' (at least 1 a window)"
+    return None
 
 
 # Settings never quoted in an error, whatever their type: a password may be anywhere in them.
@@ -380,6 +397,9 @@ def validate(raw: Any) -> tuple[Settings | None, list[tuple[str, str]]]:
             replication_timeout_ms=qs["REPLICATION_TIMEOUT_MS"],
             prefetch=qs["PREFETCH"],
             expired_after_seconds=cleanup["EXPIRED_AFTER_SECONDS"],
+            limits=FlowLimits(
+                qs["GLOBAL_CONCURRENCY"] or 0, None if qs["RATE_LIMIT"] is None else parse_rate(qs["RATE_LIMIT"])
+            ),
         )
     if errors:
         return None, errors

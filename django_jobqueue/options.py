@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +35,16 @@ ENQUEUE_OPTIONS = frozenset(
         "max_deliveries",
         "replicas",
         "replication_timeout_ms",
+        "concurrency_key",
+        "concurrency",
     }
 )
 DELIVERY_MODES = ("at-least-once", "at-most-once")
 MAX_REPLICAS = 100
+MAX_CONCURRENCY_KEY_LENGTH = 200
+# The most jobs of one concurrency key that may run at once (a key's slots are
+# read one by one when full: docs/flow-control.md).
+MAX_KEY_CONCURRENCY = 1000
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,26 @@ class EnqueueOptions:
     # None: the queue's REPLICAS / REPLICATION_TIMEOUT_MS.
     replicas: int | None = None
     replication_timeout_ms: int | None = None
+    # A key value, or a function of the payload giving it (from @job); with
+    # ``concurrency``, at most that many jobs of one key value run at once.
+    concurrency_key: str | Callable[[Any], Any] | None = None
+    concurrency: int = 1
+
+    def key_fields(self, payload: Any) -> dict[str, str]:
+        """The job hash fields of its concurrency key for ``payload`` (none
+        without a key), or InvalidJobOptions when the key function fails or
+        gives something that is not a short printable value."""
+        key = self.concurrency_key
+        if key is None:
+            return {}
+        if callable(key):
+            try:
+                key = key(payload)
+            except Exception as exc:
+                raise InvalidJobOptions(f"concurrency_key raised {type(exc).__name__}: {exc}") from exc
+            if isinstance(key, int) and not isinstance(key, bool):
+                key = str(key)
+        return {"concurrency_key": _key_value(key), "concurrency": str(self.concurrency)}
 
     def hash_fields(self) -> dict[str, str] | None:
         """Options the worker needs later, stored on the job hash."""
@@ -142,6 +168,15 @@ def validate(options: Mapping[str, Any], *, where: str = "enqueue()") -> Enqueue
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
             raise InvalidJobOptions(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    given = options.get("concurrency_key")
+    if isinstance(given, int) and not isinstance(given, bool):
+        given = str(given)
+    key: str | Callable[[Any], Any] | None = given if given is None or callable(given) else _key_value(given)
+    concurrency = options.get("concurrency", 1)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_KEY_CONCURRENCY:
+        raise InvalidJobOptions(f"concurrency must be an integer from 1 to {MAX_KEY_CONCURRENCY}, got {concurrency!r}")
+    if "concurrency" in options and key is None:
+        raise InvalidJobOptions("concurrency limits the jobs of one concurrency_key: give a concurrency_key too")
     for flag in ("on_commit", "keep_result"):
         if flag in options and not isinstance(options[flag], bool):
             raise InvalidJobOptions(f"{flag} must be True or False, got {options[flag]!r}")
@@ -158,4 +193,16 @@ def validate(options: Mapping[str, Any], *, where: str = "enqueue()") -> Enqueue
         max_deliveries=options.get("max_deliveries"),
         replicas=options.get("replicas"),
         replication_timeout_ms=options.get("replication_timeout_ms"),
+        concurrency_key=key,
+        concurrency=concurrency,
     )
+
+
+def _key_value(key: Any) -> str:
+    """A concurrency key value as stored, or InvalidJobOptions."""
+    if not isinstance(key, str) or not key or len(key) > MAX_CONCURRENCY_KEY_LENGTH or not key.isprintable():
+        raise InvalidJobOptions(
+            "concurrency_key must be (or give, from the payload) printable text of 1 to "
+            f"{MAX_CONCURRENCY_KEY_LENGTH} characters or an integer, got {key!r}"
+        )
+    return key

@@ -129,3 +129,13 @@ def viewer(django_user_model):
 @pytest.fixture
 def staff_without_permission(django_user_model):
     return logged_in(make_user(django_user_model, "staff"))
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_first_request():
+    """The first request a process serves starts RUN_ON_STARTUP workers, once
+    (autostart.py); let a later test's first request count again."""
+    yield
+    from django_jobqueue import autostart
+
+    autostart.stop()

@@ -21,16 +21,6 @@ pytestmark = pytest.mark.django_db
 SECRET_TOKEN = "0123456789abcdef-secret-claim-token"  # noqa: S105 - a fake, to prove it is never shown
 
 
-@pytest.fixture(autouse=True)
-def _forget_the_first_request():
-    """The first request a process serves starts RUN_ON_STARTUP workers, once
-    (autostart.py); let a later test's first request count again."""
-    yield
-    from django_jobqueue import autostart
-
-    autostart.stop()
-
-
 # ------------------------------------------------------------------- jobs
 
 

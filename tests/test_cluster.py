@@ -24,6 +24,7 @@ from django_jobqueue import enqueue
 from django_jobqueue.engine import cluster as jq_cluster
 from django_jobqueue.engine import scripts
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
+from django_jobqueue.engine.limits import FlowLimits, Rate, set_limits
 from django_jobqueue.engine.schedules import Schedule, ScheduleStore, plan
 from django_jobqueue.exceptions import ReplicationError
 from django_jobqueue.queue import Outcome, RedisJobQueue
@@ -84,6 +85,7 @@ def test_every_key_list_of_every_script_call_hashes_to_one_slot():
         q._claim_keys(),
         q._reclaim_call(10)[1],
         [keys.job("x"), keys.processing, keys.leases, keys.events, keys.events_log, keys.worker_jobs("w")],
+        [keys.key_holders_prefix + "acme", keys.key_waiting_prefix + "acme", keys.limits_log],
         keys.all_static(),
         ScheduleStore(q).tick_call(every_second, 0, 0, plan(every_second, 0, 0))[1],
         ScheduleStore(q).due_call()[1],
@@ -145,6 +147,27 @@ def test_every_operation_runs_on_a_cluster(cc, spread):
         assert q.scan("pending")[1] == [a, b]
         assert q.pause("out") == "out" and q.claim_nowait("w3") is None
         assert q.resume("out") == "none" and q.claim_nowait("w3") is not None
+
+
+def test_flow_limits_and_concurrency_keys_run_on_a_cluster(cc, spread):
+    """The limits' keys (the rate's window, the freed slots, a key's holders
+    and waiting jobs) live in the queue's slot: claims, waits and releases
+    run on the queue's own primary."""
+    for name in spread:
+        q = RedisJobQueue(cc, name, cluster=True, visibility_ms=5000, limits=FlowLimits(1, Rate(10, 1000)))
+        key = {"concurrency_key": "acme", "concurrency": "1"}
+        first = q.enqueue({"n": 1})
+        q.enqueue({"n": 2})
+        job = q.claim_nowait("w1")
+        assert job.id == first and q.claim_nowait("w1") is None  # the one slot is held
+        set_limits(cc, q.keys, who="test", global_concurrency=5)
+        waiting = [q.enqueue({"k": n}, extra=key) for n in range(2)]
+        got = q.claim_many(5, "w1", start=5)
+        assert waiting[0] in [j.id for j in got] and waiting[1] not in [j.id for j in got]
+        for j in got:
+            assert q.complete(j, None)  # hands acme's waiting job back
+        assert q.claim(timeout_ms=500, worker_id="w1").id == waiting[1]
+        assert q.complete(job, None)
 
 
 def test_schedules_on_three_primaries_run_from_one_scheduler_each_tick_once(cc, spread):

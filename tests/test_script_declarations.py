@@ -20,6 +20,7 @@ from django_jobqueue.engine import declarations, samples, scripts
 from django_jobqueue.engine.bulk import purge
 from django_jobqueue.engine.declarations import ScriptDeclarationError, parse_declaration
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
+from django_jobqueue.engine.limits import Rate, set_limits
 from django_jobqueue.engine.replies import ClaimedJob
 from django_jobqueue.engine.schedules import Schedule, ScheduleStore
 from django_jobqueue.queue import RedisJobQueue
@@ -225,7 +226,7 @@ def test_a_call_names_every_key_and_argument_or_is_refused(q):
         touch.keys_for(q.keys)
     with pytest.raises(TypeError, match="unexpected keyword argument 'lease'"):
         touch.argv_for(now=0, id="j1", claim_token="t", lease=100)
-    with pytest.raises(TypeError, match="count is left out, so start, defer_last_chance must be too"):
+    with pytest.raises(TypeError, match="count is left out, so start, defer_last_chance, global_concurrency"):
         scripts.get("claim").argv_for(
             now=0, claim_token="t", visibility_ms=1, worker_id="w", promote_limit=1, expired_ttl=0, start=1
         )
@@ -286,6 +287,9 @@ def test_a_batched_claim_names_its_keys_and_arguments(q, clock):
         "count": 5,
         "start": 2,
         "defer_last_chance": "1",
+        "global_concurrency": 0,
+        "rate_count": 0,
+        "rate_window_ms": 0,
     }
 
 
@@ -421,6 +425,11 @@ def a_tour_of_every_script(q: RedisJobQueue, registry: Presence, midway: Callabl
         q.delete(third.id)  # delete
         q.pause("in")  # pause
         q.resume("in")  # pause
+        set_limits(q.client, q.keys, who="tour", global_concurrency=5, rate=Rate(100, 1000))  # limits
+        limited = q.claim_nowait("w2")  # claim (within the limits: the rate's window, the slot's mark)
+        assert limited is not None
+        q.complete(limited, None)  # complete (a slot freed: a waiting worker woken)
+        set_limits(q.client, q.keys, who="tour", reset=True)  # limits
         q.sweep(10)  # promote, reclaim, expire
         q.take_back_worker_jobs(["w9"])  # reclaim
         purge(q, "pending")  # purge

@@ -110,10 +110,11 @@ ACL_COMMANDS = (
     # connecting, scripts
     "+ping +hello +evalsha +eval +script|load +wait "
     # strings, hashes
-    "+get +mget +set +del +exists +expire +persist +type +hget +hmget +hgetall +hset +hdel +hincrby "
+    "+get +mget +set +del +exists +expire +pexpire +persist +type +hget +hmget +hgetall +hset +hdel +hincrby "
     # lists, sets, sorted sets
-    "+llen +lrange +lindex +lpush +lpop +rpush +rpop +lrem +ltrim +lmove +blmove "
-    "+sadd +srem +smembers +zadd +zrem +zcard +zscore +zrange +zrevrange +zrangebyscore +zpopmin "
+    "+llen +lrange +lindex +lpush +lpop +rpush +rpop +lrem +ltrim +lmove +blmove +blpop "
+    "+sadd +srem +smembers +scard "
+    "+zadd +zrem +zcard +zscore +zrange +zrevrange +zrangebyscore +zremrangebyscore +zpopmin "
     # events: pub/sub and the events log (a stream)
     "+publish +spublish +subscribe +ssubscribe +unsubscribe +sunsubscribe +pubsub|numsub +pubsub|numpat "
     "+xadd +xrange +xrevrange +xinfo|stream "

@@ -157,6 +157,48 @@ class QueueKeys:
         return f"{self.base}:paused"
 
     @cached_property
+    def limits(self) -> str:
+        """Hash of the flow limits set at run time (``global_concurrency``,
+        ``rate_count`` and ``rate_window_ms``), which override the settings'
+        until reset (engine/limits.py)."""
+        return f"{self.base}:limits"
+
+    @cached_property
+    def limits_log(self) -> str:
+        """List of JSON records of the changes to ``limits``, newest first (capped)."""
+        return f"{self.limits}:log"
+
+    @cached_property
+    def rate_log(self) -> str:
+        """Sorted set claim token -> claim time (ms) of the jobs handed out within
+        the rate limit's window: the sliding window a RATE_LIMIT is held to."""
+        return f"{self.base}:rate"
+
+    @cached_property
+    def slots_freed(self) -> str:
+        """List a job holding a slot of the global concurrency pushes to when its
+        claim ends: workers waiting for a slot block on it (BLPOP), not polling."""
+        return f"{self.base}:slots-freed"
+
+    @cached_property
+    def key_holders_prefix(self) -> str:
+        """Prefix of the sets of job ids holding a concurrency key's slots
+        (``<prefix><key value>``; lua/_jobs.lua key_holders)."""
+        return f"{self.base}:ckey-holders:"
+
+    @cached_property
+    def key_waiting_prefix(self) -> str:
+        """Prefix of the lists of job ids waiting for a slot of their
+        concurrency key (``<prefix><key value>``, oldest at the tail)."""
+        return f"{self.base}:ckey-waiting:"
+
+    @cached_property
+    def waiting_keys(self) -> str:
+        """Sorted set of the concurrency key values with jobs waiting (score:
+        when the sweep last looked at the key, or when its first job waited)."""
+        return f"{self.base}:ckeys-waiting"
+
+    @cached_property
     def stats_samples(self) -> str:
         """List of JSON samples of ``stats`` taken by the admin, newest first, capped
         (its throughput figures are differences between samples)."""
@@ -223,6 +265,11 @@ class QueueKeys:
             self.events_listening,
             self.stats_samples,
             self.samples_hist,
+            self.limits,
+            self.limits_log,
+            self.rate_log,
+            self.slots_freed,
+            self.waiting_keys,
         ]
 
 

@@ -30,7 +30,7 @@ from .exceptions import QueuePaused, ReplicationError
 from .ids import check_job_id, new_claim_token, new_job_id
 from .progress import check_fraction, check_message, fraction_text
 from .queue_ops import QueueOperations
-from .replies import _CODES, _FAIL_CODES, _START_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s
+from .replies import _CODES, _FAIL_CODES, _START_CODES, ClaimedJob, Outcome, _is_paused, _pairs, _s, limited_wait_ms
 
 logger = logging.getLogger("django_jobqueue")
 
@@ -238,7 +238,21 @@ class RedisJobQueue(QueueOperations):
         scheduled jobs first). ``token``: the claim token (default: a new one).
         ``defer_last_chance``: a run that is the job's only chance (at-most-once,
         or its last attempt) is not started by the claim; the caller starts it
-        (:meth:`start`) right before it calls the handler."""
+        (:meth:`start`) right before it calls the handler.
+        None also when the queue is paused for claiming, or its flow limits let
+        no job out now."""
+        return self._claim_once(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)[0]
+
+    def _claim_once(
+        self,
+        worker_id: str,
+        *,
+        lease_ms: int | None,
+        token: str | None,
+        defer_last_chance: bool,
+    ) -> tuple[ClaimedJob | None, int | None]:
+        """claim_nowait(), and what limited_wait_ms() read in its reply (None:
+        not limited)."""
         script = scripts.get("claim")
         args = script.argv_for(
             now=self._now(),
@@ -250,11 +264,13 @@ class RedisJobQueue(QueueOperations):
             count=0,  # one job, its hash unnested
             start="",
             defer_last_chance="1" if defer_last_chance else "",
+            **self.limits.argv(),
         )
         res = script(self.client, script.keys_for(self.keys), args)
-        if _is_paused(res):
-            return None
-        return ClaimedJob.from_fields(_pairs(res)) if res else None
+        wait = limited_wait_ms(res)
+        if wait is not None or _is_paused(res):
+            return None, wait
+        return (ClaimedJob.from_fields(_pairs(res)) if res else None), None
 
     def claim_many(
         self, count: int, worker_id: str = "", *, lease_ms: int | None = None, start: int | None = None
@@ -297,6 +313,7 @@ class RedisJobQueue(QueueOperations):
             count=int(count),
             start="" if start is None else int(start),
             defer_last_chance="1" if defer_last_chance else "",
+            **self.limits.argv(),
         )
         return script, script.keys_for(self.keys), args
 
@@ -352,7 +369,7 @@ class RedisJobQueue(QueueOperations):
 
     @staticmethod
     def parse_claim_many(reply: Any) -> list[ClaimedJob]:
-        if not reply or _is_paused(reply):
+        if not reply or _is_paused(reply) or limited_wait_ms(reply) is not None:
             return []
         jobs = []
         for job in reply:
@@ -392,9 +409,12 @@ class RedisJobQueue(QueueOperations):
         so that it can find the job if the reply is lost.
         """
         token = token or new_claim_token()
-        job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
+        job, limited = self._claim_once(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
         if job is not None or timeout_ms <= 0:
             return job
+        if limited is not None:
+            self.wait_for_room(limited, timeout_ms)
+            return self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
         if self.paused_state() in ("out", "all"):
             # Paused for claiming: wait a little (not in BLMOVE, which would
             # take a job) so callers looping on claim() do not spin.
@@ -410,6 +430,10 @@ class RedisJobQueue(QueueOperations):
             moved, res = self._block_and_stamp(block_s, lease, worker_id, token, defer_last_chance)
             if _is_paused(res):
                 return None
+            limited = limited_wait_ms(res)
+            if limited is not None:
+                self.wait_for_room(limited, int(left * 1000))
+                return self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
             if res:
                 return ClaimedJob.from_fields(_pairs(res))
             if not moved:
@@ -419,6 +443,19 @@ class RedisJobQueue(QueueOperations):
             job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
             if job is not None:
                 return job
+
+    def wait_for_room(self, wait_ms: int, timeout_ms: int) -> None:
+        """Wait until the queue's flow limits may let a job out: ``wait_ms``
+        (what a claim said: until the rate allows one), or, when that is 0, until
+        a claim holding a slot of the global concurrency ends (its script wakes
+        one waiter, see keys.py slots_freed), at most ``timeout_ms`` and
+        MAX_BLOCK_MS. One blocking call: no polling meanwhile."""
+        limit = min(timeout_ms, MAX_BLOCK_MS)
+        block_ms = min(wait_ms, limit) if wait_ms > 0 else limit
+        if block_ms <= 0:
+            return
+        # BLPOP takes seconds, with a resolution of 1 ms (Redis 6+).
+        self.client.blpop([self.keys.slots_freed], timeout=max(block_ms, 1) / 1000)
 
     def _block_and_stamp(
         self, block_s: float, lease: int, worker_id: str, token: str, defer_last_chance: bool = False
@@ -435,6 +472,7 @@ class RedisJobQueue(QueueOperations):
             worker_id=worker_id,
             expired_ttl=self.expired_ttl_s(),
             defer_last_chance="1" if defer_last_chance else "0",
+            **self.limits.argv(),
         )
         if direct.can_send_direct(self.client):
             # The stamp without an id takes the head of claiming: the id this

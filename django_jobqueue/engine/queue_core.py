@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from . import serialization
 from .keys import QueueKeys
+from .limits import FlowLimits
 
 # How long the hash of an expired job is kept by default: a day (the CLEANUP
 # setting EXPIRED_AFTER_SECONDS changes it). No list holds an expired job, so
@@ -60,6 +61,7 @@ class QueueCore:
         backoff_max_seconds: float = 300.0,
         cluster: bool = False,
         clock: Callable[[], int] | None = None,
+        limits: FlowLimits | None = None,
     ) -> None:
         self.client = redis_client
         self.queue_name = queue_name
@@ -74,6 +76,9 @@ class QueueCore:
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.clock = clock
+        # Global concurrency and rate limit from the settings (an override
+        # kept in Redis wins: engine/limits.py).
+        self.limits = limits or FlowLimits()
 
     def __repr__(self) -> str:
         return f"<RedisJobQueue {self.keys.base}>"

@@ -47,6 +47,15 @@ def _is_paused(res: Any) -> bool:
     return isinstance(res, list) and len(res) == 1 and _s(res[0]) == "paused"
 
 
+def limited_wait_ms(res: Any) -> int | None:
+    """A claim's reply {"limited", ms} (the queue's flow limits let no job out:
+    lua/_limits.lua): the ms until the rate allows one, 0 when a slot of the
+    global concurrency must free first; None for any other reply."""
+    if isinstance(res, list) and len(res) == 2 and not isinstance(res[0], list) and _s(res[0]) == "limited":
+        return int(res[1])
+    return None
+
+
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     it = iter(flat)
     if flat and isinstance(flat[0], str):

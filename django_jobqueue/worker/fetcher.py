@@ -52,7 +52,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..engine import scripts
 from ..engine.ids import new_claim_token
 from ..engine.queue import RedisJobQueue
-from ..engine.replies import ClaimedJob, Outcome
+from ..engine.replies import ClaimedJob, Outcome, limited_wait_ms
 
 logger = logging.getLogger("django_jobqueue.worker")
 
@@ -70,6 +70,10 @@ SHORT_JOB_S = 0.001
 DEADLINE_MARGIN_MS = 100
 # A completion waits at most about this long for a fetch to carry it.
 ACK_DELAY_S = 0.02
+# A fetch that finds its only queue limited (flow limits) waits for room up to
+# block_ms; with several queues, no longer than this, so that the others are
+# looked at again soon.
+LIMITED_WAIT_MS = 250
 # Errors after which a call sent may have run without its reply coming back.
 _REPLY_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -149,6 +153,12 @@ class Fetcher:
         # Claims sent whose reply never came: (queue, claim token), handed
         # back by the next fetch (touched only by the fetching runner).
         self._unanswered: list[tuple[RedisJobQueue, str]] = []
+        # The first queue whose claim said its flow limits let no job out,
+        # with the wait it named, during the fetch in progress; and whether
+        # the last fetch came back empty-handed for that reason, after
+        # waiting for room (touched only by the fetching runner).
+        self._limited: tuple[RedisJobQueue, int] | None = None
+        self._room_awaited = False
 
     # ------------------------------------------------------------ completions
 
@@ -270,6 +280,9 @@ class Fetcher:
                 raise failure  # Redis is away: the caller backs off
             return []
         reply = replies[-1]
+        wait = limited_wait_ms(reply)
+        if wait is not None and self._limited is None:
+            self._limited = (claim, wait)
         if isinstance(reply, Exception):
             if isinstance(reply, _REPLY_LOST):
                 self.redis_failed()
@@ -340,7 +353,7 @@ class Fetcher:
             elif (
                 not self._ready
                 and not self._fetching
-                and (eager or self._stalled(now) or self._empty_is_stale(idle_since))
+                and (eager or self._stalled(now) or self._empty_is_stale(idle_since) or self._room_awaited)
             ):
                 self._fetching = True
                 want = min(MAX_BATCH, self._waiting + 1 + self.prefetch)
@@ -389,14 +402,16 @@ class Fetcher:
                 if got:
                     self._last_take = now
                     self._handed_out += 1
-                else:
+                elif not self._room_awaited:
                     self._last_empty, self._empty_began = now, began
                     self._cond.notify_all()  # idle runners learn it (a burst ends)
                 self._ready.extend(got[1:])  # each timed from when its claim was sent
                 self._made_ready = now
                 self._standby.notify()  # restart the watch on the new state
         if not got:
-            return None, True
+            # Limited, not empty: a burst goes on; the runner fetches again at
+            # once (it has waited for room already).
+            return None, not self._room_awaited
         queue, claimed, _sent_at = got[0]
         if not claimed.started:
             claimed.needs_start = True  # its only chance: the claim left it to the worker (_stamp.lua)
@@ -524,6 +539,7 @@ class Fetcher:
         """Claim up to ``want`` jobs: (queue, job, when its claim was sent) each."""
         got: list[tuple[RedisJobQueue, ClaimedJob, float]] = []
         failure: Exception | None = None
+        self._limited, self._room_awaited = None, False
         if self._unanswered:
             try:
                 self._hand_back_unanswered()
@@ -555,6 +571,14 @@ class Fetcher:
             if got:
                 return got
             raise failure
+        limited = self._limited_claim()
+        if not got and limited is not None:
+            # Jobs wait, but the limits let none out: wait for room (one
+            # blocking call, see RedisJobQueue.wait_for_room), not in BLMOVE.
+            queue, wait = limited
+            queue.wait_for_room(wait, self.block_ms if self.block else LIMITED_WAIT_MS)
+            self._room_awaited = True
+            return got
         if not got and self.block:
             with self._cond:
                 self._blocking = True
@@ -575,6 +599,11 @@ class Fetcher:
             if claimed is not None:
                 got += self._track(self.queues[0], [claimed], sent_at)
         return got
+
+    def _limited_claim(self) -> tuple[RedisJobQueue, int] | None:
+        """The first queue of the fetch in progress whose claim was limited,
+        with the wait it named (set by _send_pipeline)."""
+        return self._limited
 
     def _track(
         self, queue: RedisJobQueue, jobs: list[ClaimedJob], sent_at: float

@@ -69,4 +69,9 @@ KEY_TYPES = {
     "schedule": "hash",
     "schedule_runs": "list",
     "samples_hist": "hash",
+    "limits": "hash",
+    "limits_log": "list",
+    "rate_log": "zset",
+    "slots_freed": "list",
+    "waiting_keys": "zset",
 }

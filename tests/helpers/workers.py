@@ -53,11 +53,11 @@ def worker_env(redis_url: str, settings_module: str = "tests.settings", **extra:
     return env
 
 
-def start_worker(redis_url: str, *args: str) -> subprocess.Popen[str]:
+def start_worker(redis_url: str, *args: str, settings_module: str = "tests.settings") -> subprocess.Popen[str]:
     """A worker process whose output the test reads when it stops (``stop``)."""
     return subprocess.Popen(
         [sys.executable, "-m", "django", "jobq_worker", *args],
-        env=worker_env(redis_url),
+        env=worker_env(redis_url, settings_module),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

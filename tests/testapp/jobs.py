@@ -3,6 +3,7 @@ what ran in this process and in worker processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -181,3 +182,25 @@ def kills_worker(payload, job):
 def loud_failure(payload, job):
     # A handler whose exception quotes a whole (huge) input field.
     raise ValueError(f"bad field: {'x' * payload['size']}")
+
+
+LEDGER = "test:ledger"  # list of JSON {id, claimed_at_ms, start, end, pid}, one per run
+
+
+@job(name="flow.ledger", queue="fast", max_attempts=5)
+def ledger(payload, job):
+    # When its claim was stamped (server clock), and when it ran here: the
+    # slot is held from before the start to after the end, so the runs'
+    # overlap bounds from below what the fleet held at once.
+    client = get_client()
+    claimed_at_ms = int(client.hget(f"queue:{job.queue}:job:{job.id}", "claimed_at_ms"))
+    start = time.time()
+    first_run_s = payload.get("first_run_seconds")
+    time.sleep(first_run_s if first_run_s is not None and job.attempts == 1 else payload.get("seconds", 0.05))
+    end = time.time()
+    entry = {"id": job.id, "claimed_at_ms": claimed_at_ms, "start": start, "end": end, "pid": os.getpid()}
+    client.rpush(LEDGER, json.dumps(entry))
+
+
+def ledger_entries(client) -> list[dict]:
+    return [json.loads(e) for e in client.lrange(LEDGER, 0, -1)]

@@ -111,3 +111,67 @@ local function mark_expired(job_key, id, deadlines, unique, stats, events, meta,
   redis.call('HINCRBY', stats, 'expired', 1)
   emit(events, id, 'expired', 'expired', meta, now)
 end
+
+-- Claims holding a slot of the queue's global concurrency (marked "slot" by
+-- _limits.spend) ended: wake as many workers waiting for one (they block on
+-- the list, see keys.py slots_freed). Tokens nobody takes are capped and
+-- expire; a stale one costs a waiting worker one claim that finds no room.
+local function free_slots(list, n)
+  if n == 0 then return end
+  local tokens = {}
+  for i = 1, math.min(n, 100) do tokens[i] = '1' end
+  redis.call('LPUSH', list, unpack(tokens))
+  redis.call('LTRIM', list, 0, 99)
+  redis.call('PEXPIRE', list, 60000)
+end
+
+-- Concurrency keys (@job(concurrency_key=..., concurrency=N)): at most N
+-- claimed jobs per key value, fleet-wide. A key's slots are held by the ids
+-- in its set (holders_prefix .. key), read lazily: a member whose job is no
+-- longer claimed under that key (finished, handed back, deleted: by any path)
+-- holds nothing and is dropped when the set is read, so no path can leak a
+-- slot. A job claimed while its key is full waits on the key's list
+-- (waiting_prefix .. key, oldest at the tail), off pending, so the jobs
+-- behind it go on; the key sits in the waiting_keys sorted set while its
+-- list has jobs.
+
+-- How many of the key's holders are still claimed under it (stale ones dropped).
+local function key_holders(holders, job_prefix, key)
+  local live = 0
+  for _, id in ipairs(redis.call('SMEMBERS', holders)) do
+    local cur = redis.pcall('HMGET', job_prefix .. id, 'status', 'concurrency_key')
+    if type(cur) == 'table' and cur[1] == 'processing' and cur[2] == key then
+      live = live + 1
+    else
+      redis.call('SREM', holders, id)
+    end
+  end
+  return live
+end
+
+-- Hand up to n of the key's waiting jobs back to the head of pending, the
+-- oldest first; ids whose job no longer waits (cancelled, deleted, expired
+-- while it waited) are dropped on the way. Returns how many went back.
+local function unpark(waiting_prefix, waiting_keys, pending, job_prefix, key, n)
+  local list = waiting_prefix .. key
+  local moved, looked = 0, 0
+  while moved < n and looked < 100 do
+    local id = redis.call('RPOP', list)
+    if not id then break end
+    looked = looked + 1
+    if redis.pcall('HGET', job_prefix .. id, 'status') == 'pending' then
+      redis.call('RPUSH', pending, id)
+      moved = moved + 1
+    end
+  end
+  if redis.call('EXISTS', list) == 0 then redis.call('ZREM', waiting_keys, key) end
+  return moved
+end
+
+-- A claim under a concurrency key ended: its slot is free, and the key's
+-- oldest waiting job goes back to the head of pending to take it.
+local function release_key(holders_prefix, waiting_prefix, waiting_keys, pending, job_prefix, id, key)
+  if not key or key == '' then return end
+  redis.call('SREM', holders_prefix .. key, id)
+  unpark(waiting_prefix, waiting_keys, pending, job_prefix, key, 1)
+end

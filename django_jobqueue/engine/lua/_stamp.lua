@@ -14,7 +14,8 @@
 -- and its attempts stay as they are until its worker starts it. It returns the job hash (flat
 -- HGETALL) when the job is ours to run, or false when the id had to be dropped
 -- (no hash, or a key of another type: the entry is an orphan; a status other
--- than pending: a stale entry) or was expired by its TTL (its hash then gets
+-- than pending: a stale entry), was set to wait for a slot of its concurrency
+-- key (see _jobs.lua), or was expired by its TTL (its hash then gets
 -- expired_ttl seconds to live, as expire.lua gives it; 0 = keep), and the
 -- caller tries the next. Once done, the caller passes the ids it got to
 -- hold(), which writes their leases and their worker's set for the whole
@@ -65,7 +66,7 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
   -- One pass over the reply: the fields the checks read, and where the
   -- fields this stamp writes sit in it. (A field -> index table and a
   -- closure per job cost more here than the commands: this runs for every job.)
-  local status, name, queue, attempts, expires, delivery, max_attempts
+  local status, name, queue, attempts, expires, delivery, max_attempts, key, key_slots
   local i_status, i_token, i_claimed, i_lease, i_worker, i_attempts
   for i = 2, #flat, 2 do
     local k = flat[i - 1]
@@ -80,6 +81,8 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
     elseif k == 'worker' then i_worker = i
     elseif k == 'delivery' then delivery = flat[i]
     elseif k == 'max_attempts' then max_attempts = tonumber(flat[i])
+    elseif k == 'concurrency_key' then key = flat[i]
+    elseif k == 'concurrency' then key_slots = tonumber(flat[i]) or 1
     end
   end
   if status ~= 'pending' then
@@ -92,6 +95,20 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
     redis.call('LREM', KEYS[2], 1, id)
     mark_expired(job_key, id, KEYS[5], KEYS[9], KEYS[6], KEYS[7], {name, queue, attempts}, now, expired_ttl)
     return false
+  end
+  if key and key ~= '' then
+    key_slots = key_slots or 1
+    local holders = KEYS[16] .. key
+    if redis.call('SCARD', holders) >= key_slots and key_holders(holders, KEYS[8], key) >= key_slots then
+      -- Every slot of its key is held: it waits on the key's list, off
+      -- pending, until a holder's claim ends (_jobs.release_key) or the
+      -- sweep finds a slot free; the jobs behind it go on meanwhile.
+      redis.call('LREM', KEYS[2], 1, id)
+      redis.call('LPUSH', KEYS[17] .. key, id)
+      redis.call('ZADD', KEYS[18], 'NX', now, key)
+      return false
+    end
+    redis.call('SADD', holders, id)
   end
   if now ~= stamped_at then  -- the same for every job of a claim: formatted once
     stamped_at, now_text, deadline_text = now, int(now), int(now + visibility)

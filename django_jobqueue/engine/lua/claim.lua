@@ -11,7 +11,10 @@
   KEYS[9] unique     KEYS[10] claiming   KEYS[11] unstamped
   KEYS[12] worker_jobs_prefix (the claiming worker's set is worker_jobs_prefix .. worker)
   KEYS[13] paused (string: "in", "out" or "all" when paused)
-  stamp.lua and _stamp.lua use these KEYS too; claiming and unstamped are for stamp.lua.
+  KEYS[14] limits (hash: the flow limits set at run time)  KEYS[15] rate_log
+  KEYS[16] key_holders_prefix  KEYS[17] key_waiting_prefix  KEYS[18] waiting_keys
+  stamp.lua, _stamp.lua and _limits.lua use these KEYS too; claiming and
+  unstamped are for stamp.lua.
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] claim_token  ARGV[3] visibility_ms
   ARGV[4] worker_id                  ARGV[5] promote_limit: most scheduled jobs to promote
@@ -24,11 +27,20 @@
           chance (at-most-once, or its last attempt) is left for the worker to
           start right before its handler (start.lua), so a worker killed
           before then never uses it up
+  ARGV[10] global_concurrency? most jobs of the queue claimed at once, fleet-wide
+          (absent, "" or 0: none), unless the limits hash says otherwise
+  ARGV[11] rate_count? most jobs handed out per window (absent, "" or 0: none)
+  ARGV[12] rate_window_ms? the rate's window (see _limits.lua)
 
+  A job whose concurrency key has all its slots held waits on the key's list
+  instead (_jobs.lua, concurrency keys), and the claim goes on to the next.
   Returns the job hash as a flat field/value array (or, with a count, a list
   of up to that many such arrays, each with its own claim token), false (or an
-  empty list) when nothing is pending, or {"paused"} when the queue is paused
-  for claiming. Ids without a hash and jobs past their TTL are dropped on the
+  empty list) when nothing is pending, {"paused"} when the queue is paused
+  for claiming, or {"limited", ms} when its flow limits let no job out now
+  (ms: until the rate allows one; 0: until a slot of the global concurrency
+  frees). A queue with a limit never has jobs claimed ahead: a claim takes at
+  most as many as start now (at least one), within what the limits allow. Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
   An id whose job key holds another type than a hash is dropped too, and
   reported: as an error reply, or with a count as a string among the arrays
@@ -40,20 +52,28 @@
 --@include _jobs
 --@include _promote
 --@include _stamp
+--@include _limits
 
 if claims_paused() then return {'paused'} end
 local bad = check_types({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset',
-  KEYS[5], 'zset', KEYS[6], 'hash', KEYS[9], 'hash'})
+  KEYS[5], 'zset', KEYS[6], 'hash', KEYS[9], 'hash', KEYS[14], 'hash', KEYS[15], 'zset', KEYS[18], 'zset'})
 if bad then return bad end
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[7]) or 0
 local starting = tonumber(ARGV[8]) or math.huge
+local cap, rate_n, rate_ms = flow_limits(ARGV[10], ARGV[11], ARGV[12])
+local limited = cap > 0 or rate_n > 0
+if limited then
+  local free, wait = room(now, cap, rate_n, rate_ms)
+  if free <= 0 then return {'limited', int(wait)} end
+  if want > 0 then want = math.min(want, math.max(starting, 1), free) end
+end
 local start_now = true
 if ARGV[9] == '1' then start_now = 'unless last chance' end
 promote(KEYS[4], KEYS[1], KEYS[7], KEYS[8], now, tonumber(ARGV[5]) or 100)
 local visibility = tonumber(ARGV[3])
 local expired_ttl = tonumber(ARGV[6]) or 0
-local batch, held = {}, {}
+local batch, held, tokens = {}, {}, {}
 local looked, limit = 0, 100 + want
 while looked < limit do
   -- The oldest ids (the tail of pending) go to the head of processing in the
@@ -83,8 +103,10 @@ while looked < limit do
     local job = stamp(id, now, token, visibility, ARGV[4], expired_ttl, #held < starting and start_now)
     if job then
       held[#held + 1] = id
+      tokens[#tokens + 1] = token
       if want == 0 then
         hold(held, now, visibility, ARGV[4])
+        if limited then spend(held, tokens, now, cap, rate_n, rate_ms) end
         return job
       end
       batch[#batch + 1] = job
@@ -98,5 +120,6 @@ while looked < limit do
   if #held >= want and want > 0 then break end
 end
 hold(held, now, visibility, ARGV[4])
+if limited then spend(held, tokens, now, cap, rate_n, rate_ms) end
 if want == 0 then return false end
 return batch

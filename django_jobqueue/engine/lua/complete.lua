@@ -13,7 +13,8 @@
   KEYS[1] job_prefix (a job's hash is job_prefix .. id)
   KEYS[2] processing  KEYS[3] completed  KEYS[4] leases
   KEYS[5] deadlines   KEYS[6] unique     KEYS[7] stats      KEYS[8] events
-  KEYS[9] worker_jobs_prefix
+  KEYS[9] worker_jobs_prefix  KEYS[10] slots_freed  KEYS[11] pending
+  KEYS[12] key_holders_prefix  KEYS[13] key_waiting_prefix  KEYS[14] waiting_keys
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] completed_ttl: hash TTL seconds (0 = keep)
   ARGV[3] history: completed jobs kept (HISTORY; -1 = no count bound,
@@ -42,7 +43,7 @@
 --@include _jobs
 
 local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
-  KEYS[6], 'hash', KEYS[7], 'hash'})
+  KEYS[6], 'hash', KEYS[7], 'hash', KEYS[10], 'list', KEYS[11], 'list', KEYS[14], 'zset'})
 if bad then return bad end
 local now = now_ms(ARGV[1])
 local ttl = tonumber(ARGV[2]) or 0
@@ -53,6 +54,7 @@ local audience = has_audience(KEYS[8])
 local codes = {}
 local done = 0
 local cancelled = 0
+local freed = 0  -- claims that held a slot of the global concurrency
 local processing_len = nil  -- read once, kept up to date below
 -- Written once for the whole batch, one command each, after the loop:
 local unleased = {}  -- ids off the lease set
@@ -67,7 +69,7 @@ for i = 5, #ARGV - 3, 4 do
   -- (name, queue and attempts, for the event, only when someone listens)
   local cur
   cur = redis.pcall('HMGET', job_key, 'status', 'claim_token', 'claimed_at_ms', 'worker', 'unique_key',
-    'expires_at_ms', 'started', 'attempts', 'name', 'queue', 'cancel_requested_ms')
+    'expires_at_ms', 'started', 'attempts', 'name', 'queue', 'cancel_requested_ms', 'slot', 'concurrency_key')
   if cur.err or not cur[1] then
     codes[#codes + 1] = 0
   elseif cur[1] ~= 'processing' or cur[2] ~= token then
@@ -82,6 +84,8 @@ for i = 5, #ARGV - 3, 4 do
     processing_len = processing_len or redis.call('LLEN', KEYS[2])
     processing_len = processing_len - remove_processing(KEYS[2], KEYS[1], id, cur[3], processing_len)
     unleased[#unleased + 1] = id
+    if cur[12] then freed = freed + 1 end
+    release_key(KEYS[12], KEYS[13], KEYS[14], KEYS[11], KEYS[1], id, cur[13])
     if cur[6] then redis.call('ZREM', KEYS[5], id) end  -- only jobs with a TTL are in it
     local worker, unique = cur[4], cur[5]
     if worker and worker ~= '' then
@@ -111,13 +115,13 @@ for i = 5, #ARGV - 3, 4 do
       redis.call('HSET', job_key, 'status', status, 'completed_at_ms', now_text, 'cancelled_at_ms', now_text,
         'claim_token', '', 'attempts', attempts)
       if keep == '1' then redis.call('HSET', job_key, 'result', result) end
-      redis.call('HDEL', job_key, 'lease_until_ms')
+      redis.call('HDEL', job_key, 'lease_until_ms', 'slot')
       history[#history + 1] = id
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     else
       redis.call('HSET', job_key, 'status', 'completed', 'completed_at_ms', now_text,
         'result', result, 'claim_token', '', 'attempts', attempts)
-      redis.call('HDEL', job_key, 'lease_until_ms')
+      redis.call('HDEL', job_key, 'lease_until_ms', 'slot')
       history[#history + 1] = id
       if ttl > 0 then redis.call('EXPIRE', job_key, ttl) end
     end
@@ -163,6 +167,7 @@ if done > 0 then
   end
   if done > cancelled then redis.call('HINCRBY', KEYS[7], 'completed', done - cancelled) end
   if cancelled > 0 then redis.call('HINCRBY', KEYS[7], 'cancelled', cancelled) end
+  free_slots(KEYS[10], freed)
   -- Last: the one key not type-checked above.
   for worker, ids in pairs(owned) do redis.call('SREM', KEYS[9] .. worker, unpack(ids)) end
 end

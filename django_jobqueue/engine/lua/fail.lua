@@ -4,6 +4,8 @@
   KEYS[1] job (the job's hash)  KEYS[2] processing  KEYS[3] pending
   KEYS[4] scheduled  KEYS[5] failed      KEYS[6] leases     KEYS[7] deadlines
   KEYS[8] unique     KEYS[9] stats       KEYS[10] events    KEYS[11] worker_jobs_prefix
+  KEYS[12] slots_freed  KEYS[13] key_holders_prefix  KEYS[14] key_waiting_prefix
+  KEYS[15] waiting_keys  KEYS[16] job_prefix
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim_token
   ARGV[4] error text  ARGV[5] traceback text ("" = none)
@@ -24,14 +26,14 @@
 local job_key = KEYS[1]
 local id = ARGV[2]
 local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue',
-  'attempts', 'max_attempts', 'delivery', 'started')
+  'attempts', 'max_attempts', 'delivery', 'started', 'slot', 'concurrency_key')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
 -- The shared keys this may write, checked first: Redis keeps what a script
 -- wrote before a failing command, so a key of the wrong type met half way
 -- could leave the job on no list (see _lib.check_types).
 local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'list',
-  KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'hash', KEYS[9], 'hash'})
+  KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'hash', KEYS[9], 'hash', KEYS[12], 'list', KEYS[15], 'zset'})
 if bad then return bad end
 
 local now = now_ms(ARGV[1])
@@ -49,7 +51,9 @@ redis.call('ZREM', KEYS[6], id)
 drop_owner(KEYS[11], job_key, id)
 redis.call('HSET', job_key, 'last_error', err, 'last_traceback', ARGV[5],
   'failed_at_ms', int(now), 'claim_token', '')
-redis.call('HDEL', job_key, 'lease_until_ms')
+redis.call('HDEL', job_key, 'lease_until_ms', 'slot')
+if cur[9] then free_slots(KEYS[12], 1) end
+release_key(KEYS[13], KEYS[14], KEYS[15], KEYS[3], KEYS[16], id, cur[10])
 log_error(job_key, {attempt = attempts, error = err, ts_ms = now}, 10)
 
 local retry = ARGV[7] == 'auto' and cur[7] ~= 'at-most-once'

@@ -21,7 +21,8 @@
   KEYS[1] pending    KEYS[2] processing  KEYS[3] leases     KEYS[4] claiming
   KEYS[5] unstamped  KEYS[6] failed      KEYS[7] deadlines  KEYS[8] unique
   KEYS[9] stats      KEYS[10] events     KEYS[11] job_prefix
-  KEYS[12] worker_jobs_prefix
+  KEYS[12] worker_jobs_prefix  KEYS[13] slots_freed
+  KEYS[14] key_holders_prefix  KEYS[15] key_waiting_prefix  KEYS[16] waiting_keys
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] visibility_ms  ARGV[3] limit: most ids per call
   ARGV[4] failed_ttl: hash TTL seconds for dead-lettered jobs (0 = keep)
@@ -37,7 +38,7 @@
 -- The shared keys this may write, checked first (see _lib.check_types): a
 -- sweep that stopped half way could leave a job on no list.
 local bad = check_types({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'list',
-  KEYS[5], 'hash', KEYS[6], 'list', KEYS[7], 'zset', KEYS[8], 'hash', KEYS[9], 'hash'})
+  KEYS[5], 'hash', KEYS[6], 'list', KEYS[7], 'zset', KEYS[8], 'hash', KEYS[9], 'hash', KEYS[13], 'list', KEYS[16], 'zset'})
 if bad then return bad end
 
 local now = now_ms(ARGV[1])
@@ -103,7 +104,12 @@ local function reclaim_claimed(id, reason)
   redis.call('ZREM', KEYS[3], id)
   drop_owner(KEYS[12], job_key, id)
   local meta = redis.call('HMGET', job_key, 'name', 'queue', 'attempts', 'status', 'claim_token', 'started',
-    'expires_at_ms')
+    'expires_at_ms', 'slot', 'concurrency_key')
+  if meta[8] then
+    redis.call('HDEL', job_key, 'slot')
+    free_slots(KEYS[13], 1)
+  end
+  release_key(KEYS[14], KEYS[15], KEYS[16], KEYS[1], KEYS[11], id, meta[9])
   if meta[4] ~= 'processing' then
     if not meta[4] then redis.call('HINCRBY', KEYS[9], 'orphans', 1) end
     return
@@ -155,6 +161,24 @@ end
 -- Forget first-seen marks of ids that left the claiming list some other way.
 if #stuck == 0 and redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('DEL', KEYS[5])
+end
+
+-- 4. Keys with jobs waiting for a slot whose holders' claims ended by a path
+--    that hands no waiting job back (a delete, an expiry, an admin requeue):
+--    their free slots go to waiting jobs here. Keys looked at move to the
+--    back of the line (scored now), so every key's turn comes.
+local looked_at = {}
+if limit > 0 then looked_at = redis.call('ZRANGE', KEYS[16], 0, limit - 1) end
+for _, key in ipairs(looked_at) do
+  local oldest = redis.call('LINDEX', KEYS[15] .. key, -1)
+  if not oldest then
+    redis.call('ZREM', KEYS[16], key)
+  else
+    local slots = tonumber(redis.pcall('HGET', KEYS[11] .. oldest, 'concurrency')) or 1
+    local free = slots - key_holders(KEYS[14] .. key, KEYS[11], key)
+    if free > 0 then unpark(KEYS[15], KEYS[16], KEYS[1], KEYS[11], key, free) end
+    if redis.call('ZSCORE', KEYS[16], key) then redis.call('ZADD', KEYS[16], now, key) end
+  end
 end
 
 return {reclaimed, dead, expired}

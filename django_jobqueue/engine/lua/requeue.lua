@@ -5,6 +5,8 @@
   KEYS[1] job (the job's hash)  KEYS[2] processing  KEYS[3] pending
   KEYS[4] scheduled  KEYS[5] leases     KEYS[6] stats      KEYS[7] events
   KEYS[8] worker_jobs_prefix  KEYS[9] failed  KEYS[10] deadlines  KEYS[11] unique
+  KEYS[12] slots_freed  KEYS[13] key_holders_prefix  KEYS[14] key_waiting_prefix
+  KEYS[15] waiting_keys  KEYS[16] job_prefix
 
   ARGV[1] now ms (0 = server clock)  ARGV[2] id  ARGV[3] claim_token
   ARGV[4] delay_ms (0 = pending now)
@@ -27,12 +29,12 @@
 
 local job_key = KEYS[1]
 local id = ARGV[2]
-local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts', 'started')
+local cur = redis.call('HMGET', job_key, 'status', 'claim_token', 'name', 'queue', 'attempts', 'started', 'slot', 'concurrency_key')
 if not cur[1] then return 0 end
 if cur[1] ~= 'processing' or cur[2] ~= ARGV[3] then return -1 end
 -- The shared keys this may write, checked first (see _lib.check_types).
 local bad = check_types({KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
-  KEYS[6], 'hash', KEYS[9], 'list', KEYS[10], 'zset', KEYS[11], 'hash'})
+  KEYS[6], 'hash', KEYS[9], 'list', KEYS[10], 'zset', KEYS[11], 'hash', KEYS[12], 'list', KEYS[15], 'zset'})
 if bad then return bad end
 local now = now_ms(ARGV[1])
 local attempts = tonumber(cur[5]) or 0
@@ -56,7 +58,9 @@ redis.call('LREM', KEYS[2], -1, id)
 redis.call('ZREM', KEYS[5], id)
 drop_owner(KEYS[8], job_key, id)
 redis.call('HSET', job_key, 'claim_token', '')
-redis.call('HDEL', job_key, 'lease_until_ms')
+redis.call('HDEL', job_key, 'lease_until_ms', 'slot')
+if cur[7] then free_slots(KEYS[12], 1) end
+release_key(KEYS[13], KEYS[14], KEYS[15], KEYS[3], KEYS[16], id, cur[8])
 local count = 0
 if ARGV[8] ~= '' then count = redis.call('HINCRBY', job_key, ARGV[8], 1) end
 if ARGV[9] ~= '' then

@@ -21,17 +21,21 @@
   ARGV[6] expired_ttl? hash TTL seconds of a job dropped as expired (absent or 0 = keep)
   ARGV[7] defer_last_chance? "1": a run that is the job's only chance is left
           for the worker to start right before its handler (as claim.lua's)
+  ARGV[8] global_concurrency?  ARGV[9] rate_count?  ARGV[10] rate_window_ms?
+          the queue's flow limits from its settings (as claim.lua's)
 
   Returns the job hash (flat array), false when the job is not ours to run
   (reclaimed meanwhile, an orphan id, or expired by TTL) or claiming is empty
   (the BLMOVE ahead timed out), or {"paused"} when
-  the queue was paused for claiming while we blocked: the id goes back to the
-  head of pending.
+  the queue was paused for claiming while we blocked, or {"limited", ms}
+  when its flow limits let no job out now (as claim.lua says): either way
+  the id goes back to the head of pending.
   Events: started; expired.
 ]]
 --@include _lib
 --@include _jobs
 --@include _stamp
+--@include _limits
 
 local now = now_ms(ARGV[1])
 local id = ARGV[5]
@@ -46,11 +50,23 @@ if claims_paused() then
   redis.call('RPUSH', KEYS[1], id)
   return {'paused'}
 end
+local cap, rate_n, rate_ms = flow_limits(ARGV[8], ARGV[9], ARGV[10])
+local limited = cap > 0 or rate_n > 0
+if limited then
+  local free, wait = room(now, cap, rate_n, rate_ms)
+  if free <= 0 then
+    redis.call('RPUSH', KEYS[1], id)
+    return {'limited', int(wait)}
+  end
+end
 redis.call('LPUSH', KEYS[2], id)
 -- The blocked runner runs the job at once: it starts now (see ARGV[7]).
 local start = true
 if ARGV[7] == '1' then start = 'unless last chance' end
 local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0, start)
-if job then hold({id}, now, tonumber(ARGV[3]), ARGV[4]) end
+if job then
+  hold({id}, now, tonumber(ARGV[3]), ARGV[4])
+  if limited then spend({id}, {ARGV[2]}, now, cap, rate_n, rate_ms) end
+end
 if dropped then return redis.error_reply(dropped) end
 return job
