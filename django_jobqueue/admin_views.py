@@ -415,7 +415,7 @@ class OverviewJSON(AdminPage):
         context = {"can_manage": can_manage(request.user), **overview_data(charts.span_from(request.GET.get("span")))}
         parts = {
             name: render_to_string(f"{TEMPLATES}_{name}.html", context, request)
-            for name in ("queues", "charts", "workers")
+            for name in ("queues", "flow", "charts", "workers")
         }
         return JsonResponse({"parts": parts, "now_ms": context["now_ms"]})
 

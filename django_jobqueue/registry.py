@@ -169,6 +169,11 @@ def _build(
         if banned in defaults:
             raise InvalidJobOptions(f"{where}: {banned} is given per enqueue(), not on the definition")
     validate({**defaults, "queue": queue, "max_attempts": max_attempts}, where=where)
+    if schedule is not None and defaults.get("concurrency_key") is not None:
+        raise InvalidJobOptions(
+            f"{where}: a periodic job takes no concurrency_key (its runs would not carry it); "
+            "overlap= decides whether runs may overlap"
+        )
     if not isinstance(requeue_on_failure, bool):
         raise InvalidJobOptions(f"{where}: requeue_on_failure must be True or False")
     seconds_to_ms(f"{where}: requeue_delay_seconds", requeue_delay_seconds)

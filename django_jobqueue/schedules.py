@@ -100,6 +100,12 @@ def all_schedules(settings: Settings | None = None) -> list[Schedule]:
                 if not isinstance(job, str):
                     raise ScheduleError(f"{where}: 'job' must name a registered job (or 'task' a django.tasks task)")
                 definition = get_definition(job)
+            if definition.defaults.get("concurrency_key") is not None:
+                # The runs a schedule adds carry no key: they would pass the limit unseen.
+                raise ScheduleError(
+                    f"{where}: job {definition.name!r} has a concurrency_key, which a schedule's runs do not carry; "
+                    "overlap= decides whether runs may overlap"
+                )
             queue = settings.queue(options.get("queue") or definition.queue).name
             max_attempts = definition.max_attempts or settings.queue(queue).max_attempts
             found[name] = build(name, definition.name, options, queue=queue, max_attempts=max_attempts)

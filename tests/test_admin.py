@@ -78,7 +78,7 @@ def test_overview_shows_depths_counters_age_and_workers_never_a_token(viewer, jo
 
 def test_overview_refresh_returns_the_live_parts_rendered(viewer, jobs):
     data = viewer.get(url("overview_json")).json()
-    assert set(data["parts"]) == {"queues", "charts", "workers"}
+    assert set(data["parts"]) == {"queues", "flow", "charts", "workers"}
     assert "box-1" in data["parts"]["workers"] and jobs["token"] not in json.dumps(data)
     assert url("list", "jobs", "failed") in data["parts"]["queues"]
 

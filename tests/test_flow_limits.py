@@ -13,6 +13,7 @@ import pytest
 from django_jobqueue import InvalidJobOptions, enqueue, enqueue_many, get_queue, job
 from django_jobqueue.conf import get_settings
 from django_jobqueue.engine import scripts
+from django_jobqueue.engine.bulk import purge
 from django_jobqueue.engine.limits import FlowLimits, Rate, parse_rate, read_state, set_limits
 from django_jobqueue.exceptions import ConfigurationError
 from django_jobqueue.flow_limits import limits_view
@@ -54,16 +55,29 @@ def test_a_claim_hands_out_no_more_jobs_than_the_global_concurrency(r, clock):
     assert r.llen(q.keys.pending) == 3  # waiting, in order, untouched
 
 
-def test_a_limited_queue_never_has_jobs_claimed_ahead(r, clock):
-    """A batch claim takes only the jobs that start now: a job held for a busy
-    runner would sit on a slot (and bunch starts past a rate limit)."""
-    q = limited(r, clock, cap=10)
+def test_a_batch_claim_takes_no_more_than_the_free_slots_jobs_ahead_included(r, clock):
+    q = limited(r, clock, cap=3)
     for n in range(5):
         q.enqueue({"n": n})
 
+    got = q.claim_many(5, "w1", start=1)  # one starts now, two for runners not yet free
+
+    assert len(got) == 3 and in_use(q) == 3
+    assert q.claim_many(5, "w1", start=0) == []
+
+
+def test_a_rate_limited_queue_never_has_jobs_claimed_ahead(r, clock):
+    """A batch claim takes only the jobs that start now: a job held for a busy
+    runner would start later than its claim, and starts could bunch past the
+    rate."""
+    q = limited(r, clock, rate=Rate(10, 1000))
+    for n in range(8):
+        q.enqueue({"n": n})
+
+    assert q.claim_many(5, "w1", start=0) == []
     assert len(q.claim_many(5, "w1", start=1)) == 1
     assert len(q.claim_many(5, "w1", start=3)) == 3
-    assert len(q.claim_many(5, "w1")) == 1  # start=None: all start now, within the limit
+    assert len(q.claim_many(2, "w1")) == 2  # start=None: all start now, within the rate
 
 
 def end_by_completion(q, claimed):
@@ -464,3 +478,96 @@ def test_a_burst_worker_drains_a_limited_queue_to_the_end(r, jobq_settings):
     drain("jobs", concurrency=4)
     q = get_queue("jobs")
     assert [r.hget(q.keys.job(i), "status") for i in ids] == ["completed"] * 8
+
+
+# ------------------------------------------------- what a review broke first
+
+
+KEY = {"concurrency_key": "acme", "concurrency": "1"}
+
+
+def test_a_concurrency_keys_lists_of_another_type_limit_nothing_and_strand_no_job(r, clock):
+    q = RedisJobQueue(r, "jobs", visibility_ms=5000, clock=clock)
+    first = q.enqueue({}, extra=KEY)
+    r.set(q.keys.key_holders_prefix + "acme", "written by hand")
+
+    claimed = q.claim_nowait("w1")  # the key is ignored, the job handed out as any other
+
+    assert claimed.id == first
+    second = q.enqueue({}, extra=KEY)
+    assert q.claim_nowait("w1").id == second
+    r.delete(q.keys.key_holders_prefix + "acme")
+    r.set(q.keys.key_waiting_prefix + "acme", "written by hand")
+    assert q.complete(claimed, None)  # ends as usual
+    assert r.hget(q.keys.job(first), "status") == "completed"
+    q.sweep()
+    assert not r.exists(q.keys.waiting_keys)
+
+
+def test_the_sweep_frees_a_keys_slot_behind_waiting_jobs_that_went_away(r, clock):
+    q = RedisJobQueue(r, "jobs", visibility_ms=5000, clock=clock)
+    two = {"concurrency_key": "acme", "concurrency": "2"}
+    ids = [q.enqueue({"n": n}, extra=two) for n in range(4)]
+    holders = q.claim_many(4, "w1", start=4)
+    assert [j.id for j in holders] == ids[:2]
+    q.delete(ids[2])  # the oldest waiting job goes away
+    q.delete(holders[0].id, holders[0].claim_token)  # a path that hands no waiting job back
+
+    q.sweep()
+
+    assert q.claim_nowait("w2").id == ids[3]
+
+
+def test_purging_pending_purges_the_jobs_waiting_for_their_key_too(r):
+    ids = [export.enqueue({"customer": "acme"}) for _ in range(3)]
+    q = get_queue("jobs")
+    running = q.claim_nowait("w1")
+    assert q.claim_nowait("w1") is None
+
+    result = purge(q, "pending")
+
+    assert result.done == 2 and not r.exists(q.keys.job(ids[1])) and not r.exists(q.keys.job(ids[2]))
+    q.complete(running, None)
+    assert q.claim_nowait("w1") is None
+
+
+def test_a_burst_worker_stops_when_nothing_waits_even_with_every_slot_held(r, jobq_settings):
+    jobq_settings(QUEUES={"jobs": {"GLOBAL_CONCURRENCY": 1}})
+    q = get_queue("jobs")
+    q.enqueue({}, name="flow.noop")
+    q.claim_nowait("elsewhere")  # the only slot, held by another worker
+
+    drain("jobs", concurrency=2)  # returns: pending is empty
+
+
+def test_a_burst_worker_reaches_a_job_behind_many_of_a_full_key(r):
+    q = get_queue("jobs")
+    for _ in range(300):
+        export.enqueue({"customer": "acme"})
+    q.claim_nowait("elsewhere")  # holds acme's slot
+    free = enqueue("flow.noop", {})
+
+    drain("jobs", concurrency=1)
+
+    assert r.hget(q.keys.job(free), "status") == "completed"
+    assert r.llen(q.keys.key_waiting_prefix + "acme") == 299
+
+
+def test_a_periodic_job_takes_no_concurrency_key():
+    with pytest.raises(InvalidJobOptions, match="a periodic job takes no concurrency_key"):
+
+        @job(name="flow.periodic", every=60, concurrency_key="x")
+        def periodic(payload, job):
+            return None
+
+
+def test_hand_written_limits_out_of_bounds_read_safely(r, clock):
+    q = RedisJobQueue(r, "jobs", visibility_ms=5000, clock=clock)
+    r.hset(q.keys.limits, mapping={"rate_count": "1", "rate_window_ms": "1e30"})
+    zero = {"concurrency_key": "acme", "concurrency": "0"}
+    ids = [q.enqueue({}, extra=zero) for _ in range(2)]
+
+    assert q.claim_nowait("w1").id == ids[0]  # a window read as a day; a key's slots as at least one
+    assert q.claim_nowait("w1") is None
+    with pytest.raises(ValueError, match="at most 24h"):
+        parse_rate("1/100000000000000h")

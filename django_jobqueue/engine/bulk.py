@@ -79,16 +79,27 @@ def purge(queue: RedisJobQueue, which: str) -> BulkResult:
     """
     if which not in PURGEABLE:
         raise ValueError(f"the {which} list cannot be purged")
-    k = queue.keys
-    key = list_key(queue, which)
-    budget = list_length(queue, which)
+    result = _purge_list(queue, list_key(queue, which), which, list_length(queue, which))
+    if which == "pending":
+        # Pending jobs set aside for their concurrency key (lua/_jobs.lua) go too.
+        for key in queue.client.zrange(queue.keys.waiting_keys, 0, -1):
+            waiting = queue.keys.key_waiting_prefix + _s(key)
+            more = _purge_list(queue, waiting, which, queue.client.llen(waiting))
+            result.done += more.done
+            result.skipped += more.skipped
+    result.left = list_length(queue, which)
+    return result
+
+
+def _purge_list(queue: RedisJobQueue, key: str, which: str, budget: int) -> BulkResult:
+    """purge.lua on one list, in chunks, at most ``budget`` ids."""
     result = BulkResult()
     script = scripts.get("purge")
     kind = "zset" if which == "scheduled" else "list"
     while budget > 0:
         taken, deleted, left = script(
             queue.client,
-            script.keys_for(k, purged=key),
+            script.keys_for(queue.keys, purged=key),
             script.argv_for(now=0, kind=kind, limit=min(PURGE_CHUNK, budget), statuses=LIST_STATUSES[which]),
         )
         taken, deleted = int(taken), int(deleted)
@@ -98,6 +109,4 @@ def purge(queue: RedisJobQueue, which: str) -> BulkResult:
         budget -= taken
         if taken == 0:
             break
-    else:
-        result.left = list_length(queue, which)
     return result

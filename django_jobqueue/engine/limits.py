@@ -25,6 +25,9 @@ _UNIT_MS = {"s": 1000, "sec": 1000, "second": 1000, "m": 60_000, "min": 60_000, 
 _UNIT_MS |= {"h": 3_600_000, "hour": 3_600_000}
 # Changes kept in the limits log.
 LOG_LENGTH = 100
+# Bounds of a rate: its window sits in a sorted set of one entry per job.
+MAX_RATE_COUNT = 1_000_000
+MAX_RATE_WINDOW_MS = 24 * 3_600_000
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,10 @@ def parse_rate(text: object) -> Rate:
     count, times, unit = int(match[1]), int(match[2] or 1), match[3].lower()
     if count < 1 or times < 1:
         raise ValueError(f"a rate limit lets at least one job through in a window of at least one unit, got {text!r}")
-    return Rate(count, times * _UNIT_MS[unit])
+    window_ms = times * _UNIT_MS[unit]
+    if count > MAX_RATE_COUNT or window_ms > MAX_RATE_WINDOW_MS:
+        raise ValueError(f"a rate limit allows at most {MAX_RATE_COUNT} jobs in a window of at most 24h, got {text!r}")
+    return Rate(count, window_ms)
 
 
 @dataclass(frozen=True)
@@ -170,8 +176,10 @@ def set_limits(
             )
         fields["global_concurrency"] = str(global_concurrency or 0)
     if rate is not _UNSET:
-        if rate is not None and not isinstance(rate, Rate):
-            raise ValueError(f"rate must be a Rate (see parse_rate) or None, got {rate!r}")
+        if rate is not None and not (
+            isinstance(rate, Rate) and 1 <= rate.count <= MAX_RATE_COUNT and 1 <= rate.window_ms <= MAX_RATE_WINDOW_MS
+        ):
+            raise ValueError(f"rate must be a Rate (see parse_rate) within its bounds, or None, got {rate!r}")
         fields["rate_count"] = str(rate.count if rate else 0)
         fields["rate_window_ms"] = str(rate.window_ms if rate else 0)
     if not fields and not cleared:

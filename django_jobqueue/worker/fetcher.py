@@ -142,7 +142,7 @@ class Fetcher:
         self._acks_since = 0.0  # when the oldest waiting completion was left
         self._acks_in_flight = 0  # batches of them taken out and not yet settled
         self._fetching = False
-        self._blocking = False  # the fetch in progress waits in BLMOVE for a job
+        self._blocking = False  # the fetch in progress waits (BLMOVE, or for room): runners send their own completions
         self._waiting = 0  # idle runners
         self._watching = False  # one idle runner waits on _standby, the rest on _cond
         self._last_take = 0.0  # when a runner last took a job
@@ -575,8 +575,19 @@ class Fetcher:
         if not got and limited is not None:
             # Jobs wait, but the limits let none out: wait for room (one
             # blocking call, see RedisJobQueue.wait_for_room), not in BLMOVE.
+            # Meanwhile runners send their completions themselves, at once, as
+            # while blocking in BLMOVE: one of them may free the slot awaited.
             queue, wait = limited
-            queue.wait_for_room(wait, self.block_ms if self.block else LIMITED_WAIT_MS)
+            with self._cond:
+                self._blocking = True
+                late = self._take_acks()
+            try:
+                if late:
+                    self._send(late, None)
+                queue.wait_for_room(wait, self.block_ms if self.block else LIMITED_WAIT_MS)
+            finally:
+                with self._cond:
+                    self._blocking = False
             self._room_awaited = True
             return got
         if not got and self.block:

@@ -119,10 +119,12 @@ end
 local function free_slots(list, n)
   if n == 0 then return end
   local tokens = {}
-  for i = 1, math.min(n, 100) do tokens[i] = '1' end
+  for i = 1, math.min(n, 10) do tokens[i] = '1' end
   redis.call('LPUSH', list, unpack(tokens))
-  redis.call('LTRIM', list, 0, 99)
-  redis.call('PEXPIRE', list, 60000)
+  -- Few and short-lived: a waiter blocks at most a second at a time, so an
+  -- older token woke nobody and would only cost a claim that finds no room.
+  redis.call('LTRIM', list, 0, 9)
+  redis.call('PEXPIRE', list, 1000)
 end
 
 -- Concurrency keys (@job(concurrency_key=..., concurrency=N)): at most N
@@ -134,6 +136,18 @@ end
 -- (waiting_prefix .. key, oldest at the tail), off pending, so the jobs
 -- behind it go on; the key sits in the waiting_keys sorted set while its
 -- list has jobs.
+
+-- Whether a key's holders set and waiting list hold what their names say (or
+-- do not exist). Keys of another type (written by hand) make the key no limit
+-- at all, logged, rather than a script error half way through a job's move.
+local function key_lists_usable(holders, waiting)
+  local h = redis.call('TYPE', holders)['ok']
+  local w = redis.call('TYPE', waiting)['ok']
+  if (h == 'none' or h == 'set') and (w == 'none' or w == 'list') then return true end
+  redis.log(redis.LOG_WARNING, 'jobqueue: concurrency key ignored, a key of another type: ' .. holders .. ' ' .. h
+    .. ', ' .. waiting .. ' ' .. w)
+  return false
+end
 
 -- How many of the key's holders are still claimed under it (stale ones dropped).
 local function key_holders(holders, job_prefix, key)
@@ -171,7 +185,7 @@ end
 -- A claim under a concurrency key ended: its slot is free, and the key's
 -- oldest waiting job goes back to the head of pending to take it.
 local function release_key(holders_prefix, waiting_prefix, waiting_keys, pending, job_prefix, id, key)
-  if not key or key == '' then return end
+  if not key or key == '' or not key_lists_usable(holders_prefix .. key, waiting_prefix .. key) then return end
   redis.call('SREM', holders_prefix .. key, id)
   unpark(waiting_prefix, waiting_keys, pending, job_prefix, key, 1)
 end

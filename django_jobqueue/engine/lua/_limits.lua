@@ -4,11 +4,12 @@
 -- KEYS: as claim.lua
 --
 -- A global concurrency of N holds while fewer than N jobs of the queue are
--- claimed: the lease set (one entry per claimed job, until its claim ends by
--- any path: a completion, a failure, a requeue, a delete, an expiry, the
--- sweep) plus the ids BLMOVE moved and no stamp took yet. No counter of its
--- own, so nothing can leak a slot: a dead worker's slots come back exactly
--- when the sweep hands its jobs back.
+-- claimed, jobs claimed ahead of a busy runner included: the lease set (one
+-- entry per claimed job, until its claim ends by any path: a completion, a
+-- failure, a requeue, a delete, an expiry, the sweep) plus the ids BLMOVE
+-- moved and no stamp took yet. No counter of its own, so nothing can leak a
+-- slot: a dead worker's slots come back exactly when the sweep hands its jobs
+-- back.
 -- A rate limit of N per window holds on the claims: the claim times of the
 -- last window's jobs (server clock) sit in a sorted set, and a claim takes
 -- only as many jobs as the window still allows (a sliding window, exact: no
@@ -23,6 +24,9 @@ local function flow_limits(cap_arg, rate_count_arg, rate_window_arg)
   local rate_n, rate_ms = tonumber(rate_count_arg) or 0, tonumber(rate_window_arg) or 0
   if o[2] then rate_n, rate_ms = tonumber(o[2]) or 0, tonumber(o[3]) or 0 end
   if rate_ms <= 0 then rate_n = 0 end
+  -- A window past a day (limits.py refuses one; this one was written by
+  -- hand) is read as a day: claim times stay integers.
+  rate_ms = math.min(math.floor(rate_ms), 86400000)
   return cap, rate_n, rate_ms
 end
 

@@ -41,6 +41,9 @@ local function patch(flat, i, field, value)
   end
 end
 
+-- Concurrency keys found with every slot held during this script run.
+local full_keys = {}
+
 -- The claim time and lease deadline of the last stamp, as text.
 local stamped_at, now_text, deadline_text = nil, nil, nil
 
@@ -96,13 +99,16 @@ local function stamp(id, now, token, visibility, worker, expired_ttl, start)
     mark_expired(job_key, id, KEYS[5], KEYS[9], KEYS[6], KEYS[7], {name, queue, attempts}, now, expired_ttl)
     return false
   end
-  if key and key ~= '' then
-    key_slots = key_slots or 1
+  if key and key ~= '' and key_lists_usable(KEYS[16] .. key, KEYS[17] .. key) then
+    key_slots = math.max(key_slots or 1, 1)
     local holders = KEYS[16] .. key
-    if redis.call('SCARD', holders) >= key_slots and key_holders(holders, KEYS[8], key) >= key_slots then
+    if full_keys[key] or (redis.call('SCARD', holders) >= key_slots
+        and key_holders(holders, KEYS[8], key) >= key_slots) then
       -- Every slot of its key is held: it waits on the key's list, off
       -- pending, until a holder's claim ends (_jobs.release_key) or the
-      -- sweep finds a slot free; the jobs behind it go on meanwhile.
+      -- sweep finds a slot free; the jobs behind it go on meanwhile. (No
+      -- claim ends during this script: a key found full stays full.)
+      full_keys[key] = true
       redis.call('LREM', KEYS[2], 1, id)
       redis.call('LPUSH', KEYS[17] .. key, id)
       redis.call('ZADD', KEYS[18], 'NX', now, key)

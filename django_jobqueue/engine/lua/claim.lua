@@ -37,10 +37,12 @@
   Returns the job hash as a flat field/value array (or, with a count, a list
   of up to that many such arrays, each with its own claim token), false (or an
   empty list) when nothing is pending, {"paused"} when the queue is paused
-  for claiming, or {"limited", ms} when its flow limits let no job out now
+  for claiming, or {"limited", ms} when jobs wait but none may go out now
   (ms: until the rate allows one; 0: until a slot of the global concurrency
-  frees). A queue with a limit never has jobs claimed ahead: a claim takes at
-  most as many as start now (at least one), within what the limits allow. Ids without a hash and jobs past their TTL are dropped on the
+  frees; 1: every id this call looked at was set aside for its concurrency
+  key or dropped, and more wait: look again). A claim takes no more jobs
+  than the limits allow; under a rate limit, none ahead: at most as many as
+  start now (none when none start). Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
   An id whose job key holds another type than a hash is dropped too, and
   reported: as an error reply, or with a count as a string among the arrays
@@ -61,12 +63,28 @@ if bad then return bad end
 local now = now_ms(ARGV[1])
 local want = tonumber(ARGV[7]) or 0
 local starting = tonumber(ARGV[8]) or math.huge
+local function nothing()
+  if want == 0 then return false end
+  return {}
+end
 local cap, rate_n, rate_ms = flow_limits(ARGV[10], ARGV[11], ARGV[12])
 local limited = cap > 0 or rate_n > 0
 if limited then
   local free, wait = room(now, cap, rate_n, rate_ms)
-  if free <= 0 then return {'limited', int(wait)} end
-  if want > 0 then want = math.min(want, math.max(starting, 1), free) end
+  if free <= 0 then
+    -- Limited only while jobs wait: with none, an empty queue is empty.
+    if redis.call('LLEN', KEYS[1]) == 0 then return nothing() end
+    return {'limited', int(wait)}
+  end
+  if want > 0 then
+    want = math.min(want, free)
+    -- Under a rate limit, no claiming ahead: a job held for a busy runner
+    -- would start later than its claim, and starts could bunch past the rate.
+    if rate_n > 0 then
+      if starting == 0 then return nothing() end
+      want = math.min(want, starting)
+    end
+  end
 end
 local start_now = true
 if ARGV[9] == '1' then start_now = 'unless last chance' end
@@ -121,5 +139,10 @@ while looked < limit do
 end
 hold(held, now, visibility, ARGV[4])
 if limited then spend(held, tokens, now, cap, rate_n, rate_ms) end
+if #held == 0 and looked >= limit and redis.call('LLEN', KEYS[1]) > 0 then
+  -- Every id looked at was set aside (its concurrency key full) or dropped,
+  -- and more wait: not empty. The caller looks again at once.
+  return {'limited', '1'}
+end
 if want == 0 then return false end
 return batch

@@ -170,11 +170,24 @@ end
 local looked_at = {}
 if limit > 0 then looked_at = redis.call('ZRANGE', KEYS[16], 0, limit - 1) end
 for _, key in ipairs(looked_at) do
-  local oldest = redis.call('LINDEX', KEYS[15] .. key, -1)
-  if not oldest then
-    redis.call('ZREM', KEYS[16], key)
+  local waiting = KEYS[15] .. key
+  local oldest = nil
+  if not key_lists_usable(KEYS[14] .. key, waiting) then
+    redis.call('ZREM', KEYS[16], key)  -- no limit there any more (a key of another type)
   else
-    local slots = tonumber(redis.pcall('HGET', KEYS[11] .. oldest, 'concurrency')) or 1
+    -- Ids whose job no longer waits (cancelled, deleted, expired) leave
+    -- first: the oldest job still waiting says how many slots its key has.
+    for _ = 1, 100 do
+      oldest = redis.call('LINDEX', waiting, -1)
+      if not oldest or redis.pcall('HGET', KEYS[11] .. oldest, 'status') == 'pending' then break end
+      redis.call('RPOP', waiting)
+      oldest = nil
+    end
+  end
+  if not oldest then
+    if redis.call('EXISTS', waiting) == 0 then redis.call('ZREM', KEYS[16], key) end
+  else
+    local slots = math.max(tonumber(redis.pcall('HGET', KEYS[11] .. oldest, 'concurrency')) or 1, 1)
     local free = slots - key_holders(KEYS[14] .. key, KEYS[11], key)
     if free > 0 then unpark(KEYS[15], KEYS[16], KEYS[1], KEYS[11], key, free) end
     if redis.call('ZSCORE', KEYS[16], key) then redis.call('ZADD', KEYS[16], now, key) end
