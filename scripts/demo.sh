@@ -100,7 +100,9 @@ cd testproject
 "$PY" manage.py demo_setup --username admin --password="$password"
 "$PY" manage.py check --fail-level ERROR >/dev/null
 
-start "$PY" manage.py jobq_worker --queue jobs --concurrency 4
+# Every queue of the demo's real @job handlers (demo/jobs.py): jobs first, then the limited payments.
+# The "demo" queue is not one: the mock pool in the web process drives it.
+start "$PY" manage.py jobq_worker --queue jobs --queue payments --concurrency 4
 app_pids+=($!)
 start "$PY" manage.py runserver "127.0.0.1:$web_port" --noreload
 app_pids+=($!)
@@ -115,7 +117,7 @@ cat <<MSG
     demo page:  http://127.0.0.1:$web_port/
     admin:      http://127.0.0.1:$web_port/admin/   user: admin   password: $password
     redis:      $DEMO_REDIS_URL ($redis_note), keys under $DEMO_KEY_PREFIX:*
-    worker:     manage.py jobq_worker --queue jobs --concurrency 4
+    worker:     manage.py jobq_worker --queue jobs --queue payments --concurrency 4
 
   Press Ctrl-C to stop.
 MSG

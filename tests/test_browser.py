@@ -2,12 +2,14 @@
 
 It starts what `make demo` starts, against this test run's private Redis and a
 temporary SQLite file: the demo project (testproject/, `runserver`) and a real
-worker (`jobq_worker --queue jobs`). Then, as a person would: log in to the
-admin, start the demo's mock pool and enqueue a batch and watch the counts
-move, sign up (a view calling enqueue()) and watch that job complete in the
-admin, pause claiming on the demo queue, open a failed job, press Retry and
-see it leave the failed list. Screenshots of each step go to
-artifacts/browser/<timestamp>/ (printed), with the server and worker logs.
+worker (`jobq_worker --queue jobs --queue payments`). Then, as a person would:
+log in to the admin, start the demo's mock pool and enqueue a batch and watch
+the counts move, queue a burst of payments on the limited queue and see at
+most 2 run at once (and the admin show "2 of 2 slots in use"), sign up (a view
+calling enqueue()) and watch that job complete in the admin, pause claiming on
+the demo queue, open a failed job, press Retry and see it leave the failed list.
+Screenshots of each step go to artifacts/browser/<timestamp>/ (printed), with
+the server and worker logs.
 
 Debian's Chromium is used (/usr/bin/chromium, or `chromium` on PATH);
 Playwright never downloads a browser. Without either, the test is skipped.
@@ -131,7 +133,8 @@ class Demo:
             timeout=60,
         )
         assert setup.returncode == 0, setup.stdout + setup.stderr
-        self.manage("jobq_worker", "--queue", "jobs", "--concurrency", "2", log="worker.log")
+        # What `make demo` starts: 4 runners, more than the payments queue lets run at once.
+        self.manage("jobq_worker", "--queue", "jobs", "--queue", "payments", "--concurrency", "4", log="worker.log")
         web = self.manage("runserver", f"127.0.0.1:{self.port}", "--noreload", log="server.log")
         deadline = time.monotonic() + 30
         while True:
@@ -278,6 +281,33 @@ def tour(page, demo: Demo, artifacts: Path) -> None:
     page.click("#report-cancel")
     expect(page.locator("#report-state")).to_contain_text("cancelled", timeout=WAIT_MS)
     expect(page.locator("#report-cancel")).to_be_disabled()
+
+    # A limited queue (GLOBAL_CONCURRENCY 2): a burst of 20 payments, and the worker's 4 runners
+    # never hold more than 2 of them. The page records the most it shows processing at once.
+    page.evaluate(
+        """() => {
+          window.mostPaymentsRunning = 0;
+          new MutationObserver(() => {
+            const shown = Number(document.querySelector("#payments-processing-depth .depth").textContent);
+            window.mostPaymentsRunning = Math.max(window.mostPaymentsRunning, shown);
+          }).observe(document.getElementById("lists-payments"), {childList: true});
+        }"""
+    )
+    page.click("#payments-button")
+    expect(page.locator("#payments-state")).to_have_text("queued 20 payments")
+    wait_depth(page, "payments", "processing", 2)
+    wait_depth(page, "payments", "completed", 4)  # a few rounds of 2
+    assert page.evaluate("window.mostPaymentsRunning") == 2
+    assert depth(page, "payments", "pending") >= 1, "the rest wait their turn"
+    shot(page, artifacts, "demo-payments")
+    # The admin overview shows the queue's limits and the slots in use, while the burst drains.
+    page.goto(f"{admin}/")
+    limits = page.locator('[data-limits="payments"]')
+    expect(limits.locator('[data-limit="global_concurrency"]')).to_contain_text("concurrency 2 (from settings)")
+    expect(limits.locator('[data-limit="rate_limit"]')).to_contain_text("rate 5/s (from settings)")
+    expect(limits.locator('[data-use="slots"]')).to_have_text("2 of 2 slots in use")
+    shot(page, artifacts, "admin-overview-payments")
+    limits.screenshot(path=str(artifacts / "admin-payments-limits.png"))  # the column may be scrolled off
 
     # The sign-up form: a view that calls enqueue(); the real worker runs the job.
     page.goto(f"{demo.url}/signup/")

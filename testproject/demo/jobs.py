@@ -1,9 +1,9 @@
 """Real jobs of the demo project, run by `manage.py jobq_worker`.
 
 They stand in for what a project sends to the background: mail, webhooks,
-thumbnails, invoices. Each takes a little time; the email one fails now and then
-so retries show in the admin (one time in five; DEMO_SMTP_FAILURE_RATE changes it,
-the browser test sets 0).
+thumbnails, invoices, card payments. Each takes a little time; the email one
+fails now and then so retries show in the admin (one time in five;
+DEMO_SMTP_FAILURE_RATE changes it, the browser test sets 0).
 """
 
 from __future__ import annotations
@@ -57,3 +57,13 @@ def export_report(payload, job):
         time.sleep(0.5)  # rendering a page
         job.progress(page / pages, message=f"page {page} of {pages}")
     return {"pages": pages}
+
+
+@job(name="charge_card", queue="payments", concurrency_key=lambda payload: payload["customer"], concurrency=1)
+def charge_card(payload, job):
+    """A call to a card processor that allows few at once: the "payments"
+    queue's GLOBAL_CONCURRENCY (2) and RATE_LIMIT (5/s) hold across every
+    worker (docs/flow-control.md), and the concurrency key charges one
+    customer's cards one at a time. The demo page queues 20 at once."""
+    time.sleep(0.8)  # the processor's answer
+    return {"customer": payload["customer"], "charged": payload["amount"]}

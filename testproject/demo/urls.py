@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/enqueue/", views.enqueue_batch, name="enqueue"),
     path("api/pool/", views.configure_pool, name="pool"),
     path("api/reclaim/", views.reclaim, name="reclaim"),
+    path("api/payments/", views.queue_payments, name="payments"),
     path("api/report/", views.start_report, name="report"),
     path("api/report/<str:job_id>/", views.report_state, name="report_state"),
     path("api/report/<str:job_id>/cancel/", views.cancel_report, name="report_cancel"),

@@ -25,6 +25,7 @@ from django_jobqueue import (
     QueueUnavailable,
     cancel,
     enqueue,
+    enqueue_many,
     get_queue,
 )
 from django_jobqueue.engine.schedules import ScheduleStore
@@ -170,7 +171,8 @@ def _queue_state(name: str) -> dict:
 @require_GET
 @needs_redis
 def state(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"queues": {name: _queue_state(name) for name in (QUEUE, "jobs")}, "pool": pool.state()})
+    queues = {name: _queue_state(name) for name in (QUEUE, "jobs", PAYMENTS_QUEUE)}
+    return JsonResponse({"queues": queues, "pool": pool.state()})
 
 
 def _number(request: HttpRequest, key: str, default: float) -> float:
@@ -244,3 +246,17 @@ def cancel_report(request: HttpRequest, job_id: str) -> JsonResponse:
     except (JobNotCancellable, JobNotFound) as exc:
         return JsonResponse({"error": str(exc)}, status=409)
     return JsonResponse({"cancel": outcome.value})
+
+
+PAYMENTS_QUEUE = "payments"  # limited in the settings: 2 at once, 5 a second
+PAYMENTS_BURST = 20
+CUSTOMERS = ("acme", "globex", "initech", "umbrella", "hooli")
+
+
+@require_POST
+@needs_redis
+def queue_payments(request: HttpRequest) -> JsonResponse:
+    """A burst of card charges: the worker has runners to spare, but the
+    queue's limits let 2 run at once; the rest wait in pending."""
+    payloads = [{"customer": CUSTOMERS[n % len(CUSTOMERS)], "amount": 10 + n, "n": n} for n in range(PAYMENTS_BURST)]
+    return JsonResponse({"enqueued": len(enqueue_many("charge_card", payloads))})

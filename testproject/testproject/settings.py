@@ -68,6 +68,10 @@ JOBQUEUE = {
     "QUEUES": {
         # Real @job handlers (demo/jobs.py), run by `manage.py jobq_worker`.
         "jobs": {"VISIBILITY_MS": 10_000, "CONCURRENT_JOBS": 4},
+        # A limited queue (docs/flow-control.md): a card processor takes at most
+        # 2 charges at once and 5 a second, whatever the number of workers and
+        # runners; the demo page's "Queue 20 payments" shows the rest waiting.
+        "payments": {"VISIBILITY_MS": 10_000, "CONCURRENT_JOBS": 4, "GLOBAL_CONCURRENCY": 2, "RATE_LIMIT": "5/s"},
         # The seed's demo: a mock worker pool inside the web process drives this
         # queue with the bare engine, so failures and hangs can be dialled in.
         "demo": {"VISIBILITY_MS": 5000, "MAX_ATTEMPTS": 3, "HISTORY": 50},
