@@ -15,6 +15,8 @@ from typing import Any
 COUNTER = "bench:done"
 STARTS = "bench:started"
 URL_ENV = "BENCH_REDIS_URL"
+# Read by bench/settings.py: the queue's GLOBAL_CONCURRENCY in our limited drain.
+GLOBAL_CONCURRENCY_ENV = "BENCH_GLOBAL_CONCURRENCY"
 
 _client: Any = None
 

@@ -8,8 +8,11 @@ an emptied server (FLUSHALL):
    beside a redis-py PING loop in a child process of its own (bench.client ping)
 2. bulk enqueue, then drain with 1 process (bench.client bulk; workers started here)
 3. bulk enqueue, Redis memory per pending job, then drain with 2 processes
+3b. ours only: the same drain on a queue with a GLOBAL_CONCURRENCY as high as
+   the runner threads of both processes (so it never holds a job back): what a
+   limited queue's bookkeeping costs per job
 
-Phases 1-3 run in rounds (Plan.single_rounds, Plan.drain_rounds): every
+Phases 1-3b run in rounds (Plan.single_rounds, Plan.drain_rounds): every
 system once per round, so each system's runs are spread over the same minutes;
 the best run of each counts.
 4. enqueue-to-start latency on an idle worker
@@ -37,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.common import COUNTER, URL_ENV
+from bench.common import COUNTER, GLOBAL_CONCURRENCY_ENV, URL_ENV
 from bench.monitor import Monitor, parse
 from bench.systems import System
 
@@ -45,6 +48,13 @@ REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.005  # how often the harness reads the done-counter while a drain runs
 # The steady drain rate is measured between these fractions of the jobs done.
 STEADY_FROM, STEADY_TO = 0.1, 0.9
+# Our limited drain: this many worker processes, on a queue whose global
+# concurrency is well above what they hold at once (their runners' jobs and
+# the short jobs they claim ahead, up to 32 each): a limit that never binds,
+# so what is measured is its bookkeeping.
+LIMITED_PROCESSES = 2
+LIMITED_GLOBAL_CONCURRENCY = 100
+LIMITED_PHASE = f"bulk enqueue + drain, {LIMITED_PROCESSES} worker processes, global concurrency limit (ours only)"
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,9 @@ class SystemResult:
     bulk_api: bool = True
     drains: dict[int, Drain] = field(default_factory=dict)  # the best of drain_runs, per process count
     drain_runs: dict[int, list[Drain]] = field(default_factory=dict)
+    # Ours only: the 2-process drain on a queue with a global concurrency limit.
+    limited_drain: Drain | None = None  # the best of limited_drain_runs
+    limited_drain_runs: list[Drain] = field(default_factory=list)
     mem_per_job: float | None = None
     latency_ms: list[float] = field(default_factory=list)
     latency_error: str | None = None
@@ -161,14 +174,20 @@ class Harness:
 
     # ------------------------------------------------------------ plumbing
 
-    def child(self, system: System, *args: object, timeout: float = 600) -> dict[str, Any]:
+    def child(
+        self, system: System, *args: object, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "bench.client", system.key, *map(str, args)]
-        out = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+        out = subprocess.run(
+            cmd, env=env or self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[2:])} failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def spawn(self, system: System, processes: int, *, burst: bool, phase: str) -> list[subprocess.Popen[bytes]]:
+    def spawn(
+        self, system: System, processes: int, *, burst: bool, phase: str, env: dict[str, str] | None = None
+    ) -> list[subprocess.Popen[bytes]]:
         procs = []
         for argv in system.worker_commands(processes, burst=burst, url=self.url):
             self._logs += 1
@@ -176,7 +195,12 @@ class Harness:
             try:
                 procs.append(
                     subprocess.Popen(
-                        argv, env=self.env, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+                        argv,
+                        env=env or self.env,
+                        cwd=REPO,
+                        stdout=logf,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
                     )
                 )
             finally:
@@ -257,14 +281,19 @@ class Harness:
             ("enqueue, one at a time", self.phase_single, p.single_rounds),
             ("bulk enqueue + drain, 1 worker process", lambda s: self.phase_drain(s, 1), p.drain_rounds),
             ("bulk enqueue + memory + drain, 2 worker processes", lambda s: self.phase_drain(s, 2), p.drain_rounds),
+            (LIMITED_PHASE, self.phase_limited_drain, p.drain_rounds),
             ("enqueue-to-start latency", self.phase_latency, 1),
             ("commands per job", self.phase_commands, 1),
         ]:
+            # The limited drain is ours alone: a feature the peers are not run with.
+            systems = [s for s in self.systems if s.key == "jobqueue"] if name == LIMITED_PHASE else self.systems
+            if not systems:
+                continue
             for round_no in range(1, rounds + 1):
                 self.log(f"== {name}" + (f" (round {round_no} of {rounds})" if rounds > 1 else ""))
                 if phase == self.phase_single:
                     self.phase_ping()
-                for system in self.systems:
+                for system in systems:
                     t0 = time.perf_counter()
                     try:
                         phase(system)
@@ -279,6 +308,9 @@ class Harness:
         r = self.results[key]
         if phase.startswith("enqueue,"):
             return f"{r.enqueue_single_runs[-1]:,.0f} jobs/s"
+        if phase == LIMITED_PHASE and r.limited_drain_runs:
+            d = r.limited_drain_runs[-1]
+            return f"{d.done} jobs in {d.total_s:.2f} s, steady {d.steady_rate or 0:,.0f} jobs/s"
         if "drain" in phase:
             d = r.drain_runs[max(r.drain_runs)][-1]
             extra = " (time cap)" if d.capped else ""
@@ -307,30 +339,49 @@ class Harness:
         result.enqueue_single_runs.append(res["n"] / res["seconds"])
         result.enqueue_single = max(result.enqueue_single_runs)
 
-    def phase_drain(self, system: System, processes: int) -> None:
+    def phase_drain(self, system: System, processes: int, *, global_concurrency: int = 0) -> None:
+        """Bulk enqueue, then drain with ``processes`` burst workers; with a
+        ``global_concurrency``, on a queue limited to it (ours only), kept apart."""
         result = self.results[system.key]
         n = self.plan.drain_n
+        # The settings (bench/settings.py) read the limit: the enqueuer and the
+        # workers run with the same queue settings, as in a real deployment.
+        env = {**self.env, GLOBAL_CONCURRENCY_ENV: str(global_concurrency)} if global_concurrency else None
         self.r.flushall()
         mem0 = self.r.info("memory")["used_memory"]
-        res = self.child(system, "bulk", n)
-        if processes == 2:
+        res = self.child(system, "bulk", n, env=env)
+        if processes == 2 and not global_concurrency:
             # After one round already ran, so one-off costs (script cache, buffers) are paid.
             result.mem_per_job = (self.r.info("memory")["used_memory"] - mem0) / n
         result.bulk_api = res["bulk"]
-        if res["bulk"]:
+        if res["bulk"] and not global_concurrency:
+            # The peers have no limited drain: ours gets no extra try at the bulk row.
             result.enqueue_bulk.append(n / res["seconds"])
         d = Drain(processes, n)
         started = time.perf_counter()
-        procs = self.spawn(system, processes, burst=True, phase=f"drain{processes}")
+        phase = f"drain{processes}" + ("-limited" if global_concurrency else "")
+        procs = self.spawn(system, processes, burst=True, phase=phase, env=env)
         try:
             self.wait_done(n, self.plan.drain_cap_s, started, procs, d)
         finally:
             self.stop(procs)
-        runs = result.drain_runs.setdefault(processes, [])
-        runs.append(d)
-        result.drains[processes] = max(runs, key=lambda run: (not run.error, run.steady_rate or 0.0))
+        if global_concurrency:
+            result.limited_drain_runs.append(d)
+            result.limited_drain = max(result.limited_drain_runs, key=_best_drain)
+        else:
+            runs = result.drain_runs.setdefault(processes, [])
+            runs.append(d)
+            result.drains[processes] = max(runs, key=_best_drain)
         if d.error:
             raise RuntimeError(d.error)
+
+    def phase_limited_drain(self, system: System) -> None:
+        """Our 2-process drain on a queue limited to as many jobs at once as
+        both processes have runner threads: the limit never holds a job back,
+        so the difference from the unlimited drain is what the limit's
+        bookkeeping costs (no claiming ahead, a mark per claimed job, a wake
+        token per completion)."""
+        self.phase_drain(system, LIMITED_PROCESSES, global_concurrency=LIMITED_GLOBAL_CONCURRENCY)
 
     def phase_latency(self, system: System) -> None:
         result = self.results[system.key]
@@ -420,6 +471,11 @@ class Harness:
         return out
 
 
+def _best_drain(d: Drain) -> tuple[bool, float]:
+    """The sort key of the drain that counts: one without error, then the best steady rate."""
+    return (not d.error, d.steady_rate or 0.0)
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
     ordered = sorted(values)
@@ -440,5 +496,6 @@ def as_json(results: dict[str, SystemResult]) -> dict[str, Any]:
         }  # fmt: skip
         data["drain_runs"] = {str(p): [{**asdict(d), "total_rate": d.total_rate} for d in runs]
                               for p, runs in r.drain_runs.items()}  # fmt: skip
+        data["limited_drain_runs"] = [{**asdict(d), "total_rate": d.total_rate} for d in r.limited_drain_runs]
         out[key] = data
     return out

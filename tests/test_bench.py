@@ -12,14 +12,15 @@ import sys
 
 import pytest
 
-from bench.report import ROWS
+from bench.report import LIMITED_ROW, ROWS
 from tests.helpers.paths import ROOT
 
 
 def _value(md: str, label: str) -> float:
     line = next((ln for ln in md.splitlines() if ln.startswith(f"| {label} |")), None)
     assert line is not None, f"row {label!r} is missing from the table"
-    cell = line.split("|")[2].strip().rstrip("†‡").replace(",", "")
+    # A cell may carry a note in brackets after its number: "13,021 (+4.2 µs/job)".
+    cell = line.split("|")[2].split(" (")[0].strip().rstrip("†‡").replace(",", "")
     assert re.fullmatch(r"\d+(\.\d+)?", cell), f"row {label!r} has no number: {cell!r}"
     return float(cell)
 
@@ -36,6 +37,10 @@ def test_quick_benchmark_of_our_queue(tmp_path):
     assert "| Measure | django-jobqueue |" in md
     for row in ROWS:
         assert _value(md, row.label) > 0, row.label
+    # The global concurrency row states its cost per job against the unlimited drain, and says what it measures.
+    limited = next(ln for ln in md.splitlines() if ln.startswith(f"| {LIMITED_ROW.label} |"))
+    assert re.search(r"\([+-]\d+\.\d µs/job\)", limited), limited
+    assert "the limit never holds a job back" in md
     # Ours only: the reclaim sweep table and the ceilings are there too.
     assert "## Our reclaim sweep" in md
     assert "our engine: claim_nowait() + complete()" in md
