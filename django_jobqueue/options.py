@@ -44,7 +44,7 @@ MAX_REPLICAS = 100
 MAX_CONCURRENCY_KEY_LENGTH = 200
 # The most jobs of one concurrency key that may run at once (a key's slots are
 # read one by one when full: docs/flow-control.md).
-MAX_KEY_CONCURRENCY = 1000
+MAX_KEY_CONCURRENCY = 100
 
 
 @dataclass(frozen=True)

@@ -1395,16 +1395,15 @@ def test_an_expiry_refused_for_a_key_of_the_wrong_type_changes_nothing(r, clock)
     _a_sweep_refused_changes_nothing(r, clock, "stats", ttl_ms=1000)
 
 
-@engine_bug("stamp.lua (a blocking claim's stamp) checks no key types")
-def test_a_late_stamp_refused_for_a_key_of_the_wrong_type_changes_nothing(r, clock):
-    """stamp.lua takes the id off the claiming list, then LPUSH onto processing
-    fails: the job stays "pending" on no list (the claiming list's sweep can no
-    longer find it either). The same happens with the paused key of the wrong
-    type; with the lease set, after the job was stamped."""
+@pytest.mark.parametrize("key", ["processing", "leases", "limits", "rate"])
+def test_a_late_stamp_refused_for_a_key_of_the_wrong_type_changes_nothing(r, clock, key):
+    """stamp.lua checks the keys it writes before it takes the id off the
+    claiming list: a failure after that would leave the job "pending" on no
+    list (the claiming list's sweep could no longer find it either)."""
     q = RedisJobQueue(r, "jobs", visibility_ms=VISIBILITY, clock=clock)
     job_id = q.enqueue({})
     assert r.lmove(K + "pending", K + "claiming", "RIGHT", "LEFT") == job_id
-    _wrong(r, K + "processing")
+    _wrong(r, K + key)
     before = dump(r)
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         scripts.get("stamp")(r, q._claim_keys(), [clock(), new_claim_token(), VISIBILITY, "w1", job_id, FAILED_TTL])

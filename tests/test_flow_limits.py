@@ -6,6 +6,7 @@ limited waits in one blocking call, not a poll."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from django_jobqueue.engine.limits import FlowLimits, Rate, parse_rate, read_sta
 from django_jobqueue.exceptions import ConfigurationError
 from django_jobqueue.flow_limits import limits_view
 from django_jobqueue.queue import RedisJobQueue
+from django_jobqueue.worker import Worker
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import drain
 
@@ -25,6 +27,16 @@ from tests.helpers.workers import drain
 @job(name="flow.noop", queue="jobs")
 def noop(payload, job):
     return None
+
+
+STARTED: list[str] = []  # ids of the flow.hold jobs whose handler began
+RELEASE = threading.Event()  # lets them return
+
+
+@job(name="flow.hold", queue="jobs")
+def hold(payload, job):
+    STARTED.append(job.id)
+    RELEASE.wait(60)
 
 
 @job(name="flow.export", queue="jobs", concurrency_key=lambda payload: payload["customer"], concurrency=1)
@@ -55,15 +67,31 @@ def test_a_claim_hands_out_no_more_jobs_than_the_global_concurrency(r, clock):
     assert r.llen(q.keys.pending) == 3  # waiting, in order, untouched
 
 
-def test_a_batch_claim_takes_no_more_than_the_free_slots_jobs_ahead_included(r, clock):
+def test_short_jobs_may_be_claimed_ahead_within_the_free_slots(r, clock):
+    """Under a global concurrency alone, a worker whose jobs are short claims a
+    batch (a job held for a busy runner holds its slot): never more than the
+    free slots."""
     q = limited(r, clock, cap=3)
     for n in range(5):
         q.enqueue({"n": n})
 
-    got = q.claim_many(5, "w1", start=1)  # one starts now, two for runners not yet free
+    script, keys, args = q.claim_many_call(5, "w1", start=1, claim_ahead=True)
+    got = q.parse_claim_many(script(r, keys, args))
 
     assert len(got) == 3 and in_use(q) == 3
     assert q.claim_many(5, "w1", start=0) == []
+
+
+def test_a_limited_queue_has_no_jobs_claimed_ahead_unless_they_are_short(r, clock):
+    """A job held for a busy runner would hold a slot that another worker's
+    idle runner could use: only the jobs that start now are claimed."""
+    q = limited(r, clock, cap=10)
+    for n in range(5):
+        q.enqueue({"n": n})
+
+    assert q.claim_many(5, "w1", start=0) == []
+    assert len(q.claim_many(5, "w1", start=1)) == 1
+    assert len(q.claim_many(5, "w1", start=2)) == 2
 
 
 def test_a_rate_limited_queue_never_has_jobs_claimed_ahead(r, clock):
@@ -74,7 +102,8 @@ def test_a_rate_limited_queue_never_has_jobs_claimed_ahead(r, clock):
     for n in range(8):
         q.enqueue({"n": n})
 
-    assert q.claim_many(5, "w1", start=0) == []
+    script, keys, args = q.claim_many_call(5, "w1", start=0, claim_ahead=True)  # short jobs: still none ahead
+    assert q.parse_claim_many(script(r, keys, args)) == []
     assert len(q.claim_many(5, "w1", start=1)) == 1
     assert len(q.claim_many(5, "w1", start=3)) == 3
     assert len(q.claim_many(2, "w1")) == 2  # start=None: all start now, within the rate
@@ -571,3 +600,25 @@ def test_hand_written_limits_out_of_bounds_read_safely(r, clock):
     assert q.claim_nowait("w1") is None
     with pytest.raises(ValueError, match="at most 24h"):
         parse_rate("1/100000000000000h")
+
+
+def test_a_worker_with_busy_runners_leaves_the_free_slots_to_other_workers(r, jobq_settings):
+    """A job claimed ahead for a busy runner would hold a slot another
+    worker's idle runner could use: two workers of one runner each, two slots,
+    two long jobs: each worker runs one, at the same time."""
+    jobq_settings(QUEUES={"jobs": {"GLOBAL_CONCURRENCY": 2}})
+    STARTED.clear()
+    RELEASE.clear()
+    first, second = enqueue("flow.hold", {}), enqueue("flow.hold", {})
+    workers = [Worker(["jobs"], concurrency=1, scheduler=False) for _ in range(2)]
+    threads = [threading.Thread(target=w.run, kwargs={"install_signals": False}, daemon=True) for w in workers]
+    try:
+        threads[0].start()
+        wait_for(lambda: STARTED == [first], what="the first worker to run the first job")
+        threads[1].start()
+        wait_for(lambda: STARTED == [first, second], timeout=10, what="the second worker to run the second job")
+    finally:
+        RELEASE.set()
+        for w, t in zip(workers, threads, strict=True):
+            w.stop()
+            t.join(timeout=30)

@@ -290,6 +290,7 @@ def test_a_batched_claim_names_its_keys_and_arguments(q, clock):
         "global_concurrency": 0,
         "rate_count": 0,
         "rate_window_ms": 0,
+        "claim_ahead": "",
     }
 
 

@@ -87,6 +87,8 @@ def purge(queue: RedisJobQueue, which: str) -> BulkResult:
             more = _purge_list(queue, waiting, which, queue.client.llen(waiting))
             result.done += more.done
             result.skipped += more.skipped
+            if more.left == 0:
+                queue.client.zrem(queue.keys.waiting_keys, key)
     result.left = list_length(queue, which)
     return result
 

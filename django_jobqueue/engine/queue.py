@@ -297,11 +297,15 @@ class RedisJobQueue(QueueOperations):
         start: int | None = None,
         defer_last_chance: bool = False,
         token: str | None = None,
+        claim_ahead: bool = False,
     ) -> tuple[scripts.Script, list[str], list[Any]]:
         """The script call behind claim_many(), for batching in a pipeline
         (``defer_last_chance``: as claim_nowait's). ``token``: the call's claim
         token (ids.new_claim_token; each job's own is made from it), for a
-        caller that hands the claim back when its reply is lost."""
+        caller that hands the claim back when its reply is lost.
+        ``claim_ahead``: the caller's jobs are short, so on a queue with a
+        global concurrency alone the jobs past ``start`` may be claimed ahead
+        (claim.lua); otherwise a limited queue gives only those that start."""
         script = scripts.get("claim")
         args = script.argv_for(
             now=self._now(),
@@ -314,6 +318,7 @@ class RedisJobQueue(QueueOperations):
             start="" if start is None else int(start),
             defer_last_chance="1" if defer_last_chance else "",
             **self.limits.argv(),
+            claim_ahead="1" if claim_ahead else "",
         )
         return script, script.keys_for(self.keys), args
 
@@ -409,40 +414,43 @@ class RedisJobQueue(QueueOperations):
         so that it can find the job if the reply is lost.
         """
         token = token or new_claim_token()
-        job, limited = self._claim_once(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
+        claim_once = functools.partial(
+            self._claim_once, worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance
+        )
+        job, limited = claim_once()
         if job is not None or timeout_ms <= 0:
             return job
-        if limited is not None:
-            self.wait_for_room(limited, timeout_ms)
-            return self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
-        if self.paused_state() in ("out", "all"):
+        if limited is None and self.paused_state() in ("out", "all"):
             # Paused for claiming: wait a little (not in BLMOVE, which would
             # take a job) so callers looping on claim() do not spin.
             time.sleep(min(timeout_ms, PAUSED_WAIT_MS) / 1000)
             return None
         lease = self.visibility_ms if lease_ms is None else lease_ms
         deadline = time.monotonic() + max(timeout_ms, 100) / 1000
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            block_s = max(0.1, min(left, MAX_BLOCK_MS / 1000))
-            moved, res = self._block_and_stamp(block_s, lease, worker_id, token, defer_last_chance)
-            if _is_paused(res):
-                return None
-            limited = limited_wait_ms(res)
+        while (left := deadline - time.monotonic()) > 0:
             if limited is not None:
+                # Jobs wait, but the flow limits let none out now: wait for
+                # room (one blocking call), then claim again.
                 self.wait_for_room(limited, int(left * 1000))
-                return self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
-            if res:
-                return ClaimedJob.from_fields(_pairs(res))
-            if not moved:
-                return None
-            # Not ours to run (dropped orphan, expired, or reclaimed meanwhile):
-            # look again without blocking, then block for what is left.
-            job = self.claim_nowait(worker_id, lease_ms=lease_ms, token=token, defer_last_chance=defer_last_chance)
+            else:
+                block_s = max(0.1, min(left, MAX_BLOCK_MS / 1000))
+                moved, res = self._block_and_stamp(block_s, lease, worker_id, token, defer_last_chance)
+                if _is_paused(res):
+                    return None
+                limited = limited_wait_ms(res)
+                if limited is not None:
+                    continue  # the id went back to the head of pending: room first
+                if res:
+                    return ClaimedJob.from_fields(_pairs(res))
+                if not moved:
+                    return None
+                # Not ours to run (dropped orphan, expired, or reclaimed
+                # meanwhile): look again without blocking, then block for
+                # what is left.
+            job, limited = claim_once()
             if job is not None:
                 return job
+        return None
 
     def wait_for_room(self, wait_ms: int, timeout_ms: int) -> None:
         """Wait until the queue's flow limits may let a job out: ``wait_ms``

@@ -243,7 +243,14 @@ class Fetcher:
         token = ""
         if claim is not None:
             token = new_claim_token()
-            calls.append(claim.claim_many_call(want, self.worker_id, start=start, defer_last_chance=True, token=token))
+            # Jobs claimed ahead of busy runners hold slots of a limited
+            # queue: worth it only while the jobs are short (claim.lua).
+            short = self._job_s is not None and self._job_s < SHORT_JOB_S
+            calls.append(
+                claim.claim_many_call(
+                    want, self.worker_id, start=start, defer_last_chance=True, token=token, claim_ahead=short
+                )
+            )
         if not calls:
             return []
         try:

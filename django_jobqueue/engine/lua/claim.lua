@@ -31,6 +31,10 @@
           (absent, "" or 0: none), unless the limits hash says otherwise
   ARGV[11] rate_count? most jobs handed out per window (absent, "" or 0: none)
   ARGV[12] rate_window_ms? the rate's window (see _limits.lua)
+  ARGV[13] claim_ahead? "1": the caller's jobs are short, so a queue with a
+          global concurrency alone may have jobs claimed ahead (within its
+          free slots); otherwise a limited queue's claim takes only the jobs
+          that start now
 
   A job whose concurrency key has all its slots held waits on the key's list
   instead (_jobs.lua, concurrency keys), and the claim goes on to the next.
@@ -41,8 +45,9 @@
   (ms: until the rate allows one; 0: until a slot of the global concurrency
   frees; 1: every id this call looked at was set aside for its concurrency
   key or dropped, and more wait: look again). A claim takes no more jobs
-  than the limits allow; under a rate limit, none ahead: at most as many as
-  start now (none when none start). Ids without a hash and jobs past their TTL are dropped on the
+  than the limits allow, and on a limited queue none ahead (at most as many
+  as start now, none when none start) unless ARGV[13] allows it: a job held
+  for a busy runner holds its slot. Ids without a hash and jobs past their TTL are dropped on the
   way (at most 100 per call beyond the jobs claimed, so one call stays short).
   An id whose job key holds another type than a hash is dropped too, and
   reported: as an error reply, or with a count as a string among the arrays
@@ -78,9 +83,11 @@ if limited then
   end
   if want > 0 then
     want = math.min(want, free)
-    -- Under a rate limit, no claiming ahead: a job held for a busy runner
-    -- would start later than its claim, and starts could bunch past the rate.
-    if rate_n > 0 then
+    -- No claiming ahead, but for short jobs under a global concurrency alone:
+    -- a job held for a busy runner holds a slot that another worker's idle
+    -- runner could use, and under a rate limit it would start later than its
+    -- claim, so starts could bunch past the rate.
+    if rate_n > 0 or ARGV[13] ~= '1' then
       if starting == 0 then return nothing() end
       want = math.min(want, starting)
     end

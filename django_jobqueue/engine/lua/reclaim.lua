@@ -169,6 +169,7 @@ end
 --    back of the line (scored now), so every key's turn comes.
 local looked_at = {}
 if limit > 0 then looked_at = redis.call('ZRANGE', KEYS[16], 0, limit - 1) end
+local stale_budget = limit  -- ids of jobs gone away dropped per sweep, all keys together
 for _, key in ipairs(looked_at) do
   local waiting = KEYS[15] .. key
   local oldest = nil
@@ -177,10 +178,11 @@ for _, key in ipairs(looked_at) do
   else
     -- Ids whose job no longer waits (cancelled, deleted, expired) leave
     -- first: the oldest job still waiting says how many slots its key has.
-    for _ = 1, 100 do
+    while stale_budget > 0 do
       oldest = redis.call('LINDEX', waiting, -1)
       if not oldest or redis.pcall('HGET', KEYS[11] .. oldest, 'status') == 'pending' then break end
       redis.call('RPOP', waiting)
+      stale_budget = stale_budget - 1
       oldest = nil
     end
   end

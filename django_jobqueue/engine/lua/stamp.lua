@@ -24,6 +24,7 @@
   ARGV[8] global_concurrency?  ARGV[9] rate_count?  ARGV[10] rate_window_ms?
           the queue's flow limits from its settings (as claim.lua's)
 
+  A shared key of the wrong type is an error before anything is changed.
   Returns the job hash (flat array), false when the job is not ours to run
   (reclaimed meanwhile, an orphan id, or expired by TTL) or claiming is empty
   (the BLMOVE ahead timed out), or {"paused"} when
@@ -37,6 +38,12 @@
 --@include _stamp
 --@include _limits
 
+-- The shared keys this may write, checked before the id leaves claiming
+-- (see _jobs.check_types): a failure after that would leave the job on no list.
+local bad = check_types({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'zset', KEYS[5], 'zset', KEYS[6], 'hash',
+  KEYS[9], 'hash', KEYS[10], 'list', KEYS[11], 'hash', KEYS[13], 'string', KEYS[14], 'hash', KEYS[15], 'zset',
+  KEYS[18], 'zset'})
+if bad then return bad end
 local now = now_ms(ARGV[1])
 local id = ARGV[5]
 if id == '' then
