@@ -32,6 +32,8 @@ __all__ = [
     "UnknownJobError",
     "UnknownQueueError",
     "__version__",
+    "aenqueue",
+    "aenqueue_many",
     "cancel",
     "enqueue",
     "enqueue_many",
@@ -41,10 +43,19 @@ __all__ = [
 
 # Where each public name is defined (relative to this package); the exceptions
 # are in .exceptions.
-_HOME = {"cancel": ".cancellation", "enqueue": ".api", "enqueue_many": ".api", "get_queue": ".api", "job": ".registry"}
+_HOME = {
+    "aenqueue": ".async_api",
+    "aenqueue_many": ".async_api",
+    "cancel": ".cancellation",
+    "enqueue": ".api",
+    "enqueue_many": ".api",
+    "get_queue": ".api",
+    "job": ".registry",
+}
 
 if TYPE_CHECKING:
     from .api import enqueue, enqueue_many, get_queue
+    from .async_api import aenqueue, aenqueue_many
     from .cancellation import cancel
     from .exceptions import (
         ConfigurationError,

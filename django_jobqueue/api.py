@@ -142,17 +142,7 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     caller = tracing.caller_context()
 
     def add(extra: Mapping[str, str] | None) -> str:
-        return queue.enqueue_encoded(
-            payload_json,
-            job_id=job_id,
-            name=definition.name,
-            delay_ms=opts.delay_ms,
-            ttl_ms=opts.ttl_ms,
-            unique_key=opts.unique_key,
-            max_attempts=opts.max_attempts or definition.max_attempts,
-            extra=extra,
-            **replication,
-        )
+        return queue.enqueue_encoded(payload_json, extra=extra, **_write_options(definition, opts, job_id, replication))
 
     def write() -> str:
         try:
@@ -170,11 +160,57 @@ def enqueue(name_or_function: str | Callable[..., Any] | JobDefinition, payload:
     return write()
 
 
+def _write_options(
+    definition: JobDefinition, opts: EnqueueOptions, job_id: str, replication: dict[str, int]
+) -> dict[str, Any]:
+    """The engine's enqueue options (but ``extra``) of an enqueue() or aenqueue()."""
+    return {
+        "job_id": job_id,
+        "name": definition.name,
+        "delay_ms": opts.delay_ms,
+        "ttl_ms": opts.ttl_ms,
+        "unique_key": opts.unique_key,
+        "max_attempts": opts.max_attempts or definition.max_attempts,
+        **replication,
+    }
+
+
+def _bulk_options(definition: JobDefinition, opts: EnqueueOptions, replication: dict[str, int]) -> dict[str, Any]:
+    """The engine's enqueue_many options (but ``extra``) of an enqueue_many() or aenqueue_many()."""
+    return {
+        "name": definition.name,
+        "delay_ms": opts.delay_ms,
+        "ttl_ms": opts.ttl_ms,
+        "max_attempts": opts.max_attempts or definition.max_attempts,
+        **replication,
+    }
+
+
 def _fields(opts: EnqueueOptions, payload: Any) -> dict[str, str] | None:
     """The job hash fields an enqueue adds: its options', its concurrency key's."""
     if opts.concurrency_key is None:
         return opts.hash_fields()
     return {**(opts.hash_fields() or {}), **opts.key_fields(payload)}
+
+
+def _runs(
+    opts: EnqueueOptions, queue: RedisJobQueue, payloads: list[Any]
+) -> list[tuple[dict[str, str] | None, list[Any]]]:
+    """enqueue_many()'s batches: jobs with a concurrency key carry its value,
+    so one batch per run of payloads with the same fields, in order (the jobs
+    keep their order). With several, every payload is encoded first: a bad
+    one must fail before the first batch is written."""
+    runs: list[tuple[dict[str, str] | None, list[Any]]] = []
+    for payload in payloads:
+        fields = _fields(opts, payload)
+        if runs and runs[-1][0] == fields:
+            runs[-1][1].append(payload)
+        else:
+            runs.append((fields, [payload]))
+    if len(runs) > 1:
+        for payload in payloads:
+            queue.encode(payload)
+    return runs
 
 
 def _enqueue_on_commit(queue: RedisJobQueue, name: str, job_id: str, unique_key: str, write: Callable[[], str]) -> str:
@@ -227,15 +263,7 @@ def enqueue_many(
     payloads = list(payloads)
     for payload in payloads:
         _check_preflight(definition, payload, queue)
-    # Jobs with a concurrency key carry its value: one batch per run of
-    # payloads with the same fields, in order, so the jobs keep their order.
-    runs: list[tuple[dict[str, str] | None, list[Any]]] = []
-    for payload in payloads:
-        fields = _fields(opts, payload)
-        if runs and runs[-1][0] == fields:
-            runs[-1][1].append(payload)
-        else:
-            runs.append((fields, [payload]))
+    runs = _runs(opts, queue, payloads)
     caller = tracing.caller_context()  # one trace context for all the jobs
 
     def write() -> list[str]:
@@ -243,15 +271,7 @@ def enqueue_many(
         try:
             for fields, batch in runs:
                 with tracing.publishing(caller, definition.name, queue.queue_name, fields, count=len(batch)) as extra:
-                    ids += queue.enqueue_many(
-                        batch,
-                        name=definition.name,
-                        delay_ms=opts.delay_ms,
-                        ttl_ms=opts.ttl_ms,
-                        max_attempts=opts.max_attempts or definition.max_attempts,
-                        extra=extra,
-                        **replication,
-                    )
+                    ids += queue.enqueue_many(batch, extra=extra, **_bulk_options(definition, opts, replication))
             return ids
         except RedisError as exc:
             raise QueueUnavailable(f"could not enqueue jobs {definition.name!r}: {exc}") from exc

@@ -24,27 +24,61 @@ _lock = threading.Lock()
 _client: Any = None
 
 
-def build_client(settings: Settings) -> Any:
+def build_client(settings: Settings, *, for_asyncio: bool = False) -> Any:
     """A new redis-py client for these settings (no connection is opened yet,
-    except to a cluster's nodes, which redis-py asks for the slot table)."""
+    except to a cluster's nodes, which redis-py asks for the slot table);
+    ``for_asyncio``: its redis.asyncio twin (async_connection.py)."""
     if settings.cache_alias:
         from django_redis import get_redis_connection
 
-        return get_redis_connection(settings.cache_alias)
+        client = get_redis_connection(settings.cache_alias)
+        return _asyncio_beside(client) if for_asyncio else client
     options = client_options(settings)
     if settings.sentinels:
-        from redis.sentinel import Sentinel
+        if for_asyncio:
+            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
+            sentinel_class: Any = AsyncSentinel
+        else:
+            from redis.sentinel import Sentinel
+
+            sentinel_class = Sentinel
         assert settings.sentinel_service  # validate() requires it with SENTINELS
-        sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_connection_options(settings))
+        sentinel = sentinel_class(list(settings.sentinels), sentinel_kwargs=sentinel_connection_options(settings))
         return sentinel.master_for(settings.sentinel_service, **options)
     if settings.cluster:
+        if for_asyncio:
+            from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+            return AsyncRedisCluster.from_url(settings.redis_url, **options)
         from redis.cluster import RedisCluster
 
         return RedisCluster.from_url(settings.redis_url, **options)
+    if for_asyncio:
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(settings.redis_url, **options)
     import redis
 
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _asyncio_beside(client: Any) -> Any:
+    """django-redis has no asyncio client: one to the same server, with the
+    connection settings of the cache client's pool (host, port or socket, db,
+    credentials, TLS, timeouts)."""
+    import redis.asyncio
+    import redis.connection
+
+    pool = client.connection_pool
+    kinds: dict[type, type] = {
+        redis.connection.SSLConnection: redis.asyncio.SSLConnection,
+        redis.connection.UnixDomainSocketConnection: redis.asyncio.UnixDomainSocketConnection,
+    }
+    connection_class = kinds.get(pool.connection_class, redis.asyncio.Connection)
+    return redis.asyncio.Redis(
+        connection_pool=redis.asyncio.ConnectionPool(connection_class=connection_class, **pool.connection_kwargs)
+    )
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ run again; each is counted, and every other job runs exactly once).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import shutil
@@ -20,7 +21,7 @@ import time
 import pytest
 from redis.cluster import key_slot
 
-from django_jobqueue import enqueue
+from django_jobqueue import aenqueue, aenqueue_many, enqueue
 from django_jobqueue.engine import cluster as jq_cluster
 from django_jobqueue.engine import scripts
 from django_jobqueue.engine.keys import GlobalKeys, QueueKeys
@@ -268,6 +269,26 @@ def test_the_django_api_and_an_in_process_worker_on_a_cluster(cluster, cc, sprea
     for job_id, name in ids.items():
         assert cc.hget(QueueKeys("queue", name, cluster=True).job(job_id), "status") == "completed"
     assert cc.zcard(GlobalKeys("queue", cluster=True).workers) == 0  # registered, then left
+
+
+def test_awaited_enqueues_on_a_cluster(cluster, cc, spread, jobq_settings):
+    """aenqueue and aenqueue_many on redis.asyncio's cluster client, each queue
+    on its own primary; with replicas, through the synchronous path (WAIT
+    needs the writes' own connection)."""
+    jobq_settings(REDIS_URL=cluster.url, CLUSTER=True, QUEUES={n: {} for n in spread})
+
+    async def enqueue_everywhere() -> list[tuple[str, str]]:
+        written = []
+        for name in spread:
+            written.append((await aenqueue("add", {"a": 1, "b": 1}, queue=name), name))
+            written += [(i, name) for i in await aenqueue_many("add", [{"a": 2, "b": 2}] * 3, queue=name)]
+        written.append((await aenqueue("add", {"a": 3, "b": 3}, queue=spread[0], replicas=1), spread[0]))
+        return written
+
+    written = asyncio.run(enqueue_everywhere())
+    assert len(written) == 13
+    for job_id, name in written:
+        assert cc.hget(QueueKeys("queue", name, cluster=True).job(job_id), "status") == "pending"
 
 
 # ------------------------------------------------------------- failovers

@@ -13,11 +13,13 @@ here too.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
 import pytest
 import redis
 
+from django_jobqueue import aenqueue, get_queue
 from django_jobqueue.conf import validate
 from django_jobqueue.connection import build_client, describe, get_client
 from django_jobqueue.queue import RedisJobQueue
@@ -129,6 +131,16 @@ def test_the_client_finds_the_primary_through_the_sentinels(group, jobq_settings
     group.wait_replicated()
     replica = next(p for p in group.servers if p != group.current_primary())
     assert group.node(replica).hget(q.keys.job(job_id), "status") == "pending"
+
+
+def test_an_awaited_enqueue_finds_the_primary_through_the_sentinels(group, jobq_settings):
+    """aenqueue on redis.asyncio's Sentinel client, with the same settings
+    (the sentinels' own password, the primary's credentials from the URL)."""
+    jobq_settings(**sentinel_settings(group, ["jobs"]))
+    job_id = asyncio.run(aenqueue("add", {"a": 1, "b": 2}, replicas=1, replication_timeout_ms=5000))
+    group.wait_replicated()
+    replica = next(p for p in group.servers if p != group.current_primary())
+    assert group.node(replica).hget(get_queue("jobs").keys.job(job_id), "status") == "pending"
 
 
 def run_through_kill(tmp_path, ledger, ledger_url, group, *, per_queue, sleep, kills=1, jobq_settings=None):

@@ -8,6 +8,7 @@ a worker that runs the task later, in another thread or process.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -16,6 +17,7 @@ import sys
 import threading
 
 import pytest
+import redis.connection
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
@@ -757,3 +759,24 @@ def test_a_task_schedule_takes_args_and_kwargs_not_a_payload(jobq_settings):
     jobq_settings(SCHEDULES={"meaning": {"task": "tests.testapp.tasks.add", "payload": {}, "every": 60}})
     (error,) = check_schedules()
     assert "schedule 'meaning'" in error.msg and "not both" in error.msg
+
+
+def test_the_backends_async_api_is_native_on_the_loops_own_client(settings, monkeypatch, r):
+    """aenqueue and aget_result never reach the synchronous client (which a
+    thread hop through enqueue/get_result would use): they await the loop's."""
+    use_tasks(settings)
+    backend = compat.task_backends["default"]
+
+    def no_sync_io(*args, **kwargs):
+        raise AssertionError("a synchronous Redis connection was used from async code")
+
+    async def both():
+        result = await t.calculate_meaning_of_life.aenqueue()
+        return result, await backend.aget_result(result.id)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", no_sync_io)
+    result, fetched = asyncio.run(both())
+    monkeypatch.undo()
+    assert fetched.id == result.id and fetched.status == Status.READY
+    drain()
+    assert asyncio.run(backend.aget_result(result.id)).return_value == 42

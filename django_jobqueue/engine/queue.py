@@ -122,6 +122,12 @@ class RedisJobQueue(QueueOperations):
             )
         else:
             reply = script.call_idempotent(self.client, keys, args)
+        return self.enqueued(reply, job_id)
+
+    def enqueued(self, reply: Any, job_id: str) -> str:
+        """What an enqueue.lua call (for ``job_id``) replied, as enqueue()
+        returns it: its id, the id of the unfinished job holding its unique
+        key, or QueuePaused."""
         # enqueue.lua: 1 added, -1 paused, else [0, the id of the job that is there]
         if reply == 1:
             return job_id
@@ -140,8 +146,12 @@ class RedisJobQueue(QueueOperations):
         connection), so WAIT covers exactly these writes. ``written``: the ids
         of the jobs the calls added, from their replies (for the error)."""
         results, acked = scripts.run_pipeline_and_wait(self.client, calls, replicas, timeout_ms)
+        self.check_replicated(written(results), acked, replicas, timeout_ms)
+        return results
+
+    def check_replicated(self, ids: list[str], acked: int, replicas: int, timeout_ms: int) -> None:
+        """ReplicationError when fewer than ``replicas`` acknowledged the writes of ``ids``."""
         if acked < replicas:
-            ids = written(results)
             raise ReplicationError(
                 f"{len(ids)} job(s) written to {self.queue_name!r} but only {acked} of {replicas} replica(s) "
                 f"acknowledged within {timeout_ms} ms; the jobs stay queued",
@@ -149,7 +159,6 @@ class RedisJobQueue(QueueOperations):
                 acked,
                 replicas,
             )
-        return results
 
     def enqueue_many(
         self,
@@ -165,10 +174,37 @@ class RedisJobQueue(QueueOperations):
     ) -> list[str]:
         """Add many jobs, pipelined in chunks. Every payload is encoded (and
         checked) before anything is written; each job is added atomically."""
+        ids: list[str] = []
+        plan = self.bulk_plan(
+            payloads, name=name, delay_ms=delay_ms, ttl_ms=ttl_ms, max_attempts=max_attempts, extra=extra
+        )
+        for batches, calls in plan:
+            if replicas:
+                results = self._write_and_wait(
+                    calls, replicas, replication_timeout_ms, functools.partial(_ids_added, batches)
+                )
+            else:
+                results = scripts.run_pipeline(self.client, calls)
+            self.bulk_written(batches, results, ids)
+        return ids
+
+    def bulk_plan(
+        self,
+        payloads: Iterable[Any],
+        *,
+        name: str,
+        delay_ms: int,
+        ttl_ms: int,
+        max_attempts: int | None,
+        extra: Mapping[str, str] | None,
+    ) -> list[tuple[list[list[tuple[str, str]]], list[tuple[scripts.Script, list[str], list[Any]]]]]:
+        """enqueue_many()'s writes, every payload encoded (and checked) first:
+        per round trip, its batches ((id, payload JSON) each) and their
+        enqueue_many.lua calls."""
         encoded = [self.encode(p) for p in payloads]
         now = self.clock() if self.clock else None
         jobs = [(new_job_id(now), text) for text in encoded]
-        ids: list[str] = []
+        plan = []
         for start in range(0, len(jobs), BULK_CHUNK):
             chunk = jobs[start : start + BULK_CHUNK]
             batches = [chunk[i : i + BULK_SCRIPT_JOBS] for i in range(0, len(chunk), BULK_SCRIPT_JOBS)]
@@ -178,19 +214,20 @@ class RedisJobQueue(QueueOperations):
                 )
                 for batch in batches
             ]
-            if replicas:
-                results = self._write_and_wait(
-                    calls, replicas, replication_timeout_ms, functools.partial(_ids_added, batches)
-                )
-            else:
-                results = scripts.run_pipeline(self.client, calls)
-            for batch, codes in zip(batches, results, strict=True):
-                if codes == -1:  # paused: this batch wrote nothing
-                    exc = QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing ({len(ids)} job(s) written)")
-                    exc.job_ids = ids  # type: ignore[attr-defined]
-                    raise exc
-                ids += [job_id for job_id, _text in batch]
-        return ids
+            plan.append((batches, calls))
+        return plan
+
+    def bulk_written(
+        self, batches: Sequence[Sequence[tuple[str, str]]], results: Sequence[Any], ids: list[str]
+    ) -> None:
+        """Add to ``ids`` the jobs a round trip of bulk_plan() wrote; QueuePaused
+        (with the ids written so far) when a batch found the queue paused."""
+        for batch, codes in zip(batches, results, strict=True):
+            if codes == -1:  # paused: this batch wrote nothing
+                exc = QueuePaused(f"queue {self.queue_name!r} is paused for enqueueing ({len(ids)} job(s) written)")
+                exc.job_ids = ids  # type: ignore[attr-defined]
+                raise exc
+            ids += [job_id for job_id, _text in batch]
 
     def _enqueue_many_call(
         self,

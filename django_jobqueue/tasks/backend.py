@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
 from django.apps import apps
 from django.core import checks
@@ -24,7 +24,9 @@ from redis.exceptions import RedisError
 
 from .. import connection, django_json, tracing
 from ..api import get_queue
+from ..async_connection import get_async_client
 from ..conf import get_settings
+from ..engine.async_queue import AsyncEnqueuer
 from ..engine.ids import is_job_id, job_id_time_ms, new_job_id
 from ..engine.queue import RedisJobQueue
 from ..exceptions import InvalidJobOptions, QueueUnavailable, UnknownJobError, UnknownQueueError
@@ -269,6 +271,40 @@ class JobQueueBackend(BaseTaskBackend):
     # ---------------------------------------------------------------- enqueue
 
     def enqueue(self, task: Task[_P, _R], args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult[_P, _R]:
+        call = self._prepare(task, args, kwargs)
+        try:
+            with tracing.publishing(
+                tracing.caller_context(), call.name, call.queue.queue_name, call.extra, job_id=call.result.id
+            ) as fields:
+                stored_id = call.queue.enqueue_encoded(call.payload, extra=fields, **call.options)
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not enqueue task {task.module_path}: {exc}") from exc
+        if stored_id != call.result.id:
+            # unique_key is held by an unfinished run of the task: that run stands
+            # for this enqueue, and nothing new was enqueued (so no signal). Its
+            # result is the caller's: get_result() is typed for any task, hence the cast.
+            return cast("TaskResult[_P, _R]", self.get_result(stored_id))
+        task_enqueued.send(type(self), task_result=call.result)
+        return call.result
+
+    async def aenqueue(self, task: Task[_P, _R], args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult[_P, _R]:
+        """enqueue(), awaited on the event loop's redis.asyncio client (no thread hop)."""
+        call = self._prepare(task, args, kwargs)
+        enqueuer = AsyncEnqueuer(call.queue, await get_async_client())
+        try:
+            with tracing.publishing(
+                tracing.caller_context(), call.name, call.queue.queue_name, call.extra, job_id=call.result.id
+            ) as fields:
+                stored_id = await enqueuer.enqueue_encoded(call.payload, extra=fields, **call.options)
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not enqueue task {task.module_path}: {exc}") from exc
+        if stored_id != call.result.id:
+            return cast("TaskResult[_P, _R]", await self.aget_result(stored_id))
+        await task_enqueued.asend(type(self), task_result=call.result)
+        return call.result
+
+    def _prepare(self, task: Task[_P, _R], args: Iterable[Any], kwargs: Mapping[str, Any]) -> _Enqueue[_P, _R]:
+        """What an enqueue of ``task`` writes, every check made: nothing is written yet."""
         self.validate_task(task)
         run_after: dt.datetime | dt.timedelta | None = task.run_after  # a timedelta too: see validate_task
         wait_ms = delay_ms(run_after)
@@ -304,49 +340,51 @@ class JobQueueBackend(BaseTaskBackend):
         if not opts.keep_result:
             extra["keep_result"] = "0"
         name = job_name(task)
-        try:
-            with tracing.publishing(tracing.caller_context(), name, queue.queue_name, extra, job_id=job_id) as fields:
-                stored_id = queue.enqueue_encoded(
-                    payload,
-                    job_id=job_id,
-                    name=name,
-                    delay_ms=opts.delay_ms,
-                    ttl_ms=opts.ttl_ms,
-                    unique_key=opts.unique_key,
-                    max_attempts=opts.max_attempts,
-                    extra=fields,
-                )
-        except RedisError as exc:
-            raise QueueUnavailable(f"could not enqueue task {task.module_path}: {exc}") from exc
-        if stored_id != job_id:
-            # unique_key is held by an unfinished run of the task: that run stands
-            # for this enqueue, and nothing new was enqueued (so no signal). Its
-            # result is the caller's: get_result() is typed for any task, hence the cast.
-            return cast("TaskResult[_P, _R]", self.get_result(stored_id))
-        task_enqueued.send(type(self), task_result=result)
-        return result
+        options = {
+            "job_id": job_id,
+            "name": name,
+            "delay_ms": opts.delay_ms,
+            "ttl_ms": opts.ttl_ms,
+            "unique_key": opts.unique_key,
+            "max_attempts": opts.max_attempts,
+        }
+        return _Enqueue(result, queue, payload, extra, name, options)
 
     # ---------------------------------------------------------------- results
-
-    def _find(self, result_id: str) -> dict[str, str] | None:
-        """The job hash of ``result_id`` in whichever JOBQUEUE queue holds it (one round trip)."""
-        queues = [get_queue(name) for name in get_settings().queues]
-        pipe = connection.get_client().pipeline(transaction=False)
-        for queue in queues:
-            pipe.hgetall(queue.keys.job(result_id))
-        try:
-            found = pipe.execute()
-        except RedisError as exc:
-            raise QueueUnavailable(f"could not read task result {result_id}: {exc}") from exc
-        for raw in found:
-            if raw:
-                return {_text(k): _text(v) for k, v in raw.items()}
-        return None
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
         if not is_job_id(result_id):
             raise TaskResultDoesNotExist(result_id)
-        fields = self._find(result_id)
+        return self._result(result_id, self._found(result_id, self._read(connection.get_client(), result_id)))
+
+    async def aget_result(self, result_id: str) -> TaskResult[..., Any]:
+        """get_result(), awaited on the event loop's redis.asyncio client."""
+        if not is_job_id(result_id):
+            raise TaskResultDoesNotExist(result_id)
+        pipe = self._read(await get_async_client(), result_id)
+        try:
+            found = await pipe.execute()
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not read task result {result_id}: {exc}") from exc
+        return self._result(result_id, _first(found))
+
+    @staticmethod
+    def _read(client: Any, result_id: str) -> Any:
+        """A pipeline reading the job hash of ``result_id`` in every JOBQUEUE queue."""
+        pipe = client.pipeline(transaction=False)
+        for name in get_settings().queues:
+            pipe.hgetall(get_queue(name).keys.job(result_id))
+        return pipe
+
+    @staticmethod
+    def _found(result_id: str, pipe: Any) -> dict[str, str] | None:
+        try:
+            return _first(pipe.execute())
+        except RedisError as exc:
+            raise QueueUnavailable(f"could not read task result {result_id}: {exc}") from exc
+
+    @staticmethod
+    def _result(result_id: str, fields: dict[str, str] | None) -> TaskResult[..., Any]:
         if fields is None or not fields.get("name", "").startswith(TASK_NAME_PREFIX):
             raise TaskResultDoesNotExist(result_id)
         try:
@@ -390,6 +428,26 @@ class JobQueueBackend(BaseTaskBackend):
                         )
                     )
         return errors
+
+
+def _first(found: list[Any]) -> dict[str, str] | None:
+    """The job hash of a result id, from reading it in every queue (one reply each)."""
+    for raw in found:
+        if raw:
+            return {_text(k): _text(v) for k, v in raw.items()}
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Enqueue(Generic[_P, _R]):
+    """An enqueue of a task, checked and ready to write (sync or awaited)."""
+
+    result: TaskResult[_P, _R]
+    queue: RedisJobQueue
+    payload: str
+    extra: dict[str, str]
+    name: str
+    options: dict[str, Any]
 
 
 def _text(value: Any) -> str:
