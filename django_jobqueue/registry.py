@@ -8,6 +8,7 @@ name found in Redis is looked up, never imported, so a name such as
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ class JobDefinition:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     # A schedule's options given on @job (cron or every, ...): schedules.py builds it.
     schedule: Mapping[str, Any] | None = None
+    # An ``async def`` handler: the worker runs it on its event loop (worker/async_jobs.py).
+    is_async: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.func))
 
     def enqueue(self, payload: Any = None, **options: Any) -> str:
         from .api import enqueue

@@ -143,7 +143,8 @@ def test_async_tasks_run_in_the_worker(settings):
     drain()
     result.refresh()
     assert result.status == Status.SUCCESSFUL
-    assert result.return_value == {"sum": 3, "async": True}
+    # Awaited on the worker's event loop with the other async jobs, not in a runner thread.
+    assert result.return_value == {"sum": 3, "async": True, "thread": "jobq-async"}
 
 
 def test_takes_context(settings):
@@ -522,7 +523,7 @@ def test_a_real_worker_process_runs_tasks(r, settings, redis_server):
     assert done.returncode == 0, done.stderr
     sync.refresh()
     coro.refresh()
-    assert sync.return_value == 42 and coro.return_value == {"sum": 2, "async": True}
+    assert sync.return_value == 42 and coro.return_value == {"sum": 2, "async": True, "thread": "jobq-async"}
     (worker_id,) = sync.worker_ids
     assert worker_id != default_worker_id()  # ran in the other process
     # worker ids are host.pid.random; the run recorded its process's pid

@@ -11,15 +11,20 @@ the handler:
 * sends ``task_started``, then ``task_finished`` once the outcome is final
   (success, or the failure that dead-letters it; an attempt that will be
   retried sends no ``task_finished``: its result is READY again);
-* runs coroutine functions through ``Task.call()`` (asgiref's async_to_sync,
-  which gives the coroutine an event loop in the runner thread);
+* makes the handler of a coroutine function async itself, so the worker runs
+  it on its event loop with the other async jobs (worker/async_jobs.py): the
+  task is awaited (``Task.acall()``), and the bookkeeping's Redis calls and
+  signals around it run on a thread, off the loop;
 * keeps each failure's exception class path and traceback for ``errors``;
 * applies Django's rule that a return value must be JSON (``normalize_json``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
+import inspect
 import json
 import threading
 from typing import Any
@@ -60,8 +65,9 @@ def resolve_job_name(name: str) -> JobDefinition:
     definition = _definitions.get(name)
     if definition is None:
         task = load_task(name)
+        handler = run_async_task if inspect.iscoroutinefunction(task.func) else run_task
         with _lock:
-            definition = _definitions.setdefault(name, JobDefinition(name=name, func=functools.partial(run_task, task)))
+            definition = _definitions.setdefault(name, JobDefinition(name=name, func=functools.partial(handler, task)))
     return definition
 
 
@@ -124,6 +130,44 @@ def _finish(result: TaskResult[..., Any], status: TaskResultStatus, **changes: A
 
 def run_task(task: Task[..., Any], payload: Any, job: Job) -> Any:
     """The handler of a task job: call the task the Django way, finish the job."""
+    run = _begin(task, payload, job)
+    try:
+        task_started.send(run.sender, task_result=run.result)
+        value = _returned(run, run.task.call(*run.call_args, **run.kwargs))
+    except BaseException as exc:  # noqa: BLE001 - the worker fails the job for SystemExit too
+        _failed(run, job, exc)
+        return None
+    _succeeded(run, job, value)
+    return value
+
+
+async def run_async_task(task: Task[..., Any], payload: Any, job: Job) -> Any:
+    """The handler of a task job whose function is a coroutine function, run
+    on the worker's event loop: the task awaited, the rest on a thread."""
+    run = await asyncio.to_thread(_begin, task, payload, job)
+    try:
+        await asyncio.to_thread(task_started.send, run.sender, task_result=run.result)
+        value = _returned(run, await run.task.acall(*run.call_args, **run.kwargs))
+    except BaseException as exc:  # noqa: BLE001 - the worker fails the job for SystemExit too
+        await asyncio.to_thread(_failed_on_thread, run, job, exc)
+        return None
+    await asyncio.to_thread(_succeeded, run, job, value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One attempt of a task: its result so far, the signals' sender, its arguments."""
+
+    task: Task[..., Any]
+    result: TaskResult[..., Any]
+    sender: type
+    call_args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def _begin(task: Task[..., Any], payload: Any, job: Job) -> _Run:
+    """Record the attempt (while the claim is ours)."""
     args, kwargs = _args(payload)
     fields = job.fields
     worker_field = f"{WORKER_FIELD}{job.attempts}"
@@ -135,28 +179,43 @@ def run_task(task: Task[..., Any], payload: Any, job: Job) -> Any:
         fields.setdefault(F_STARTED, started_ms)
     result = build_result(task, fields, status=TaskResultStatus.RUNNING)
     sender = _sender(fields.get(F_BACKEND) or task.backend)
-    try:
-        task_started.send(sender, task_result=result)
-        if result.task.takes_context:
-            value = result.task.call(TaskContext(task_result=result), *args, **kwargs)
-        else:
-            value = result.task.call(*args, **kwargs)
-        value = normalize_json(value)
-        # Checked before completing, so a result that cannot be stored fails the
-        # attempt like an exception would, with Django's error recorded.
-        django_json.dumps(value, what="result", max_bytes=get_settings().max_payload_bytes)
-    except BaseException as exc:  # noqa: BLE001 - the worker fails the job for SystemExit too
-        error = _failure(exc)
-        data = {"exception_class_path": error.exception_class_path, "traceback": error.traceback}
-        _write_if_ours(job, {f"{ERROR_FIELD}{job.attempts}": json.dumps(data)})
-        job.failed(failure_text(exc), traceback=error.traceback)
-        if getattr(job, "fail_result", None) is Outcome.FAILED:
-            # Sent inside the except block, as Django does, so receivers (and
-            # Django's own logging) see the exception in sys.exc_info().
-            task_finished.send(
-                sender, task_result=_finish(result, TaskResultStatus.FAILED, errors=[*result.errors, error])
-            )
-        return None
-    if job.completed(value):
-        task_finished.send(sender, task_result=_finish(result, TaskResultStatus.SUCCESSFUL, _return_value=value))
+    call_args = [TaskContext(task_result=result), *args] if result.task.takes_context else args
+    return _Run(result.task, result, sender, call_args, kwargs)
+
+
+def _returned(run: _Run, value: Any) -> Any:
+    value = normalize_json(value)
+    # Checked before completing, so a result that cannot be stored fails the
+    # attempt like an exception would, with Django's error recorded.
+    django_json.dumps(value, what="result", max_bytes=get_settings().max_payload_bytes)
     return value
+
+
+def _failed(run: _Run, job: Job, exc: BaseException) -> None:
+    """Called in the except block of the failure (receivers see sys.exc_info())."""
+    error = _failure(exc)
+    data = {"exception_class_path": error.exception_class_path, "traceback": error.traceback}
+    _write_if_ours(job, {f"{ERROR_FIELD}{job.attempts}": json.dumps(data)})
+    job.failed(failure_text(exc), traceback=error.traceback)
+    if getattr(job, "fail_result", None) is Outcome.FAILED:
+        # Sent inside the except block, as Django does, so receivers (and
+        # Django's own logging) see the exception in sys.exc_info().
+        task_finished.send(
+            run.sender, task_result=_finish(run.result, TaskResultStatus.FAILED, errors=[*run.result.errors, error])
+        )
+
+
+def _failed_on_thread(run: _Run, job: Job, exc: BaseException) -> None:
+    """_failed() on another thread than the one that caught ``exc``: raised
+    again there, so that its receivers see it in sys.exc_info() too."""
+    try:
+        raise exc
+    except BaseException:  # noqa: BLE001 - re-raised only to be the exception being handled
+        _failed(run, job, exc)
+
+
+def _succeeded(run: _Run, job: Job, value: Any) -> None:
+    if job.completed(value):
+        task_finished.send(
+            run.sender, task_result=_finish(run.result, TaskResultStatus.SUCCESSFUL, _return_value=value)
+        )

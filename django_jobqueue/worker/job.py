@@ -6,6 +6,7 @@ that lost its claim can change nothing, and the call says so by returning False.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,26 @@ class Job:
         if not ok:
             self.lost_claim = True
         return ok
+
+    # Async twins, for async handlers: the same calls on a thread of the
+    # default executor, so that their Redis round trip never blocks the loop.
+    async def acompleted(self, result: Any = None) -> bool:
+        return await asyncio.to_thread(self.completed, result)
+
+    async def afailed(self, error: Any = "failed", *, traceback: str = "") -> bool:
+        return await asyncio.to_thread(self.failed, error, traceback=traceback)
+
+    async def arequeue(self, delay: float | None = None) -> bool:
+        return await asyncio.to_thread(self.requeue, delay)
+
+    async def adelete(self) -> bool:
+        return await asyncio.to_thread(self.delete)
+
+    async def anack(self, error: Any = None) -> bool:
+        return await asyncio.to_thread(self.nack, error)
+
+    async def atouch(self, seconds: float | None = None) -> bool:
+        return await asyncio.to_thread(self.touch, seconds)
 
     # Progress (engine/progress.py: at most a few writes a second, the last report never lost).
     def progress(self, fraction: float, message: str | None = None) -> None:

@@ -89,6 +89,10 @@ class RunningJobs:
     def runner_busy(self, ident: int | None) -> None:
         self._busy.add(ident)  # one set operation: atomic without the lock
 
+    def runner_free(self, ident: int | None) -> None:
+        """The runner handed its job over (to the event loop of async jobs) and claims again."""
+        self._busy.discard(ident)
+
     def is_busy(self, ident: int | None) -> bool:
         with self._lock:
             return ident in self._busy

@@ -21,6 +21,7 @@ path and the wiring.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -48,6 +49,7 @@ from ..exceptions import UnknownJobError
 from ..registry import JobDefinition, get_definition
 from ..schedules import all_schedules, by_queue
 from . import joblog
+from .async_jobs import AsyncJobs
 from .cancels import CancelListener
 from .dbconn import close_stale_connections
 from .fetcher import MAX_BATCH, Ack, Fetcher
@@ -57,7 +59,7 @@ from .joblog import Failure
 from .presence import Presence
 from .redis_health import CONNECTION_ERRORS, RedisHealth
 from .renewal import LeaseRenewal
-from .running import RunningJobs
+from .running import Running, RunningJobs
 from .sampling import Sampler
 from .scheduler import Scheduler
 from .supervisor import POOL_STOP_SIGNAL
@@ -67,6 +69,12 @@ logger = logging.getLogger("django_jobqueue.worker")
 
 # Claims block at most this long so a runner notices a shutdown request quickly.
 CLAIM_BLOCK_MS = 1000
+# What _run_job returns for an async job it handed to the event loop (async_jobs.py).
+ON_THE_LOOP = "on the loop"
+# Async jobs running at once in a worker, unless --async-concurrency says otherwise.
+ASYNC_CONCURRENCY = 100
+# How long async jobs cancelled at the end of the grace period get to end.
+ASYNC_CANCEL_WAIT_S = 2.0
 # With several queues a runner polls them in priority order, sleeping between
 # rounds from MIN to MAX while they are all empty.
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.1
@@ -117,12 +125,15 @@ class Worker:
         grace_seconds: float | None = None,
         worker_id: str | None = None,
         scheduler: bool = True,
+        async_concurrency: int | None = None,
     ) -> None:
         settings = get_settings()
         names = list(queues or [settings.default_queue])
         self.queues: list[RedisJobQueue] = [get_queue(name) for name in names]  # raises UnknownQueueError early
         self.queue_settings = [settings.queue(name) for name in names]
         self.concurrency = concurrency or self.queue_settings[0].concurrent_jobs
+        # Async handlers run on an event loop of the worker, this many at once (async_jobs.py).
+        self.async_jobs = AsyncJobs(async_concurrency or ASYNC_CONCURRENCY)
         self.burst = burst
         self.max_jobs = max_jobs
         self.grace_seconds = settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
@@ -200,10 +211,11 @@ class Worker:
             if pool_child:
                 signal.signal(POOL_STOP_SIGNAL, self._on_pool_signal)
         logger.info(
-            "worker %s starting: queues %s, concurrency %d, redis %s%s",
+            "worker %s starting: queues %s, concurrency %d (async %d), redis %s%s",
             self.worker_id,
             ", ".join(q.queue_name for q in self.queues),
             self.concurrency,
+            self.async_jobs.concurrency,
             describe(self.settings),
             ", burst" if self.burst else "",
         )
@@ -279,6 +291,10 @@ class Worker:
         deadline = time.monotonic() + self.grace_seconds
         for t in self._runners:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
+        # Async jobs get the same grace period; those still running then are
+        # cancelled (CancelledError in the handler) and handed back below.
+        if not self.async_jobs.wait_idle(deadline):
+            self.async_jobs.cancel_all(timeout=ASYNC_CANCEL_WAIT_S)
         # Idle runners may still sit in a blocking claim; let them come out
         # (they hand back anything they catch) before we hand back the rest,
         # or a job we hand back could be caught by a runner about to die with us.
@@ -336,6 +352,7 @@ class Worker:
         self.sampler.flush_last()
         self.redis_health.with_redis(self._presence.deregister, "removing the worker record", attempts=3)
         self._hooks.stop(timeout=self.grace_seconds)
+        self.async_jobs.stop()
         if self._events is not None:
             self._events.stop(timeout=2)
         self._stopped.set()
@@ -365,7 +382,12 @@ class Worker:
             eager = found is not None or empty
             if found is None:
                 if empty and self.burst:
-                    return
+                    if not self.async_jobs.running:
+                        return
+                    # An async job still running may yet put a job back (a
+                    # retry, a requeue): the burst ends once it is done too.
+                    self.async_jobs.wait_idle(time.monotonic() + 1.0)
+                    continue
                 if empty and len(self.queues) > 1:
                     time.sleep(idle)
                     idle = min(POLL_MAX_S, idle * 2)
@@ -466,35 +488,42 @@ class Worker:
     def _process(self, queue: RedisJobQueue, claimed: ClaimedJob) -> None:
         started = time.monotonic()
         started_ms = time.time() * 1000
-        outcome = "?"
-        failure = None
+        ran: str | Failure = "error"
         try:
-            ran = self._run_job(queue, claimed)
-            if isinstance(ran, Failure):
-                failure, outcome = ran, ran.outcome
-            else:
-                outcome = ran
+            ran = self._run_job(queue, claimed, started, started_ms)
         except BaseException:  # noqa: BLE001 - the worker never dies on a job
             # Its stop is an Event and signals reach the main thread only: what
             # a runner catches here comes from user objects (SystemExit from a
             # __str__, say), and the runner goes on to its next job.
-            try:
-                logger.exception("job %s: internal error while finishing it", claimed.id)
-            except Exception:  # noqa: BLE001, S110 - a logging filter's bug must not end the runner either
-                pass
-            outcome = "error"
-        finally:
-            self.running_jobs.finished(claimed.id, threading.get_ident(), completed=outcome == "completed")
-            with self._stats_lock:
-                self.stats.processed += 1
-                if outcome == "completed":
-                    self.stats.completed += 1
-                elif outcome == "failed":
-                    self.stats.failed += 1
-                elif outcome == "retrying":
-                    self.stats.retried += 1
-                else:
-                    self.stats.other += 1
+            _log_internal_error(claimed)
+        if ran == ON_THE_LOOP:
+            self.running_jobs.runner_free(threading.get_ident())  # the job runs on; this runner claims again
+            return
+        self._finished(queue, claimed, ran, started, started_ms, threading.get_ident())
+
+    def _finished(
+        self,
+        queue: RedisJobQueue,
+        claimed: ClaimedJob,
+        ran: str | Failure,
+        started: float,
+        started_ms: float,
+        runner: int | None,
+    ) -> None:
+        """A job's run is over (``ran``: its outcome): forget it, count it, log it."""
+        failure = ran if isinstance(ran, Failure) else None
+        outcome = ran.outcome if isinstance(ran, Failure) else ran
+        self.running_jobs.finished(claimed.id, runner, completed=outcome == "completed")
+        with self._stats_lock:
+            self.stats.processed += 1
+            if outcome == "completed":
+                self.stats.completed += 1
+            elif outcome == "failed":
+                self.stats.failed += 1
+            elif outcome == "retrying":
+                self.stats.retried += 1
+            else:
+                self.stats.other += 1
         seconds = time.monotonic() - started
         self._fetcher.job_ran(seconds)
         self.sampler.ran(queue, claimed, outcome, seconds, started_ms)
@@ -511,7 +540,11 @@ class Worker:
             # stack for its caller (a good part of a short job's cost).
             joblog.log_finished(level, claimed, queue.queue_name, outcome, seconds * 1000)
 
-    def _run_job(self, queue: RedisJobQueue, claimed: ClaimedJob) -> str | Failure:
+    def _run_job(
+        self, queue: RedisJobQueue, claimed: ClaimedJob, started: float = 0.0, started_ms: float = 0.0
+    ) -> str | Failure:
+        """Run a claimed job (or hand it to the event loop: ON_THE_LOOP, which
+        then finishes it, timed from ``started`` and ``started_ms``)."""
         if claimed.payload_error:
             return self._dead_letter(queue, claimed, f"payload cannot be decoded: {claimed.payload_error}")
         try:
@@ -544,14 +577,21 @@ class Worker:
         if claimed.needs_start:
             # The job's only chance (at-most-once, or its last attempt) begins
             # now, known to Redis before the handler's first line.
-            (started,) = queue.start([claimed])
-            if started is Outcome.CANCELLED:
+            (began,) = queue.start([claimed])
+            if began is Outcome.CANCELLED:
                 return self._cancelled_unstarted(queue, claimed)
-            if started is not Outcome.OK:
-                self._lost_before_start(queue, claimed, started)
-                return "expired" if started is Outcome.EXPIRED else "claim lost"
+            if began is not Outcome.OK:
+                self._lost_before_start(queue, claimed, began)
+                return "expired" if began is Outcome.EXPIRED else "claim lost"
             claimed.needs_start = False
             claimed.attempts += 1
+        if definition.is_async:
+            run = functools.partial(self._run_async, queue, claimed, job, definition, running, started, started_ms)
+            if not self.async_jobs.submit(run, f"job {claimed.name} {claimed.id}", self._stopping):
+                # Stopping while it waited for a slot on the loop: never started.
+                self._release(queue, claimed)
+                return "handed back"
+            return ON_THE_LOOP
         try:
             with tracing.running(queue.queue_name, claimed, job):
                 result = definition.func(claimed.payload, job)
@@ -559,24 +599,85 @@ class Worker:
                 # (not JSON, too large) fails the job below, and the span says ERROR.
                 result_json = queue.encode(result, what="result") if job.outcome is None else ""
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
-            if job.outcome is not None:
-                raised = Failure.of_exception(exc)
-                joblog.log_event(
-                    logging.WARNING,
-                    claimed,
-                    queue.queue_name,
-                    f"{job.outcome}, then raised {raised.error}",
-                    "the exception is ignored",
-                    {"outcome": job.outcome, "exc_type": raised.exc_type, "exc_message": raised.exc_message},
-                    exc=exc,
-                    traceback=raised.traceback,
-                )
-                return job.outcome
-            if isinstance(exc, JobCancelled):
-                return self._cancelled_run(queue, job)
-            return self._fail(job, definition, exc)
+            return self._after_raise(queue, claimed, job, definition, exc)
         finally:
             close_stale_connections()
+        return self._after_return(queue, claimed, job, definition, running, result_json)
+
+    async def _run_async(
+        self,
+        queue: RedisJobQueue,
+        claimed: ClaimedJob,
+        job: Job,
+        definition: JobDefinition,
+        running: Running | None,
+        started: float,
+        started_ms: float,
+    ) -> None:
+        """An async job on the loop: its handler awaited, then the rest of its run
+        (completion or failure, counting, logging) on a finishing thread."""
+        loop = asyncio.get_running_loop()
+        finish = self.async_jobs.finish
+        try:
+            try:
+                with tracing.running(queue.queue_name, claimed, job):
+                    result = await definition.func(claimed.payload, job)
+                    result_json = queue.encode(result, what="result") if job.outcome is None else ""
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    return  # cut off at the end of the shutdown's grace period: the shutdown hands it back
+                ran = await loop.run_in_executor(
+                    finish,
+                    self._after_raise,
+                    queue,
+                    claimed,
+                    job,
+                    definition,
+                    JobCancelled("the job's task was cancelled"),
+                )
+            except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
+                ran = await loop.run_in_executor(finish, self._after_raise, queue, claimed, job, definition, exc)
+            else:
+                ran = await loop.run_in_executor(
+                    finish, self._after_return, queue, claimed, job, definition, running, result_json
+                )
+        except BaseException:  # noqa: BLE001 - the worker never dies on a job
+            _log_internal_error(claimed)
+            ran = "error"
+        await loop.run_in_executor(finish, self._finished, queue, claimed, ran, started, started_ms, None)
+
+    def _after_raise(
+        self, queue: RedisJobQueue, claimed: ClaimedJob, job: Job, definition: JobDefinition, exc: BaseException
+    ) -> str | Failure:
+        """The handler raised: the job fails (or ends as the handler had it end, or cancelled)."""
+        if job.outcome is not None:
+            raised = Failure.of_exception(exc)
+            joblog.log_event(
+                logging.WARNING,
+                claimed,
+                queue.queue_name,
+                f"{job.outcome}, then raised {raised.error}",
+                "the exception is ignored",
+                {"outcome": job.outcome, "exc_type": raised.exc_type, "exc_message": raised.exc_message},
+                exc=exc,
+                traceback=raised.traceback,
+            )
+            return job.outcome
+        if isinstance(exc, JobCancelled):
+            return self._cancelled_run(queue, job)
+        return self._fail(job, definition, exc)
+
+    def _after_return(
+        self,
+        queue: RedisJobQueue,
+        claimed: ClaimedJob,
+        job: Job,
+        definition: JobDefinition,
+        running: Running | None,
+        result_json: str,
+    ) -> str | Failure:
+        """The handler returned: the job completes (its completion rides on the
+        next claim), unless the handler ended it itself."""
         if job.outcome is not None:
             return self._explicit_outcome(job, definition)
         job.end_progress()  # while the claim is ours: before the completion is queued
@@ -618,3 +719,10 @@ class Worker:
         failure = Failure.not_run(error)
         failure.decide(queue.fail_outcome(claimed, error, terminal=True), claimed=claimed, why="it cannot run")
         return failure
+
+
+def _log_internal_error(claimed: ClaimedJob) -> None:
+    try:
+        logger.exception("job %s: internal error while finishing it", claimed.id)
+    except Exception:  # noqa: BLE001, S110 - a logging filter's bug must not end the runner either
+        pass

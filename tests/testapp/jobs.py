@@ -3,6 +3,7 @@ what ran in this process and in worker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -204,3 +205,57 @@ def ledger(payload, job):
 
 def ledger_entries(client) -> list[dict]:
     return [json.loads(e) for e in client.lrange(LEDGER, 0, -1)]
+
+
+# ------------------------------------------------------------ async handlers
+
+# async_wait jobs awaiting now in this process, and the most there ever were at once
+# (one event loop runs them all: no lock needed).
+ASYNC_AWAITING = {"now": 0, "most": 0}
+
+
+@job(name="async_add")
+async def async_add(payload, job):
+    record(job)
+    await asyncio.sleep(0)
+    return {"sum": payload["a"] + payload["b"], "async": True}
+
+
+@job(name="async_wait", queue="fast", max_attempts=3)
+async def async_wait(payload, job):
+    """Awaits ``seconds`` (on the first attempt, ``first_run_seconds`` if
+    given), noting how many such jobs await at once."""
+    ASYNC_AWAITING["now"] += 1
+    ASYNC_AWAITING["most"] = max(ASYNC_AWAITING["most"], ASYNC_AWAITING["now"])
+    record(job, "start")
+    try:
+        first = payload.get("first_run_seconds")
+        await asyncio.sleep(first if first is not None and job.attempts == 1 else payload.get("seconds", 0.1))
+        if payload.get("touch"):
+            assert await job.atouch(5)
+    finally:
+        ASYNC_AWAITING["now"] -= 1
+    record(job, "end")
+    return "waited"
+
+
+@job(name="async_boom", max_attempts=2, backoff_base_seconds=0)
+async def async_boom(payload, job):
+    record(job)
+    await asyncio.sleep(0)
+    raise RuntimeError("async boom")
+
+
+@job(name="async_blocks")
+async def async_blocks(payload, job):
+    time.sleep(payload.get("seconds", 0.6))  # a blocking call in an async handler: the loop stalls
+    return "blocked"
+
+
+@job(name="async_cancellable", max_attempts=3)
+async def async_cancellable(payload, job):
+    record(job, "start")
+    for _ in range(2000):
+        job.raise_if_cancelled()
+        await asyncio.sleep(0.01)
+    return "not cancelled"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 
 from django_jobqueue.connection import get_client
@@ -48,7 +49,7 @@ def add(a, b):
 async def async_add(a, b):
     await asyncio.sleep(0)
     record("async_add")
-    return {"sum": a + b, "async": True}
+    return {"sum": a + b, "async": True, "thread": threading.current_thread().name}
 
 
 @task

@@ -32,6 +32,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency", "-c", type=int, help="runner threads (default: the queue's CONCURRENT_JOBS)"
         )
+        parser.add_argument(
+            "--async-concurrency",
+            type=int,
+            help="async handlers (async def) running at once on the worker's event loop (default 100)",
+        )
         parser.add_argument("--burst", action="store_true", help="run what is ready, then exit 0")
         parser.add_argument("--max-jobs", type=int, help="exit after running this many jobs")
         parser.add_argument(
@@ -60,7 +65,7 @@ class Command(BaseCommand):
         flusher = logsetup.setup(
             options["verbosity"], logsetup.unwrapped(self.stderr), buffered=True, log_format=options["log_format"]
         )
-        for name in ("concurrency", "max_jobs", "processes"):
+        for name in ("concurrency", "async_concurrency", "max_jobs", "processes"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
         slot = os.environ.get(CHILD_ENV)  # set when this process is one of a pool's
@@ -77,6 +82,7 @@ class Command(BaseCommand):
                 grace_seconds=options["grace"],
                 worker_id=worker_id,
                 scheduler=not options["no_scheduler"],
+                async_concurrency=options["async_concurrency"],
             )
         except (JobQueueError, LookupError, ValueError) as exc:
             raise CommandError(safe_text(exc)) from exc
@@ -117,7 +123,16 @@ class Command(BaseCommand):
         args = [f"--verbosity={options['verbosity']}"]
         for queue in options["queues"] or []:
             args.append(f"--queue={queue}")
-        for name in ("concurrency", "max_jobs", "grace", "worker_id", "log_format", "settings", "pythonpath"):
+        for name in (
+            "concurrency",
+            "async_concurrency",
+            "max_jobs",
+            "grace",
+            "worker_id",
+            "log_format",
+            "settings",
+            "pythonpath",
+        ):
             if options.get(name) is not None:
                 args.append(f"--{name.replace('_', '-')}={options[name]}")
         for name in ("burst", "no_scheduler", "traceback", "no_color", "force_color"):
