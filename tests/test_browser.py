@@ -4,7 +4,8 @@ It starts what `make demo` starts, against this test run's private Redis and a
 temporary SQLite file: the demo project (testproject/, `runserver`) and a real
 worker (`jobq_worker --queue jobs --queue payments`). Then, as a person would:
 log in to the admin, start the demo's mock pool and enqueue a batch and watch
-the counts move, queue a burst of payments on the limited queue and see at
+the counts move, fetch 20 rates with async jobs and see more run at once than
+the worker has threads, queue a burst of payments on the limited queue and see at
 most 2 run at once (and the admin show "2 of 2 slots in use"), sign up (a view
 calling enqueue()) and watch that job complete in the admin, pause claiming on
 the demo queue, open a failed job, press Retry and see it leave the failed list.
@@ -55,6 +56,7 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 15_000  # the longest any single step may take
 BATCH = 30
+RATES = 20  # the demo page's "Fetch 20 rates (async)"
 FAIL_RATE = "0.75"  # 3 attempts each: ~42% of the batch ends failed, the rest completed
 
 pytestmark = [
@@ -281,6 +283,18 @@ def tour(page, demo: Demo, artifacts: Path) -> None:
     page.click("#report-cancel")
     expect(page.locator("#report-state")).to_contain_text("cancelled", timeout=WAIT_MS)
     expect(page.locator("#report-cancel")).to_be_disabled()
+
+    # Async jobs: an async view queues 20 one-second `async def` jobs, and the worker's event
+    # loop runs them side by side, more at once than its 4 runner threads could.
+    completed_before = depth(page, "jobs", "completed")
+    page.click("#rates-button")
+    expect(page.locator("#rates-state")).to_contain_text("queued 20 rate fetches")
+    expect(page.locator("#rates-state")).to_contain_text("all 20 done in ", timeout=WAIT_MS)
+    wait_depth(page, "jobs", "completed", completed_before + RATES)
+    shown = page.locator("#rates-state").text_content() or ""
+    most_running = int(re.search(r"up to (\d+) running at once", shown)[1])
+    assert most_running > 4, f"the event loop runs more than the 4 runner threads at once: {shown!r}"
+    shot(page, artifacts, "demo-rates")
 
     # A limited queue (GLOBAL_CONCURRENCY 2): a burst of 20 payments, and the worker's 4 runners
     # never hold more than 2 of them. The page records the most it shows processing at once.

@@ -333,6 +333,7 @@ def test_the_live_page_says_when_redis_is_down_and_when_it_is_back(demo_project,
             client.get("/api/state/"),
             client.post("/api/enqueue/", {"kind": "email", "count": "1"}),
             client.post("/api/reclaim/"),
+            client.post("/api/rates/"),  # an async view, on redis.asyncio
         ):
             assert response.status_code == 503
             assert response["Content-Type"] == "application/json"
@@ -345,6 +346,7 @@ def test_the_live_page_says_when_redis_is_down_and_when_it_is_back(demo_project,
         server.start()  # the same port: the clients' pools reconnect
         assert client.get("/api/state/").status_code == 200
         assert client.post("/api/enqueue/", {"kind": "email", "count": "1"}).json() == {"enqueued": 1}
+        assert client.post("/api/rates/").json() == {"enqueued": 20}
         assert "hidden" in redis_banner(client.get("/").content.decode())
     finally:
         server.cleanup()

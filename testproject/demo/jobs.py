@@ -3,11 +3,13 @@
 They stand in for what a project sends to the background: mail, webhooks,
 thumbnails, invoices, card payments. Each takes a little time; the email one
 fails now and then so retries show in the admin (one time in five;
-DEMO_SMTP_FAILURE_RATE changes it, the browser test sets 0).
+DEMO_SMTP_FAILURE_RATE changes it, the browser test sets 0). One is an
+`async def` handler (fetch_rate), run on the worker's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -67,3 +69,17 @@ def charge_card(payload, job):
     customer's cards one at a time. The demo page queues 20 at once."""
     time.sleep(0.8)  # the processor's answer
     return {"customer": payload["customer"], "charged": payload["amount"]}
+
+
+# What the pretend rates API answers.
+RATES = {"USD": 1.08, "GBP": 0.85, "JPY": 162.4, "CHF": 0.95, "SEK": 11.3}
+
+
+@job(name="fetch_rate")
+async def fetch_rate(payload, job):
+    """An async handler (docs/async.md): the worker runs it on its event loop,
+    so while it awaits the slow rates API it holds no runner thread. The demo
+    page queues 20 at once; the worker's 4 runners hand them all to the loop,
+    and the 20 one-second waits overlap."""
+    await asyncio.sleep(1.0)  # a slow rates API: an HTTP call, awaited (httpx.AsyncClient in a project)
+    return {"pair": f"EUR/{payload['currency']}", "rate": RATES.get(payload["currency"], 1.0)}
