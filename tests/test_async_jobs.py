@@ -77,10 +77,12 @@ def test_sync_and_async_jobs_in_one_worker(r):
     assert [x.get("async", False) for x in results] == [False] * 5 + [True] * 5
 
 
-def test_an_async_handler_touches_its_lease(r):
-    job_id = enqueue("async_wait", {"seconds": 0.1, "touch": True}, queue="fast")
+def test_an_async_handler_touches_its_lease_and_reports_progress(r):
+    job_id = enqueue("async_wait", {"seconds": 0.1, "touch": True, "progress": True}, queue="fast")
     drain("fast")
-    assert job_hash(r, job_id, "fast")["status"] == "completed"
+    fields = job_hash(r, job_id, "fast")
+    assert fields["status"] == "completed"
+    assert (fields["progress"], fields["progress_message"]) == ("0.5", "half way")
 
 
 def test_a_running_async_job_is_cancelled_cooperatively(r):

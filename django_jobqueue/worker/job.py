@@ -204,6 +204,9 @@ class Job:
     async def atouch(self, seconds: float | None = None) -> bool:
         return await asyncio.to_thread(self.touch, seconds)
 
+    async def aprogress(self, fraction: float, message: str | None = None) -> None:
+        await asyncio.to_thread(self.progress, fraction, message)
+
     # Progress (engine/progress.py: at most a few writes a second, the last report never lost).
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report how far the run has got: ``fraction`` from 0 to 1 and an

@@ -233,6 +233,8 @@ async def async_wait(payload, job):
         await asyncio.sleep(first if first is not None and job.attempts == 1 else payload.get("seconds", 0.1))
         if payload.get("touch"):
             assert await job.atouch(5)
+        if payload.get("progress"):
+            await job.aprogress(0.5, message="half way")
     finally:
         ASYNC_AWAITING["now"] -= 1
     record(job, "end")
