@@ -4,6 +4,9 @@
     python -m bench.client SYSTEM bulk N
     python -m bench.client SYSTEM latency SAMPLES TIME_CAP_SECONDS
     python -m bench.client ping single N          (a redis-py PING loop: the floor)
+    python -m bench.client jobqueue async-bulk N  (ours only: N jobs of the async handler)
+    python -m bench.client jobqueue aenqueue N CALLERS   (ours only: one loop, CALLERS tasks)
+    python -m bench.client jobqueue threads N THREADS    (ours only: enqueue() from THREADS threads)
 
 Each prints one JSON line. Timing covers the enqueue calls only, never the
 imports or the set-up, so every system pays its start-up cost outside it.
@@ -156,6 +159,66 @@ def ping(n: int) -> dict[str, Any]:
     return {"n": n, "seconds": time.perf_counter() - t0}
 
 
+def async_bulk(n: int) -> dict[str, Any]:
+    """Ours only: the async drain's jobs (bench.async_sleep), enqueued in bulk."""
+    from django_jobqueue import enqueue_many
+
+    t0 = time.perf_counter()
+    for start in range(0, n, CHUNK):
+        enqueue_many("bench.async_sleep", [{} for _ in range(min(CHUNK, n - start))])
+    return {"n": n, "seconds": time.perf_counter() - t0}
+
+
+def aenqueue_concurrent(n: int, callers: int) -> dict[str, Any]:
+    """Ours only: ``await aenqueue()`` one job per call, from ``callers`` tasks
+    gathered on one event loop, n // callers calls each. One untimed call per
+    task first, so the loop's client and its connections are made outside
+    the timing (as the threads' are in ``threads_concurrent``)."""
+    import asyncio
+
+    from django_jobqueue import aenqueue
+
+    each = n // callers
+
+    async def caller(count: int) -> None:
+        for _ in range(count):
+            await aenqueue("bench.noop", {})
+
+    async def run() -> float:
+        await asyncio.gather(*(caller(1) for _ in range(callers)))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(caller(each) for _ in range(callers)))
+        return time.perf_counter() - t0
+
+    return {"n": each * callers, "seconds": asyncio.run(run())}
+
+
+def threads_concurrent(n: int, threads: int) -> dict[str, Any]:
+    """Ours only: ``enqueue()`` one job per call from ``threads`` threads,
+    n // threads calls each, all let go at once after an untimed call each."""
+    import threading
+
+    from django_jobqueue import enqueue
+
+    each = n // threads
+    gate = threading.Barrier(threads + 1)
+
+    def caller() -> None:
+        enqueue("bench.noop", {})
+        gate.wait()
+        for _ in range(each):
+            enqueue("bench.noop", {})
+
+    pool = [threading.Thread(target=caller) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    gate.wait()
+    t0 = time.perf_counter()
+    for t in pool:
+        t.join()
+    return {"n": each * threads, "seconds": time.perf_counter() - t0}
+
+
 def main(argv: list[str]) -> int:
     system, op, *rest = argv
     if system == "ping":
@@ -168,6 +231,12 @@ def main(argv: list[str]) -> int:
         res = bulk(e, int(rest[0]))
     elif op == "latency":
         res = latency(e, int(rest[0]), float(rest[1]))
+    elif op == "async-bulk" and system == "jobqueue":
+        res = async_bulk(int(rest[0]))
+    elif op == "aenqueue" and system == "jobqueue":
+        res = aenqueue_concurrent(int(rest[0]), int(rest[1]))
+    elif op == "threads" and system == "jobqueue":
+        res = threads_concurrent(int(rest[0]), int(rest[1]))
     else:
         raise SystemExit(f"unknown op {op!r}")
     print(json.dumps(res))

@@ -17,6 +17,10 @@ STARTS = "bench:started"
 URL_ENV = "BENCH_REDIS_URL"
 # Read by bench/settings.py: the queue's GLOBAL_CONCURRENCY in our limited drain.
 GLOBAL_CONCURRENCY_ENV = "BENCH_GLOBAL_CONCURRENCY"
+# Our async drain: what each async handler awaits, and where the first handler
+# to start in a worker process records the wall-clock time it started.
+ASYNC_SLEEP_S = 0.1
+ASYNC_FIRST_START = "bench:async-first-start"
 
 _client: Any = None
 
@@ -40,6 +44,12 @@ def client() -> Any:
 def bump() -> None:
     """The no-op job: one INCR."""
     client().incr(COUNTER)
+
+
+def mark_first_start() -> None:
+    """The first async handler of the drain: record when it started (SET NX,
+    so the earliest of the processes' first starts is kept)."""
+    client().set(ASYNC_FIRST_START, repr(time.time()), nx=True)
 
 
 def mark_start() -> None:

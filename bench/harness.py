@@ -11,8 +11,13 @@ an emptied server (FLUSHALL):
 3b. ours only: the same drain on a queue with a GLOBAL_CONCURRENCY as high as
    the runner threads of both processes (so it never holds a job back): what a
    limited queue's bookkeeping costs per job
+3c. ours only: async handlers (each awaits asyncio.sleep(0.1)) drained by one
+   worker process, against the ideal of sleep x jobs / --async-concurrency
+   (bench.client async-bulk; the worker started here)
+3d. ours only: await aenqueue() from many tasks on one event loop, against
+   enqueue() from as many threads (bench.client aenqueue, bench.client threads)
 
-Phases 1-3b run in rounds (Plan.single_rounds, Plan.drain_rounds): every
+Phases 1-3d run in rounds (Plan.single_rounds, Plan.drain_rounds): every
 system once per round, so each system's runs are spread over the same minutes;
 the best run of each counts.
 4. enqueue-to-start latency on an idle worker
@@ -40,7 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.common import COUNTER, GLOBAL_CONCURRENCY_ENV, URL_ENV
+from bench.common import ASYNC_FIRST_START, ASYNC_SLEEP_S, COUNTER, GLOBAL_CONCURRENCY_ENV, URL_ENV
 from bench.monitor import Monitor, parse
 from bench.systems import System
 
@@ -55,6 +60,17 @@ STEADY_FROM, STEADY_TO = 0.1, 0.9
 LIMITED_PROCESSES = 2
 LIMITED_GLOBAL_CONCURRENCY = 100
 LIMITED_PHASE = f"bulk enqueue + drain, {LIMITED_PROCESSES} worker processes, global concurrency limit (ours only)"
+# Our async drain: one worker process, this many async handlers at once.
+ASYNC_CONCURRENCY = 100
+ASYNC_DRAIN_PHASE = f"async handlers drain, 1 worker process, --async-concurrency {ASYNC_CONCURRENCY} (ours only)"
+# Where the harness counts the async drain's completions: the queue's shared
+# counters (engine/keys.py QueueKeys.stats of bench/settings.py's queue).
+STATS_KEY = "queue:jobs:stats"
+# aenqueue from one event loop against enqueue from threads: this many concurrent callers each.
+ASYNC_CALLERS = 50
+ASYNC_ENQUEUE_PHASE = "aenqueue from one event loop vs enqueue from threads (ours only)"
+# The phases the peers are not run in: features of ours alone.
+OURS_ONLY = (LIMITED_PHASE, ASYNC_DRAIN_PHASE, ASYNC_ENQUEUE_PHASE)
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,12 @@ class Plan:
     # down). Every run is kept in results.json and listed in the report.
     single_rounds: int = 3
     drain_rounds: int = 2
+    # Ours only: the async drain's jobs (run drain_rounds times), and the jobs
+    # each of aenqueue and the threads' enqueue sends (single_rounds times),
+    # from this many concurrent callers.
+    async_drain_n: int = 1000
+    async_enqueue_n: int = 10000
+    async_callers: int = ASYNC_CALLERS
 
     def scaled(self, factor: float) -> Plan:
         def n(v: int, least: int) -> int:
@@ -90,6 +112,8 @@ class Plan:
             reclaim_sizes=tuple(n(s, 100) for s in self.reclaim_sizes),
             ceiling_n=n(self.ceiling_n, 200),
             redis_benchmark_n=n(self.redis_benchmark_n, 1000),
+            async_drain_n=n(self.async_drain_n, 100),
+            async_enqueue_n=n(self.async_enqueue_n, self.async_callers),
         )
 
 
@@ -107,6 +131,7 @@ QUICK = Plan(
     redis_benchmark_n=2000,
     single_rounds=1,
     drain_rounds=1,
+    async_enqueue_n=1000,
 )
 
 
@@ -129,6 +154,44 @@ class Drain:
 
 
 @dataclass
+class AsyncDrain:
+    """Ours only: ``n`` async handlers awaiting ``sleep_s`` each, drained by one
+    worker process running ``concurrency`` of them at once."""
+
+    n: int
+    concurrency: int
+    sleep_s: float
+    done: int = 0
+    # From the first handler's start (wall clock, recorded by the handler) to
+    # the poll that saw the last completion counted in the queue's stats.
+    drain_s: float | None = None
+    total_s: float = 0.0  # worker start to the last completion
+    error: str | None = None
+
+    @property
+    def ideal_s(self) -> float:
+        """Every handler's sleep, ``concurrency`` at once: nothing else costs anything."""
+        return self.sleep_s * self.n / self.concurrency
+
+    @property
+    def ratio(self) -> float | None:
+        return self.drain_s / self.ideal_s if self.drain_s and self.done == self.n else None
+
+
+@dataclass
+class AsyncEnqueue:
+    """Ours only: one round of aenqueue() from one loop's tasks against enqueue() from threads."""
+
+    callers: int
+    aenqueue_rate: float | None = None  # jobs/s
+    threads_rate: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.aenqueue_rate / self.threads_rate if self.aenqueue_rate and self.threads_rate else None
+
+
+@dataclass
 class SystemResult:
     key: str
     enqueue_single: float | None = None  # the best of enqueue_single_runs
@@ -140,6 +203,10 @@ class SystemResult:
     # Ours only: the 2-process drain on a queue with a global concurrency limit.
     limited_drain: Drain | None = None  # the best of limited_drain_runs
     limited_drain_runs: list[Drain] = field(default_factory=list)
+    # Ours only: async handlers drained by one process; aenqueue against threads.
+    async_drain: AsyncDrain | None = None  # the fastest of async_drain_runs
+    async_drain_runs: list[AsyncDrain] = field(default_factory=list)
+    async_enqueue_runs: list[AsyncEnqueue] = field(default_factory=list)
     mem_per_job: float | None = None
     latency_ms: list[float] = field(default_factory=list)
     latency_error: str | None = None
@@ -186,10 +253,18 @@ class Harness:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def spawn(
-        self, system: System, processes: int, *, burst: bool, phase: str, env: dict[str, str] | None = None
+        self,
+        system: System,
+        processes: int,
+        *,
+        burst: bool,
+        phase: str,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> list[subprocess.Popen[bytes]]:
         procs = []
         for argv in system.worker_commands(processes, burst=burst, url=self.url):
+            argv = [*argv, *(extra_args or [])]
             self._logs += 1
             logf = open(self.workdir / f"{self._logs:03d}-{system.key}-{phase}.log", "wb")
             try:
@@ -282,11 +357,13 @@ class Harness:
             ("bulk enqueue + drain, 1 worker process", lambda s: self.phase_drain(s, 1), p.drain_rounds),
             ("bulk enqueue + memory + drain, 2 worker processes", lambda s: self.phase_drain(s, 2), p.drain_rounds),
             (LIMITED_PHASE, self.phase_limited_drain, p.drain_rounds),
+            (ASYNC_DRAIN_PHASE, self.phase_async_drain, p.drain_rounds),
+            (ASYNC_ENQUEUE_PHASE, self.phase_async_enqueue, p.single_rounds),
             ("enqueue-to-start latency", self.phase_latency, 1),
             ("commands per job", self.phase_commands, 1),
         ]:
-            # The limited drain is ours alone: a feature the peers are not run with.
-            systems = [s for s in self.systems if s.key == "jobqueue"] if name == LIMITED_PHASE else self.systems
+            # The limited and async phases are ours alone: features the peers are not run with.
+            systems = [s for s in self.systems if s.key == "jobqueue"] if name in OURS_ONLY else self.systems
             if not systems:
                 continue
             for round_no in range(1, rounds + 1):
@@ -311,6 +388,12 @@ class Harness:
         if phase == LIMITED_PHASE and r.limited_drain_runs:
             d = r.limited_drain_runs[-1]
             return f"{d.done} jobs in {d.total_s:.2f} s, steady {d.steady_rate or 0:,.0f} jobs/s"
+        if phase == ASYNC_DRAIN_PHASE and r.async_drain_runs:
+            a = r.async_drain_runs[-1]
+            return f"{a.done} jobs in {a.drain_s or 0:.2f} s from the first start (ideal {a.ideal_s:.2f} s)"
+        if phase == ASYNC_ENQUEUE_PHASE and r.async_enqueue_runs:
+            e = r.async_enqueue_runs[-1]
+            return f"aenqueue {e.aenqueue_rate or 0:,.0f} jobs/s, {e.callers} threads {e.threads_rate or 0:,.0f} jobs/s"
         if "drain" in phase:
             d = r.drain_runs[max(r.drain_runs)][-1]
             extra = " (time cap)" if d.capped else ""
@@ -382,6 +465,63 @@ class Harness:
         bookkeeping costs (no claiming ahead, a mark per claimed job, a wake
         token per completion)."""
         self.phase_drain(system, LIMITED_PROCESSES, global_concurrency=LIMITED_GLOBAL_CONCURRENCY)
+
+    def phase_async_drain(self, system: System) -> None:
+        """Ours only: bulk enqueue jobs whose async handler awaits
+        asyncio.sleep(ASYNC_SLEEP_S), then drain them with one burst worker
+        process running ASYNC_CONCURRENCY at once. Timed from the first
+        handler's start to the last completion the queue's stats count (so
+        the worker's start-up is left out, and the completions' writes are in)."""
+        result = self.results[system.key]
+        d = AsyncDrain(self.plan.async_drain_n, ASYNC_CONCURRENCY, ASYNC_SLEEP_S)
+        result.async_drain_runs.append(d)
+        self.r.flushall()
+        self.child(system, "async-bulk", d.n)
+        started = time.perf_counter()
+        # Our worker command as the other drains run it, with the async handlers' bound said outright.
+        procs = self.spawn(
+            system, 1, burst=True, phase="drain-async", extra_args=["--async-concurrency", str(d.concurrency)]
+        )
+        try:
+            while True:
+                done = int(self.r.hget(STATS_KEY, "completed") or 0)
+                now, wall = time.perf_counter(), time.time()
+                if done >= d.n or now - started > self.plan.drain_cap_s:
+                    break
+                if procs[0].poll() is not None:
+                    time.sleep(0.2)  # a last completion's write may be on its way
+                    done = int(self.r.hget(STATS_KEY, "completed") or 0)
+                    if done < d.n:
+                        d.error = f"the worker exited after {done} of {d.n} jobs (exit code {procs[0].returncode})"
+                    break
+                time.sleep(POLL_S)
+        finally:
+            self.stop(procs)
+        d.done, d.total_s = done, now - started
+        first = self.r.get(ASYNC_FIRST_START)
+        if first is not None and done:
+            d.drain_s = wall - float(first)
+        if done < d.n and not d.error:
+            d.error = f"{done} of {d.n} jobs done within the time cap"
+        finished = [run for run in result.async_drain_runs if run.ratio is not None]
+        result.async_drain = min(finished, key=lambda run: run.ratio or 0.0) if finished else d
+        if d.error:
+            raise RuntimeError(d.error)
+
+    def phase_async_enqueue(self, system: System) -> None:
+        """Ours only: the same jobs sent one per call by ``async_callers``
+        concurrent callers: tasks gathered on one event loop awaiting
+        aenqueue(), then as many threads calling enqueue(), each in a child
+        process of its own."""
+        p = self.plan
+        run = AsyncEnqueue(p.async_callers)
+        self.results[system.key].async_enqueue_runs.append(run)
+        self.r.flushall()
+        res = self.child(system, "aenqueue", p.async_enqueue_n, p.async_callers)
+        run.aenqueue_rate = res["n"] / res["seconds"]
+        self.r.flushall()
+        res = self.child(system, "threads", p.async_enqueue_n, p.async_callers)
+        run.threads_rate = res["n"] / res["seconds"]
 
     def phase_latency(self, system: System) -> None:
         result = self.results[system.key]
@@ -497,5 +637,7 @@ def as_json(results: dict[str, SystemResult]) -> dict[str, Any]:
         data["drain_runs"] = {str(p): [{**asdict(d), "total_rate": d.total_rate} for d in runs]
                               for p, runs in r.drain_runs.items()}  # fmt: skip
         data["limited_drain_runs"] = [{**asdict(d), "total_rate": d.total_rate} for d in r.limited_drain_runs]
+        data["async_drain_runs"] = [{**asdict(d), "ideal_s": d.ideal_s, "ratio": d.ratio} for d in r.async_drain_runs]
+        data["async_enqueue_runs"] = [{**asdict(e), "ratio": e.ratio} for e in r.async_enqueue_runs]
         out[key] = data
     return out

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import LIMITED_GLOBAL_CONCURRENCY, LIMITED_PROCESSES, SystemResult, percentile
+from bench.common import ASYNC_SLEEP_S
+from bench.harness import (
+    ASYNC_CALLERS,
+    ASYNC_CONCURRENCY,
+    LIMITED_GLOBAL_CONCURRENCY,
+    LIMITED_PROCESSES,
+    SystemResult,
+    percentile,
+)
 from bench.systems import System
 
 
@@ -54,6 +62,28 @@ def _limited_note(r: SystemResult) -> str:
     return capped + ("" if cost is None else f" ({cost:+.1f} µs/job)")
 
 
+def _async_drain_note(r: SystemResult) -> str:
+    d = r.async_drain
+    if d is None or d.ratio is None:
+        return ""
+    return f" (ideal {d.ideal_s:.2f} s, {d.ratio:.2f}× it)"
+
+
+def _best_enqueue(what: str) -> Callable[[SystemResult], float | None]:
+    def get(r: SystemResult) -> float | None:
+        rates = [getattr(run, what) for run in r.async_enqueue_runs]
+        return max((v for v in rates if v), default=None)
+
+    return get
+
+
+def _aenqueue_note(r: SystemResult) -> str:
+    mine, threads = _best_enqueue("aenqueue_rate")(r), _best_enqueue("threads_rate")(r)
+    if not mine or not threads:
+        return ""
+    return f" ({mine / threads:.2f}× {ASYNC_CALLERS} threads)"
+
+
 def _lat(p: float) -> Callable[[SystemResult], float | None]:
     return lambda r: percentile(r.latency_ms, p) if r.latency_ms else None
 
@@ -66,6 +96,25 @@ LIMITED_ROW = Row(
     ",.0f",
     _limited_note,
 )
+# Ours alone: async handlers drained by one worker process, against the ideal
+# (every handler's sleep, ASYNC_CONCURRENCY at once).
+ASYNC_DRAIN_ROW = Row(
+    f"Async handlers (asyncio.sleep({ASYNC_SLEEP_S:g}) each), 1 worker process, "
+    f"--async-concurrency {ASYNC_CONCURRENCY}, first start to last completion (s)",
+    lambda r: r.async_drain.drain_s if r.async_drain is not None and r.async_drain.ratio is not None else None,
+    False,
+    ".2f",
+    _async_drain_note,
+)
+# Ours alone: one call per job from ASYNC_CALLERS concurrent callers, tasks on one loop against threads.
+AENQUEUE_ROW = Row(
+    f"aenqueue, {ASYNC_CALLERS} tasks on one event loop (jobs/s)",
+    _best_enqueue("aenqueue_rate"),
+    True,
+    ",.0f",
+    _aenqueue_note,
+)
+THREADS_ENQUEUE_ROW = Row(f"enqueue, {ASYNC_CALLERS} threads (jobs/s)", _best_enqueue("threads_rate"), True, ",.0f")
 ROWS = [
     Row("Enqueue, one call at a time (jobs/s)", lambda r: r.enqueue_single, True, ",.0f"),
     Row("Enqueue, bulk API (jobs/s)", lambda r: max(r.enqueue_bulk) if r.enqueue_bulk else None, True, ",.0f"),
@@ -92,6 +141,10 @@ ROWS = [
         ".1f",
         lambda r: "‡" if r.commands.get("capped") else "",
     ),
+    # Ours alone (after the rows the chart draws, by index).
+    ASYNC_DRAIN_ROW,
+    AENQUEUE_ROW,
+    THREADS_ENQUEUE_ROW,
 ]
 
 
@@ -178,6 +231,7 @@ def markdown(run: dict[str, Any], results: dict[str, SystemResult], systems: lis
         f"did. Latency p99 is of at most {plan['latency_samples']} samples.",
         "",
         *_limit_note(plan, results),
+        *_async_note(plan, results),
         *_floor(run, results),
         "Latency samples taken: "
         + ", ".join(f"{s.label} {len(results[s.key].latency_ms)}" for s in systems)
@@ -290,6 +344,36 @@ def _limit_note(plan: dict[str, Any], results: dict[str, SystemResult]) -> list[
         "job, a wake token on each completion batch). In brackets: that cost against the unlimited drain above it, "
         "(1/limited − 1/unlimited) × 10⁶ µs of steady rates, each the best of its rounds "
         f"(limited: {runs} jobs/s); on a shared machine tens of µs either way are noise.",
+        "",
+    ]
+
+
+def _async_note(plan: dict[str, Any], results: dict[str, SystemResult]) -> list[str]:
+    """What the async rows measure (ours alone)."""
+    ours = results.get("jobqueue")
+    if ours is None or not (ours.async_drain_runs or ours.async_enqueue_runs):
+        return []
+    drains = ", ".join(
+        f"{_fmt(d.drain_s, '.2f')} s" + (f" ({d.total_s:.2f} s from the worker's start)" if d.done else "")
+        for d in ours.async_drain_runs
+    )
+    enqueues = ", ".join(
+        f"{_fmt(e.aenqueue_rate, ',.0f')} against {_fmt(e.threads_rate, ',.0f')}" for e in ours.async_enqueue_runs
+    )
+    return [
+        f"Async rows, ours alone. *Async handlers*: {plan['async_drain_n']:,} jobs whose `async def` handler "
+        f"only awaits `asyncio.sleep({ASYNC_SLEEP_S:g})`, enqueued in bulk, then drained by one `jobq_worker "
+        f"--burst --async-concurrency {ASYNC_CONCURRENCY}` process (the handlers run on the worker's event "
+        f"loop, at most {ASYNC_CONCURRENCY} at once, handed over by its runner threads), timed from the first "
+        "handler's start to the poll (every 5 ms) that finds the last completion counted in the queue's "
+        f"stats; the worker's start-up is left out. Ideal: {ASYNC_SLEEP_S:g} s × jobs / async concurrency, "
+        "as if claiming, handing over and completing cost nothing; in brackets the time over it. The row is "
+        f"the best round; each: {drains}. *aenqueue / enqueue, {ASYNC_CALLERS} callers*: "
+        f"{plan['async_enqueue_n']:,} jobs sent one per call by {ASYNC_CALLERS} concurrent callers, `await "
+        f"aenqueue()` from {ASYNC_CALLERS} tasks gathered on one event loop, then `enqueue()` from "
+        f"{ASYNC_CALLERS} threads, each in a process of its own (after one untimed call per caller, which "
+        "opens its connection); in brackets aenqueue's best over the threads' best. Each round (jobs/s, "
+        f"aenqueue against threads): {enqueues}.",
         "",
     ]
 

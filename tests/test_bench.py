@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from bench.report import LIMITED_ROW, ROWS
+from bench.report import AENQUEUE_ROW, ASYNC_DRAIN_ROW, LIMITED_ROW, ROWS
 from tests.helpers.paths import ROOT
 
 
@@ -41,6 +41,13 @@ def test_quick_benchmark_of_our_queue(tmp_path):
     limited = next(ln for ln in md.splitlines() if ln.startswith(f"| {LIMITED_ROW.label} |"))
     assert re.search(r"\([+-]\d+\.\d µs/job\)", limited), limited
     assert "the limit never holds a job back" in md
+    # The async drain states its ideal and its ratio to it; aenqueue its ratio to the threads' enqueue.
+    lines = md.splitlines()
+    drain = next(ln for ln in lines if ln.startswith(f"| {ASYNC_DRAIN_ROW.label} |"))
+    assert re.search(r"\(ideal \d+\.\d\d s, \d+\.\d\d× it\)", drain), drain
+    aenqueue = next(ln for ln in lines if ln.startswith(f"| {AENQUEUE_ROW.label} |"))
+    assert re.search(r"\(\d+\.\d\d× 50 threads\)", aenqueue), aenqueue
+    assert "Async rows, ours alone." in md
     # Ours only: the reclaim sweep table and the ceilings are there too.
     assert "## Our reclaim sweep" in md
     assert "our engine: claim_nowait() + complete()" in md
