@@ -54,7 +54,7 @@ async def aenqueue(
     _check_preflight(definition, payload, queue)
     fields = _fields(opts, payload)
     if opts.on_commit:
-        _no_transaction_here()
+        await _no_transaction_here()
     job_id = new_job_id()
     caller = tracing.caller_context()
     enqueuer = AsyncEnqueuer(queue, await get_async_client())
@@ -89,7 +89,7 @@ async def aenqueue_many(
         _check_preflight(definition, payload, queue)
     runs = _runs(opts, queue, payloads)
     if opts.on_commit:
-        _no_transaction_here()
+        await _no_transaction_here()
     caller = tracing.caller_context()
     enqueuer = AsyncEnqueuer(queue, await get_async_client())
     ids: list[str] = []
@@ -102,14 +102,20 @@ async def aenqueue_many(
     return ids
 
 
-def _no_transaction_here() -> None:
+async def _no_transaction_here() -> None:
     """on_commit=True from async code: Django's atomic() is synchronous, so an
-    async caller holds no transaction and the job is written at once, as
-    enqueue(on_commit=True) does outside a transaction. Inside one (a
-    synchronous function run through sync_to_async, say), refuse: only the
-    synchronous enqueue() there can wait for its commit."""
-    if transaction.get_connection().in_atomic_block:
+    async caller holds no transaction of its own and the job is written at
+    once, as enqueue(on_commit=True) does outside a transaction. Called from
+    synchronous code that holds one (async_to_sync inside atomic(), say):
+    refuse, as only the synchronous enqueue() there can wait for its commit.
+    Django's connections are per thread: the question goes to the thread
+    sync_to_async(thread_sensitive=True) runs on, the caller's."""
+    if await sync_to_async(_in_atomic_block, thread_sensitive=True)():
         raise InvalidJobOptions(
             "aenqueue(on_commit=True) inside a transaction: call enqueue(on_commit=True) in the "
             "synchronous code that holds the transaction"
         )
+
+
+def _in_atomic_block() -> bool:
+    return bool(transaction.get_connection().in_atomic_block)

@@ -40,8 +40,9 @@ async def get_async_client() -> Any:
     loop = asyncio.get_running_loop()
     held = _clients.get(loop)
     if held is None:
+        _forget_closed_loops()
         client = build_client(get_settings(), for_asyncio=True)
-        closer = _close_at_shutdown(client)
+        closer = _close_at_shutdown(loop, client)
         await closer.__anext__()  # started here: the loop's shutdown_asyncgens() finalizes it
         with _lock:
             held = _clients.setdefault(loop, (client, closer))
@@ -50,10 +51,22 @@ async def get_async_client() -> Any:
     return held[0]
 
 
-async def _close_at_shutdown(client: Any) -> AsyncGenerator[None, None]:
+def _forget_closed_loops() -> None:
+    """Drop the clients of loops closed without finalizing their async
+    generators (loop.close() without shutdown_asyncgens()): their entries
+    refer to their loops, so the weak keys alone would never let them go."""
+    with _lock:
+        for loop in [loop for loop in _clients if loop.is_closed()]:
+            del _clients[loop]
+
+
+async def _close_at_shutdown(loop: asyncio.AbstractEventLoop, client: Any) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        with _lock:
+            if _clients.get(loop, (None,))[0] is client:
+                del _clients[loop]
         await client.aclose()
         # A Sentinel-managed primary's client: the connections to the sentinels too.
         manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)

@@ -199,6 +199,9 @@ def _build(
         for hook in ("on_before_add", "okay_to_run"):
             if preflight.get(hook) is not None and not callable(preflight[hook]):
                 raise InvalidJobOptions(f"{where}: preflight {hook} must be callable")
+            if inspect.iscoroutinefunction(preflight.get(hook)):
+                # Called synchronously (its coroutine would be a true value, never awaited).
+                raise InvalidJobOptions(f"{where}: preflight {hook} must be a plain function, not async def")
         delay = preflight.get("requeue_delay_in_seconds", 60.0)
         seconds_to_ms(f"{where}: preflight requeue_delay_in_seconds", delay)
         pre = Preflight(preflight.get("on_before_add"), preflight.get("okay_to_run"), float(delay))

@@ -6,11 +6,14 @@ test here: asyncio.run), several loops at once; an ASGI view."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 
 import pytest
 import redis.connection
+from asgiref.sync import async_to_sync
+from django.db import transaction
 from django.test import AsyncClient
 
 from django_jobqueue import (
@@ -22,6 +25,7 @@ from django_jobqueue import (
     UnknownJobError,
     aenqueue,
     aenqueue_many,
+    async_connection,
     enqueue,
     get_queue,
 )
@@ -159,3 +163,32 @@ def test_no_synchronous_connection_is_used(r, monkeypatch):
     one, many = asyncio.run(both())
     monkeypatch.undo()
     assert r.llen(get_queue("jobs").keys.pending) == 3 and len(many) == 2 and one
+
+
+def test_a_loops_client_is_forgotten_with_the_loop(r):
+    for _ in range(5):
+        asyncio.run(aenqueue("add", {}))
+    gc.collect()
+    assert len(async_connection._clients) == 0
+
+
+# Its connections are left to the garbage collector, which warns of them: the
+# loop's closer never ran (docs/async.md says so).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_loop_closed_without_finalizing_its_client_is_forgotten_at_the_next_one(r):
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(aenqueue("add", {}))
+    loop.close()  # no shutdown_asyncgens(): the client's closer never ran
+    asyncio.run(aenqueue("add", {}))
+    assert loop not in async_connection._clients
+    assert r.llen(get_queue("jobs").keys.pending) == 2
+    gc.collect()  # its connections' warnings, here rather than in another test
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_from_async_code_inside_a_synchronous_transaction_is_refused(r):
+    """async_to_sync(aenqueue) in code that holds a transaction: the job would
+    be written before the commit, so it is refused (enqueue() there waits for it)."""
+    with transaction.atomic(), pytest.raises(InvalidJobOptions, match="inside a transaction"):
+        async_to_sync(aenqueue)("add", {}, on_commit=True)
+    assert r.llen(get_queue("jobs").keys.pending) == 0

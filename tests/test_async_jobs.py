@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from django_jobqueue import cancel, enqueue, get_queue
+from django_jobqueue import InvalidJobOptions, cancel, enqueue, get_queue, job
 from django_jobqueue.worker import Worker
 from tests.helpers.redis_data import job_hash
 from tests.helpers.waiting import wait_for
@@ -126,3 +126,57 @@ def test_a_handler_that_blocks_the_loop_is_named_in_the_log(r, caplog):
     assert job_hash(r, job_id)["status"] == "completed"
     stalled = [rec.getMessage() for rec in caplog.records if "event loop has been blocked" in rec.getMessage()]
     assert stalled and f"job async_blocks {job_id}" in stalled[0]
+
+
+# ------------------------------------------------------- what a review broke first
+
+
+def test_max_jobs_lets_the_async_jobs_it_handed_over_finish(r):
+    job_id = enqueue("async_wait", {"seconds": 1.0}, queue="fast")
+    worker = Worker(["fast"], max_jobs=1, grace_seconds=0.2, scheduler=False)
+    assert worker.run(install_signals=False) == 0
+    assert job_hash(r, job_id, "fast")["status"] == "completed"
+
+
+def test_a_job_waiting_for_an_async_slot_is_neither_started_nor_run_once_cancelled(r):
+    """The checks that decide whether a job starts are made once its slot on
+    the loop is taken, right before it runs, not while it waits for one."""
+    holder = enqueue("async_cancellable", {})
+    with Serving("jobs", concurrency=1, async_concurrency=1):
+        wait_for(lambda: runs(r, holder, "start"), what="the first job to hold the only slot")
+        waiting = enqueue("async_add", {"a": 1, "b": 1}, delivery="at-most-once")
+        wait_for(lambda: job_hash(r, waiting)["status"] == "processing", what="the runner to claim it")
+        # Its only chance has not begun: a worker killed now would not use it up.
+        assert job_hash(r, waiting).get("started", "") == ""
+        cancel(waiting)
+        cancel(holder)  # the slot frees; the waiting job is checked, and dropped
+        wait_for(lambda: job_hash(r, waiting)["status"] == "cancelled", what="it to end cancelled")
+    assert runs(r, waiting) == []
+    assert job_hash(r, waiting)["attempts"] == "0"
+
+
+def test_a_handler_that_goes_on_after_its_cancellation_does_not_outlive_the_loop(r):
+    job_id = enqueue("async_stubborn", {}, queue="fast")
+    with Serving("fast", grace_seconds=0.2) as worker:
+        wait_for(lambda: runs(r, job_id, "start"), what="the job to start")
+    assert job_hash(r, job_id, "fast")["status"] == "pending"  # handed back
+    assert not worker.async_jobs._thread.is_alive()
+
+
+def test_an_inner_task_cancelled_fails_the_job_and_it_is_retried(r):
+    job_id = enqueue("async_inner_cancelled", {})
+    drain()
+    fields = job_hash(r, job_id)
+    assert (fields["status"], fields["attempts"]) == ("failed", "3")
+    assert "CancelledError" in fields["last_error"]
+
+
+def test_an_async_preflight_hook_is_refused_at_definition():
+    async def okay(payload, job):
+        return False
+
+    with pytest.raises(InvalidJobOptions, match="okay_to_run must be a plain function, not async def"):
+
+        @job(name="async_preflight", preflight={"okay_to_run": okay})
+        async def handler(payload, job):
+            return None

@@ -30,6 +30,7 @@ compat = pytest.importorskip(
 from django_jobqueue import PayloadError, QueueUnavailable, cancel, connection, enqueue, get_queue  # noqa: E402
 from django_jobqueue.registry import add_resolver, get_definition  # noqa: E402
 from django_jobqueue.tasks import TASK_NAME_PREFIX, JobQueueBackend, TaskAbandoned  # noqa: E402
+from django_jobqueue.worker import Worker  # noqa: E402
 from django_jobqueue.worker.worker import default_worker_id  # noqa: E402
 from tests.helpers.redis_data import job_hash  # noqa: E402
 from tests.helpers.waiting import wait_for  # noqa: E402
@@ -781,3 +782,21 @@ def test_the_backends_async_api_is_native_on_the_loops_own_client(settings, monk
     assert fetched.id == result.id and fetched.status == Status.READY
     drain()
     assert asyncio.run(backend.aget_result(result.id)).return_value == 42
+
+
+def test_an_async_task_cut_off_by_the_shutdown_is_handed_back_not_failed(settings, r):
+    """The shutdown's cancellation at the end of the grace period is no
+    failure of the task: the job goes back to the queue, no attempt failed,
+    no task_finished."""
+    use_tasks(settings)
+    result = t.async_sleep.enqueue(60)
+    worker = Worker(["jobs"], grace_seconds=0.3, scheduler=False)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    wait_for(lambda: t.runs(r, "async_sleep"), what="the task to start")
+    worker.stop()
+    thread.join(30)
+    fields = job_hash(r, result.id)
+    assert fields["status"] == "pending" and not fields.get("last_error")
+    result.refresh()
+    assert result.status == Status.READY and result.errors == []

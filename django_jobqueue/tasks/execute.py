@@ -149,6 +149,9 @@ async def run_async_task(task: Task[..., Any], payload: Any, job: Job) -> Any:
         await asyncio.to_thread(task_started.send, run.sender, task_result=run.result)
         value = _returned(run, await run.task.acall(*run.call_args, **run.kwargs))
     except BaseException as exc:  # noqa: BLE001 - the worker fails the job for SystemExit too
+        current = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
+            raise  # the worker's shutdown cut it off: it hands the job back, no attempt failed
         await asyncio.to_thread(_failed_on_thread, run, job, exc)
         return None
     await asyncio.to_thread(_succeeded, run, job, value)

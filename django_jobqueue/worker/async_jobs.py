@@ -4,13 +4,15 @@ One thread of the worker runs an asyncio event loop, started with the first
 async job. A runner thread that claims an async job hands it over and goes
 back to claiming: the job then waits (on HTTP, say) without holding a thread.
 At most ``concurrency`` async jobs run at once (``--async-concurrency``): a
-runner that claims one more waits for a free slot before handing it over, so
-a worker never claims more than it can run.
+runner that claims one more reserves a slot (waiting for one to free) before
+it checks the job (cancelled meanwhile? its only chance begins now?) and
+hands it over, so a worker never claims more than it can run.
 
 Nothing the worker keeps itself alive with runs here: leases, the heartbeat
 and the sweep have their own threads, and the work after a handler returns
-(the result's completion, a failure's retry) runs on a thread of its own
-(``finish``), so that its Redis calls never stall the loop either.
+(the result's completion, a failure's retry) runs on finishing threads
+(``finish_later``), so that its Redis calls never stall the loop, and the
+shutdown's cancellation of the handlers still running never cuts it short.
 
 A handler that blocks the loop (a synchronous call: requests.get, time.sleep,
 a database query without sync_to_async) holds up every other async job: a
@@ -36,6 +38,9 @@ TICK_S = 0.05
 STALLED_S = 0.25
 # Threads that finish async jobs (Redis calls after a handler returns).
 FINISHERS = 2
+# When the loop stops: rounds of cancelling what still runs, each waiting this long.
+CANCEL_ROUNDS = 3
+CANCEL_WAIT_S = 0.5
 
 
 class AsyncJobs:
@@ -51,6 +56,7 @@ class AsyncJobs:
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # touched on the loop's thread only
         self._running = 0  # jobs handed over and not yet done (any thread, under the lock)
+        self._finishing: set[concurrent.futures.Future[Any]] = set()  # finish_later's work not yet done
         self._idle = threading.Condition(self._lock)
         self._last_tick = time.monotonic()
         self._stall_reported = 0.0
@@ -60,17 +66,40 @@ class AsyncJobs:
     def running(self) -> int:
         return self._running
 
-    def submit(self, run: Callable[[], Coroutine[Any, Any, None]], label: str, stopping: threading.Event) -> bool:
-        """From a runner thread: wait for a free slot, then start ``run()`` on the
-        loop. False (nothing started) when the worker began to stop meanwhile."""
+    def reserve(self, stopping: threading.Event) -> bool:
+        """From a runner thread: take a slot, waiting for one to free. False
+        (no slot taken) when the worker began to stop meanwhile."""
         while not self._slots.acquire(timeout=0.2):
             if stopping.is_set():
                 return False
+        if stopping.is_set():
+            self._slots.release()
+            return False
+        return True
+
+    def unreserve(self) -> None:
+        """Give back a slot reserve() took for a job that is not handed over after all."""
+        self._slots.release()
+
+    def start(self, run: Callable[[], Coroutine[Any, Any, None]], label: str) -> None:
+        """Run ``run()`` on the loop, in the slot reserve() took."""
         loop = self._started_loop()
         with self._lock:
             self._running += 1
         loop.call_soon_threadsafe(self._start, run, label)
-        return True
+
+    def finish_later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a finishing thread (the work after a handler)."""
+        future = self.finish.submit(fn, *args)
+        with self._lock:
+            self._finishing.add(future)
+        future.add_done_callback(self._finished_one)
+
+    def _finished_one(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._finishing.discard(future)
+            if not self._running and not self._finishing:
+                self._idle.notify_all()
 
     def _start(self, run: Callable[[], Coroutine[Any, Any, None]], label: str) -> None:
         task = asyncio.get_running_loop().create_task(_labelled(label, run), name=label)
@@ -82,13 +111,14 @@ class AsyncJobs:
         self._slots.release()
         with self._lock:
             self._running -= 1
-            if not self._running:
+            if not self._running and not self._finishing:
                 self._idle.notify_all()
 
     def wait_idle(self, deadline: float) -> bool:
-        """Wait until no async job runs, at most until ``deadline`` (monotonic). True if none runs."""
+        """Wait until no async job runs and none is being finished, at most
+        until ``deadline`` (monotonic). True if none is."""
         with self._lock:
-            while self._running:
+            while self._running or self._finishing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -96,12 +126,12 @@ class AsyncJobs:
             return True
 
     def cancel_all(self, timeout: float) -> None:
-        """Cancel the async jobs still running (the end of a shutdown's grace
-        period), and wait up to ``timeout`` s for them to end."""
+        """Cancel the async handlers still running (the end of a shutdown's
+        grace period), and wait up to ``timeout`` s for them, and the finishing
+        of those that ended meanwhile, to end."""
         loop = self._loop
-        if loop is None or not self._running:
-            return
-        loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
+        if loop is not None and self._running:
+            loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
         self.wait_idle(time.monotonic() + timeout)
 
     def stop(self) -> None:
@@ -129,13 +159,23 @@ class AsyncJobs:
     def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
-        ticker = loop.create_task(self._tick())  # held: a task nobody holds may be collected
+        self._ticker = loop.create_task(self._tick())  # held: a task nobody holds may be collected
         try:
             loop.run_forever()
         finally:
-            # Async generators (a redis.asyncio client's closer: async_connection.py) end here.
-            ticker.cancel()
+            # As asyncio.run() ends: what still runs is cancelled (again, for a
+            # handler that went on after its first cancellation) and given a
+            # moment; then async generators (a redis.asyncio client's closer:
+            # async_connection.py) and the default executor end.
+            for _ in range(CANCEL_ROUNDS):
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                if not pending:
+                    break
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_WAIT_S))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 
     async def _tick(self) -> None:
@@ -153,7 +193,7 @@ class AsyncJobs:
                 continue
             self._stall_reported = self._last_tick
             logger.warning(
-                "async jobs: the event loop has been blocked for %.2f s by %s: a synchronous call in an async "
+                "async jobs: the event loop has been blocked for %.2f s so far by %s: a synchronous call in an async "
                 "handler holds up every async job (use await, or sync_to_async / asyncio.to_thread)",
                 stalled,
                 _blocking_job(thread) or "code outside any job",

@@ -247,6 +247,10 @@ class Worker:
         try:
             while any(t.is_alive() for t in self._runners) and not self._stopping.is_set():
                 self._stopping.wait(0.2)
+            # The runners are done (--max-jobs, a burst): the async jobs they
+            # handed over run to their end, unless a stop is asked meanwhile.
+            while not self._stopping.is_set() and not self.async_jobs.wait_idle(time.monotonic() + 0.2):
+                pass
         finally:
             self._shutdown()
         for t in renewals:
@@ -552,6 +556,25 @@ class Worker:
         except UnknownJobError as exc:
             # Looked up, never imported: a name written into Redis by hand runs nothing.
             return self._dead_letter(queue, claimed, str(exc))
+        if not definition.is_async:
+            return self._start_and_run(queue, claimed, definition, started, started_ms)
+        # An async job takes a slot on the loop first (the wait may be long),
+        # then the checks that decide whether and how it starts (cancelled
+        # meanwhile? its only chance begins now?) are made, right before it runs.
+        if not self.async_jobs.reserve(self._stopping):
+            self._release(queue, claimed)  # stopping while it waited: never started
+            return "handed back"
+        ran: str | Failure = "error"
+        try:
+            ran = self._start_and_run(queue, claimed, definition, started, started_ms)
+        finally:
+            if ran != ON_THE_LOOP:
+                self.async_jobs.unreserve()
+        return ran
+
+    def _start_and_run(
+        self, queue: RedisJobQueue, claimed: ClaimedJob, definition: JobDefinition, started: float, started_ms: float
+    ) -> str | Failure:
         job = Job(queue, claimed, definition)
         running = self.running_jobs.get(claimed.id)
         if running is not None:
@@ -587,10 +610,7 @@ class Worker:
             claimed.attempts += 1
         if definition.is_async:
             run = functools.partial(self._run_async, queue, claimed, job, definition, running, started, started_ms)
-            if not self.async_jobs.submit(run, f"job {claimed.name} {claimed.id}", self._stopping):
-                # Stopping while it waited for a slot on the loop: never started.
-                self._release(queue, claimed)
-                return "handed back"
+            self.async_jobs.start(run, f"job {claimed.name} {claimed.id}")
             return ON_THE_LOOP
         try:
             with tracing.running(queue.queue_name, claimed, job):
@@ -614,37 +634,52 @@ class Worker:
         started: float,
         started_ms: float,
     ) -> None:
-        """An async job on the loop: its handler awaited, then the rest of its run
-        (completion or failure, counting, logging) on a finishing thread."""
-        loop = asyncio.get_running_loop()
-        finish = self.async_jobs.finish
+        """An async job on the loop: its handler awaited; the rest of its run
+        (completion or failure, counting, logging) goes to a finishing thread,
+        out of reach of the shutdown's cancellation of the handlers."""
+        conclude = functools.partial(self._conclude, queue, claimed, job, definition, running, started, started_ms)
         try:
-            try:
-                with tracing.running(queue.queue_name, claimed, job):
-                    result = await definition.func(claimed.payload, job)
-                    result_json = queue.encode(result, what="result") if job.outcome is None else ""
-            except asyncio.CancelledError:
-                if self._stopping.is_set():
-                    return  # cut off at the end of the shutdown's grace period: the shutdown hands it back
-                ran = await loop.run_in_executor(
-                    finish,
-                    self._after_raise,
-                    queue,
-                    claimed,
-                    job,
-                    definition,
-                    JobCancelled("the job's task was cancelled"),
-                )
-            except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
-                ran = await loop.run_in_executor(finish, self._after_raise, queue, claimed, job, definition, exc)
+            with tracing.running(queue.queue_name, claimed, job):
+                result = await definition.func(claimed.payload, job)
+                result_json = queue.encode(result, what="result") if job.outcome is None else ""
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if self._stopping.is_set() and task is not None and task.cancelling():
+                return  # cut off at the end of the shutdown's grace period: the shutdown hands it back
+            # Not the worker's doing (an inner task cancelled): a failure like
+            # any other, unless the job's cancellation was asked.
+            self.async_jobs.finish_later(
+                conclude, JobCancelled(f"job {job.id} was cancelled") if job.cancelled else exc
+            )
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the job, not the worker
+            self.async_jobs.finish_later(conclude, exc)
+        else:
+            self.async_jobs.finish_later(conclude, None, result_json)
+
+    def _conclude(
+        self,
+        queue: RedisJobQueue,
+        claimed: ClaimedJob,
+        job: Job,
+        definition: JobDefinition,
+        running: Running | None,
+        started: float,
+        started_ms: float,
+        raised: BaseException | None,
+        result_json: str = "",
+    ) -> None:
+        """(On a finishing thread.) What follows an async handler's end."""
+        ran: str | Failure = "error"
+        try:
+            if raised is not None:
+                ran = self._after_raise(queue, claimed, job, definition, raised)
             else:
-                ran = await loop.run_in_executor(
-                    finish, self._after_return, queue, claimed, job, definition, running, result_json
-                )
+                ran = self._after_return(queue, claimed, job, definition, running, result_json)
         except BaseException:  # noqa: BLE001 - the worker never dies on a job
             _log_internal_error(claimed)
-            ran = "error"
-        await loop.run_in_executor(finish, self._finished, queue, claimed, ran, started, started_ms, None)
+        finally:
+            close_stale_connections()
+        self._finished(queue, claimed, ran, started, started_ms, None)
 
     def _after_raise(
         self, queue: RedisJobQueue, claimed: ClaimedJob, job: Job, definition: JobDefinition, exc: BaseException

@@ -261,3 +261,23 @@ async def async_cancellable(payload, job):
         job.raise_if_cancelled()
         await asyncio.sleep(0.01)
     return "not cancelled"
+
+
+@job(name="async_stubborn", queue="fast")
+async def async_stubborn(payload, job):
+    """Goes on after its first cancellation (a handler that catches CancelledError)."""
+    record(job, "start")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        await asyncio.sleep(4)
+    return "finished"
+
+
+@job(name="async_inner_cancelled", max_attempts=3, backoff_base_seconds=0)
+async def async_inner_cancelled(payload, job):
+    """An inner task it awaits is cancelled: a failure of this job, not a cancellation of it."""
+    record(job)
+    inner = asyncio.ensure_future(asyncio.sleep(60))
+    asyncio.get_running_loop().call_later(0.01, inner.cancel)
+    await inner

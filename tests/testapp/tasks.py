@@ -136,3 +136,10 @@ else:
     def fails_once_for_good():
         record("fails_once_for_good")
         raise RuntimeError("no retries for me")
+
+
+@task
+async def async_sleep(seconds):
+    record("async_sleep")
+    await asyncio.sleep(seconds)
+    return "slept"
