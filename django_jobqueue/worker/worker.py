@@ -609,7 +609,9 @@ class Worker:
             claimed.needs_start = False
             claimed.attempts += 1
         if definition.is_async:
-            run = functools.partial(self._run_async, queue, claimed, job, definition, running, started, started_ms)
+            run = functools.partial(
+                self._run_async, _AsyncRun(queue, claimed, job, definition, running, started, started_ms)
+            )
             self.async_jobs.start(run, f"job {claimed.name} {claimed.id}")
             return ON_THE_LOOP
         try:
@@ -624,23 +626,15 @@ class Worker:
             close_stale_connections()
         return self._after_return(queue, claimed, job, definition, running, result_json)
 
-    async def _run_async(
-        self,
-        queue: RedisJobQueue,
-        claimed: ClaimedJob,
-        job: Job,
-        definition: JobDefinition,
-        running: Running | None,
-        started: float,
-        started_ms: float,
-    ) -> None:
+    async def _run_async(self, run: _AsyncRun) -> None:
         """An async job on the loop: its handler awaited; the rest of its run
         (completion or failure, counting, logging) goes to a finishing thread,
         out of reach of the shutdown's cancellation of the handlers."""
-        conclude = functools.partial(self._conclude, queue, claimed, job, definition, running, started, started_ms)
+        queue, claimed, job = run.queue, run.claimed, run.job
+        conclude = functools.partial(self._conclude, run)
         try:
             with tracing.running(queue.queue_name, claimed, job):
-                result = await definition.func(claimed.payload, job)
+                result = await run.definition.func(claimed.payload, job)
                 result_json = queue.encode(result, what="result") if job.outcome is None else ""
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -656,30 +650,19 @@ class Worker:
         else:
             self.async_jobs.finish_later(conclude, None, result_json)
 
-    def _conclude(
-        self,
-        queue: RedisJobQueue,
-        claimed: ClaimedJob,
-        job: Job,
-        definition: JobDefinition,
-        running: Running | None,
-        started: float,
-        started_ms: float,
-        raised: BaseException | None,
-        result_json: str = "",
-    ) -> None:
+    def _conclude(self, run: _AsyncRun, raised: BaseException | None, result_json: str = "") -> None:
         """(On a finishing thread.) What follows an async handler's end."""
         ran: str | Failure = "error"
         try:
             if raised is not None:
-                ran = self._after_raise(queue, claimed, job, definition, raised)
+                ran = self._after_raise(run.queue, run.claimed, run.job, run.definition, raised)
             else:
-                ran = self._after_return(queue, claimed, job, definition, running, result_json)
+                ran = self._after_return(run.queue, run.claimed, run.job, run.definition, run.running, result_json)
         except BaseException:  # noqa: BLE001 - the worker never dies on a job
-            _log_internal_error(claimed)
+            _log_internal_error(run.claimed)
         finally:
             close_stale_connections()
-        self._finished(queue, claimed, ran, started, started_ms, None)
+        self._finished(run.queue, run.claimed, ran, run.started, run.started_ms, None)
 
     def _after_raise(
         self, queue: RedisJobQueue, claimed: ClaimedJob, job: Job, definition: JobDefinition, exc: BaseException
@@ -754,6 +737,19 @@ class Worker:
         failure = Failure.not_run(error)
         failure.decide(queue.fail_outcome(claimed, error, terminal=True), claimed=claimed, why="it cannot run")
         return failure
+
+
+@dataclass(frozen=True, slots=True)
+class _AsyncRun:
+    """An async job handed to the loop, and what finishing it needs."""
+
+    queue: RedisJobQueue
+    claimed: ClaimedJob
+    job: Job
+    definition: JobDefinition
+    running: Running | None
+    started: float  # time.monotonic() when its run began
+    started_ms: float  # time.time() * 1000 then
 
 
 def _log_internal_error(claimed: ClaimedJob) -> None:
