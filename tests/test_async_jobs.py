@@ -180,3 +180,15 @@ def test_an_async_preflight_hook_is_refused_at_definition():
         @job(name="async_preflight", preflight={"okay_to_run": okay})
         async def handler(payload, job):
             return None
+
+
+def test_sigterm_gives_a_worker_process_s_async_jobs_the_grace_period_then_hands_them_back(r, redis_server):
+    short = enqueue("async_wait", {"seconds": 0.3}, queue="fast")
+    long = enqueue("async_wait", {"seconds": 60}, queue="fast")
+    worker = start_worker(redis_server.url, "--queue", "fast", "--grace", "1")
+    wait_for(lambda: len(runs(r, tag="start")) == 2, what="both async jobs to start")
+    code, _out, err = stop(worker, signal.SIGTERM)
+    assert code == 0, err
+    assert job_hash(r, short, "fast")["status"] == "completed"
+    assert job_hash(r, long, "fast")["status"] == "pending"
+    assert "handed back at shutdown" in err
