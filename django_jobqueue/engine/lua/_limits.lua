@@ -30,43 +30,49 @@ local function flow_limits(cap_arg, rate_count_arg, rate_window_arg)
   return cap, rate_n, rate_ms
 end
 
--- How many jobs the limits let one claim take now (math.huge: no limit);
--- when none, also how many ms until the rate allows one (0: a slot of the
--- global concurrency must free first, and nobody can say when).
-local function room(now, cap, rate_n, rate_ms)
+-- The one entry point of the claim scripts: the limits in force (`limits`:
+-- cap, rate_n, rate_ms, and `on` when any applies), how many jobs they let
+-- one claim take now (math.huge: no limit), and when none, how many ms until
+-- the rate allows one (0: a slot of the global concurrency must free first,
+-- and nobody can say when).
+local function gate(now, cap_arg, rate_count_arg, rate_window_arg)
+  local cap, rate_n, rate_ms = flow_limits(cap_arg, rate_count_arg, rate_window_arg)
+  local limits = {cap = cap, rate_n = rate_n, rate_ms = rate_ms, on = cap > 0 or rate_n > 0}
+  if not limits.on then return limits, math.huge, 0 end
   local free = math.huge
   if cap > 0 then
     free = cap - redis.call('ZCARD', KEYS[3]) - redis.call('LLEN', KEYS[10])
-    if free <= 0 then return 0, 0 end
+    if free <= 0 then return limits, 0, 0 end
   end
   if rate_n > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', now - rate_ms)
     local used = redis.call('ZCARD', KEYS[15])
     if used >= rate_n then
       local oldest = redis.call('ZRANGE', KEYS[15], 0, 0, 'WITHSCORES')
-      return 0, math.max(1, tonumber(oldest[2]) + rate_ms - now)
+      return limits, 0, math.max(1, tonumber(oldest[2]) + rate_ms - now)
     end
     free = math.min(free, rate_n - used)
   end
-  return free, 0
+  return limits, free, 0
 end
 
 -- Account for the jobs a claim took (`ids`, with their claim tokens in
 -- `tokens`): their claim times go into the rate's window, and each job that
 -- holds a slot of the global concurrency is marked ("slot"), so the script
 -- that ends its claim wakes a worker waiting for one (_jobs.free_slots).
-local function spend(ids, tokens, now, cap, rate_n, rate_ms)
-  if #ids == 0 then return end
-  if rate_n > 0 then
+-- `limits`: as gate() read them (nothing to do when none applies).
+local function spend(ids, tokens, now, limits)
+  if #ids == 0 or not limits.on then return end
+  if limits.rate_n > 0 then
     local scored = {}
     for i, token in ipairs(tokens) do
       scored[2 * i - 1] = now
       scored[2 * i] = token
     end
     redis.call('ZADD', KEYS[15], unpack(scored))
-    redis.call('PEXPIRE', KEYS[15], rate_ms + 1000)
+    redis.call('PEXPIRE', KEYS[15], limits.rate_ms + 1000)
   end
-  if cap > 0 then
+  if limits.cap > 0 then
     for _, id in ipairs(ids) do redis.call('HSET', KEYS[8] .. id, 'slot', '1') end
   end
 end

@@ -72,25 +72,21 @@ local function nothing()
   if want == 0 then return false end
   return {}
 end
-local cap, rate_n, rate_ms = flow_limits(ARGV[10], ARGV[11], ARGV[12])
-local limited = cap > 0 or rate_n > 0
-if limited then
-  local free, wait = room(now, cap, rate_n, rate_ms)
-  if free <= 0 then
-    -- Limited only while jobs wait: with none, an empty queue is empty.
-    if redis.call('LLEN', KEYS[1]) == 0 then return nothing() end
-    return {'limited', int(wait)}
-  end
-  if want > 0 then
-    want = math.min(want, free)
-    -- No claiming ahead, but for short jobs under a global concurrency alone:
-    -- a job held for a busy runner holds a slot that another worker's idle
-    -- runner could use, and under a rate limit it would start later than its
-    -- claim, so starts could bunch past the rate.
-    if rate_n > 0 or ARGV[13] ~= '1' then
-      if starting == 0 then return nothing() end
-      want = math.min(want, starting)
-    end
+local limits, free, wait = gate(now, ARGV[10], ARGV[11], ARGV[12])
+if free <= 0 then
+  -- Limited only while jobs wait: with none, an empty queue is empty.
+  if redis.call('LLEN', KEYS[1]) == 0 then return nothing() end
+  return {'limited', int(wait)}
+end
+if limits.on and want > 0 then
+  want = math.min(want, free)
+  -- No claiming ahead, but for short jobs under a global concurrency alone:
+  -- a job held for a busy runner holds a slot that another worker's idle
+  -- runner could use, and under a rate limit it would start later than its
+  -- claim, so starts could bunch past the rate.
+  if limits.rate_n > 0 or ARGV[13] ~= '1' then
+    if starting == 0 then return nothing() end
+    want = math.min(want, starting)
   end
 end
 local start_now = true
@@ -131,7 +127,7 @@ while looked < limit do
       tokens[#tokens + 1] = token
       if want == 0 then
         hold(held, now, visibility, ARGV[4])
-        if limited then spend(held, tokens, now, cap, rate_n, rate_ms) end
+        spend(held, tokens, now, limits)
         return job
       end
       batch[#batch + 1] = job
@@ -145,7 +141,7 @@ while looked < limit do
   if #held >= want and want > 0 then break end
 end
 hold(held, now, visibility, ARGV[4])
-if limited then spend(held, tokens, now, cap, rate_n, rate_ms) end
+spend(held, tokens, now, limits)
 if #held == 0 and looked >= limit and redis.call('LLEN', KEYS[1]) > 0 then
   -- Every id looked at was set aside (its concurrency key full) or dropped,
   -- and more wait: not empty. The caller looks again at once.

@@ -57,14 +57,10 @@ if claims_paused() then
   redis.call('RPUSH', KEYS[1], id)
   return {'paused'}
 end
-local cap, rate_n, rate_ms = flow_limits(ARGV[8], ARGV[9], ARGV[10])
-local limited = cap > 0 or rate_n > 0
-if limited then
-  local free, wait = room(now, cap, rate_n, rate_ms)
-  if free <= 0 then
-    redis.call('RPUSH', KEYS[1], id)
-    return {'limited', int(wait)}
-  end
+local limits, free, wait = gate(now, ARGV[8], ARGV[9], ARGV[10])
+if free <= 0 then
+  redis.call('RPUSH', KEYS[1], id)
+  return {'limited', int(wait)}
 end
 redis.call('LPUSH', KEYS[2], id)
 -- The blocked runner runs the job at once: it starts now (see ARGV[7]).
@@ -73,7 +69,7 @@ if ARGV[7] == '1' then start = 'unless last chance' end
 local job = stamp(id, now, ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]) or 0, start)
 if job then
   hold({id}, now, tonumber(ARGV[3]), ARGV[4])
-  if limited then spend({id}, {ARGV[2]}, now, cap, rate_n, rate_ms) end
+  spend({id}, {ARGV[2]}, now, limits)
 end
 if dropped then return redis.error_reply(dropped) end
 return job
